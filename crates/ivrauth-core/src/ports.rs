@@ -1,0 +1,143 @@
+//! Port traits: what the domain needs from storage. `ivrauth-store` implements them for
+//! SQLite (and later PostgreSQL); the server holds them as `Arc<dyn Store>`.
+//!
+//! Every method takes the time it should record as an argument; implementations never read
+//! a clock. Values here are plain records, never secrets: client secrets and access tokens
+//! arrive already hashed.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::time::UnixMillis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    /// The backend failed; the text is for the operator's log only, never a response body.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// One version of a stored flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFlow {
+    pub id: String,
+    pub name: String,
+    pub version: i64,
+    /// The document as JSON text, exactly as deployed.
+    pub document: String,
+    pub created_at: UnixMillis,
+    /// When this version was written.
+    pub updated_at: UnixMillis,
+    pub created_by: String,
+    pub deleted: bool,
+}
+
+#[async_trait]
+pub trait FlowStore: Send + Sync {
+    /// Store version 1 of a new flow.
+    async fn create_flow(
+        &self,
+        id: &str,
+        name: &str,
+        document: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<StoredFlow, StoreError>;
+    /// Store a new version of an existing, not deleted flow (`NotFound` otherwise).
+    async fn update_flow(
+        &self,
+        id: &str,
+        name: &str,
+        document: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<StoredFlow, StoreError>;
+    /// The latest version (or `version`) of a flow that is not deleted.
+    async fn get_flow(&self, id: &str, version: Option<i64>) -> Result<Option<StoredFlow>, StoreError>;
+    /// The latest version of every flow that is not deleted, by id.
+    async fn list_flows(&self) -> Result<Vec<StoredFlow>, StoreError>;
+    /// Mark a flow deleted; its versions stay for runs already under way. False if absent.
+    async fn delete_flow(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError>;
+}
+
+/// An API client (OAuth2 client-credentials).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRecord {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// SHA-256 hex of the current secret.
+    pub secret_hash: String,
+    /// SHA-256 hex of the previous secret while a rotation overlap runs.
+    pub previous_secret_hash: Option<String>,
+    pub previous_valid_until: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// An issued access token, keyed by the SHA-256 hex of the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub token_hash: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub issued_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Revoke a client and every token issued to it. False if absent or already revoked.
+    async fn revoke_client(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError>;
+    /// Replace the secret hash, keeping the old one valid until `previous_valid_until`.
+    async fn rotate_client_secret(
+        &self,
+        id: &str,
+        new_hash: &str,
+        previous_valid_until: UnixMillis,
+    ) -> Result<bool, StoreError>;
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    async fn get_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Remove tokens that expired before `now`; returns how many.
+    async fn purge_expired_tokens(&self, now: UnixMillis) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Append one record to the chain, durably, before returning. Appends are serialized so
+    /// that each record hashes its true predecessor, even across processes sharing the store.
+    async fn append_audit(&self, event: &AuditEvent, now: UnixMillis) -> Result<AuditRecord, StoreError>;
+    /// All records in chain order (by `seq`).
+    async fn read_audit(&self) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// A run of a flow (a simulation now, a call later).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub flow_id: Option<String>,
+    pub flow_version: Option<i64>,
+    pub kind: String,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    /// Non-secret summary of the outcome (`{"endNode":..,"statusCode":..}`).
+    pub outcome: Option<Value>,
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    async fn start_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    async fn finish_run(&self, id: &str, outcome: &Value, now: UnixMillis) -> Result<(), StoreError>;
+}
+
+/// Everything the server needs from storage.
+pub trait Store: FlowStore + ClientStore + AuditStore + RunStore {}
+impl<T: FlowStore + ClientStore + AuditStore + RunStore> Store for T {}

@@ -1,0 +1,173 @@
+//! REST bodies of the Flow API, the simulation endpoint and the token endpoint.
+//!
+//! Field names are contracts (camelCase where the seed's Genesys-style API uses it,
+//! snake_case in OAuth2 bodies as RFC 6749 prescribes).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The string every secret value is replaced with in responses and traces.
+pub const MASK: &str = "********";
+
+/// One problem found in a flow document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostic {
+    /// JSON pointer into the document (`/nodes/http_auth/properties/url`).
+    pub path: String,
+    /// The node the problem is about, when there is one.
+    pub node_id: Option<String>,
+    /// A stable machine-readable code, such as `unknown_edge_target`.
+    pub code: String,
+    pub message: String,
+}
+
+/// `POST /api/v2/flows/validate` and `/api/v2/flows/{id}/validate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationReport {
+    pub valid: bool,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Every error body the API returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Diagnostic>,
+}
+
+/// A stored flow as listed and returned by the Flow API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowSummary {
+    pub id: String,
+    pub name: String,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowDetail {
+    #[serde(flatten)]
+    pub summary: FlowSummary,
+    pub document: Value,
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowList {
+    pub entities: Vec<FlowSummary>,
+}
+
+/// `POST /api/v2/flows/simulate`: either `flowId` of a stored flow or `flow`, a document.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Value>,
+    #[serde(default)]
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Host variables visible as `contact.*` (for example `ani`, `ipAddress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulateResponse {
+    pub flow_id: Option<String>,
+    pub version: Option<i64>,
+    pub trace_id: String,
+    pub environment: String,
+    pub outcome: Outcome,
+    pub trace: Vec<TraceEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub end_node: Option<String>,
+    pub status_code: Option<u16>,
+    /// Set when the run stopped without reaching an end node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunFailure {
+    pub code: String,
+    pub message: String,
+}
+
+/// One executed node. Secure values, and everything derived from one, read [`MASK`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceEntry {
+    pub step: u32,
+    pub node_id: String,
+    pub node_key: String,
+    #[serde(rename = "type")]
+    pub node_type: String,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<TraceRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Map<String, Value>>,
+    /// Problems met while executing the node (a condition that failed to evaluate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// The edge taken out of this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceRequest {
+    pub method: String,
+    pub url: String,
+}
+
+/// RFC 6749 §5.1 access token response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// RFC 6749 §5.2 error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// Input validation failure of a run: the field's path and the JSON Schema keyword that
+/// failed. The value given is never echoed (it may be a secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputProblem {
+    pub path: String,
+    pub keyword: String,
+    pub message: String,
+}
