@@ -1,1 +1,26 @@
-//! placeholder
+//! `ivrauth-connect`: the host's adapters to the outside world.
+//!
+//! The flow engine in `ivrauth-core` performs no I/O; when a flow needs something from
+//! another system it asks its host, and this crate is where the host does it. Today that is
+//! the HTTP executor behind flow `http` nodes (data actions): [`HttpExecutor`] sends an
+//! [`ivrauth_core::http::HttpRequest`] under the product's transport rules (no redirects,
+//! per-request timeouts, host allow-list, secrets only over https or loopback, bounded
+//! retries of 429/503, response size cap) and hands back an
+//! [`ivrauth_core::http::HttpResult`]. LDAP directories, OAuth2/OIDC identity providers,
+//! SMTP and SMS gateways will live here later.
+//!
+//! It also holds the production [`SystemClock`] and the [`Sleeper`] abstraction, so that
+//! time and waiting can be faked in tests.
+//!
+//! What it is not: it knows nothing about flows, nodes, templates or sessions (that is
+//! `ivrauth-core`), it stores nothing (`ivrauth-store`), and it serves nothing
+//! (`ivrauth-server`). Failures are returned as values, never as panics, and nothing it
+//! logs or reports contains request header values or bodies.
+
+mod clock;
+mod http;
+mod sleep;
+
+pub use clock::SystemClock;
+pub use http::{ConnectError, HttpConfig, HttpExecutor};
+pub use sleep::{RecordingSleeper, Sleeper, TokioSleeper};

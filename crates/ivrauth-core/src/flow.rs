@@ -1,1 +1,1037 @@
-//! todo
+//! The flow compiler: turns a [`FlowDocument`] into a validated, indexed [`Flow`] that the
+//! engine runs, or reports every problem in one pass.
+//!
+//! Each problem carries a JSON pointer into the document, the node it concerns, a stable code
+//! and a message quoting the offending (non-secret) name. The static taint analysis here is
+//! what keeps secrets out of logs and off plain-http URLs before a flow is ever deployed; the
+//! engine applies the same rules again at run time to mask traces.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde_json::Value;
+
+use ivrauth_proto::api::Diagnostic;
+use ivrauth_proto::flow::{
+    Assignment, FlowDocument, NodeProperties, PropertiesError, Unknown, CURRENT_FORMAT_VERSION,
+    DOCUMENT_FIELDS, EDGE_FIELDS, NODE_FIELDS, NODE_TYPES,
+};
+
+use crate::expr::{Condition, ConditionError, Template, VarPath};
+use crate::http::{is_loopback_host, DEFAULT_TIMEOUT_MS};
+use crate::inputs::InputSchema;
+
+/// Outputs every http node exposes as `<node>.<field>`.
+pub const HTTP_OUTPUT_FIELDS: &[&str] = &["statusCode", "body", "headers", "error"];
+/// Run variables the host defines under `flow.`.
+pub const FLOW_VARS: &[&str] = &["traceId", "id"];
+/// Largest number of nodes a document may have.
+pub const MAX_NODES: usize = 10_000;
+const MAX_TIMEOUT_MS: u64 = 120_000;
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+/// The result of validating a document.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+    fn error(&mut self, path: impl Into<String>, node: Option<&str>, code: &str, message: impl Into<String>) {
+        self.errors.push(diag(path, node, code, message));
+    }
+    fn warn(&mut self, path: impl Into<String>, node: Option<&str>, code: &str, message: impl Into<String>) {
+        self.warnings.push(diag(path, node, code, message));
+    }
+}
+
+fn diag(path: impl Into<String>, node: Option<&str>, code: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic { path: path.into(), node_id: node.map(str::to_owned), code: code.to_owned(), message: message.into() }
+}
+
+/// A validated flow, ready to run. Construct with [`compile`].
+#[derive(Debug)]
+pub struct Flow {
+    pub name: String,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) start: usize,
+    pub(crate) inputs: InputSchema,
+    /// Node key or id → node index.
+    pub(crate) names: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub key: String,
+    pub id: String,
+    pub type_name: &'static str,
+    pub kind: Kind,
+    pub next: Next,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Start,
+    End { status_code: Option<u16> },
+    Http(HttpNode),
+    Condition(Vec<(String, Condition)>),
+    SetProperties(Vec<Assign>),
+    Log { level: String, message: Template },
+}
+
+#[derive(Debug)]
+pub(crate) struct HttpNode {
+    pub method: String,
+    pub url: Template,
+    pub headers: Vec<(String, ValueTemplate)>,
+    pub body: Option<ValueTemplate>,
+    pub timeout_ms: u64,
+    /// Output paths (relative to the node's output) that hold secrets.
+    pub secure_output: Vec<Vec<String>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Assign {
+    pub name: VarPath,
+    pub value: ValueTemplate,
+    pub secure: bool,
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug)]
+pub(crate) enum ValueTemplate {
+    Literal(Value),
+    Str(Template),
+    Array(Vec<ValueTemplate>),
+    Object(Vec<(String, ValueTemplate)>),
+}
+
+impl ValueTemplate {
+    fn parse(v: &Value) -> Result<ValueTemplate, crate::expr::TemplateError> {
+        Ok(match v {
+            Value::String(s) => {
+                let t = Template::parse(s)?;
+                if t.refs().next().is_none() {
+                    ValueTemplate::Literal(v.clone())
+                } else {
+                    ValueTemplate::Str(t)
+                }
+            }
+            Value::Array(a) => ValueTemplate::Array(a.iter().map(ValueTemplate::parse).collect::<Result<_, _>>()?),
+            Value::Object(o) => ValueTemplate::Object(
+                o.iter().map(|(k, v)| Ok((k.clone(), ValueTemplate::parse(v)?))).collect::<Result<_, _>>()?,
+            ),
+            other => ValueTemplate::Literal(other.clone()),
+        })
+    }
+
+    pub(crate) fn refs(&self, out: &mut Vec<VarPath>) {
+        match self {
+            ValueTemplate::Literal(_) => {}
+            ValueTemplate::Str(t) => out.extend(t.refs().cloned()),
+            ValueTemplate::Array(a) => a.iter().for_each(|v| v.refs(out)),
+            ValueTemplate::Object(o) => o.iter().for_each(|(_, v)| v.refs(out)),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Next {
+    End,
+    One(usize),
+    /// Condition edges in document order; `None` guard is the fallback edge.
+    Branch(Vec<(Option<Guard>, usize)>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    pub condition: usize,
+    pub negated: bool,
+}
+
+impl Flow {
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Validate a document, returning the compiled flow and its warnings, or every problem.
+pub fn compile(doc: &FlowDocument) -> Result<(Flow, Vec<Diagnostic>), Report> {
+    let mut report = Report::default();
+    let flow = Compiler::new(doc, &mut report).run();
+    match flow {
+        Some(flow) if report.is_valid() => Ok((flow, report.warnings)),
+        _ => Err(report),
+    }
+}
+
+/// Validate without keeping the compiled flow.
+pub fn validate(doc: &FlowDocument) -> Report {
+    match compile(doc) {
+        Ok((_, warnings)) => Report { errors: Vec::new(), warnings },
+        Err(report) => report,
+    }
+}
+
+/// The closest candidate to `word`, for "did you mean" hints.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn hint(word: &str, candidates: &[&str]) -> String {
+    match did_you_mean(word, candidates.iter().copied()) {
+        Some(c) => format!(", did you mean `{c}`?"),
+        None => String::new(),
+    }
+}
+
+/// Escape a key for a JSON pointer (RFC 6901).
+fn ptr(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+struct Compiler<'d, 'r> {
+    doc: &'d FlowDocument,
+    report: &'r mut Report,
+    /// key or id → node index
+    names: HashMap<&'d str, usize>,
+    node_paths: Vec<String>,
+}
+
+/// What the static analysis knows about variables.
+struct Scope {
+    inputs: BTreeSet<String>,
+    secure_inputs: BTreeSet<String>,
+    /// node key/id → (has outputs, secure output paths)
+    nodes: HashMap<String, (bool, Vec<Vec<String>>)>,
+    /// property name segments → secure
+    properties: BTreeMap<Vec<String>, bool>,
+}
+
+impl Scope {
+    fn overlaps(a: &[String], b: &[String]) -> bool {
+        a.iter().zip(b.iter()).all(|(x, y)| x == y)
+    }
+
+    fn is_secure(&self, p: &VarPath) -> bool {
+        if self.secure_inputs.contains(p.root()) {
+            return true;
+        }
+        if let Some((_, secure)) = self.nodes.get(p.root()) {
+            if secure.iter().any(|s| Self::overlaps(s, p.rest())) {
+                return true;
+            }
+        }
+        self.properties.iter().any(|(name, secure)| *secure && Self::overlaps(name, &p.segments))
+    }
+
+    /// None when the path is defined; otherwise a message.
+    fn unknown(&self, p: &VarPath) -> Option<String> {
+        let root = p.root();
+        if self.inputs.contains(root) {
+            return None;
+        }
+        if root == "contact" {
+            return None;
+        }
+        if root == "flow" {
+            return match p.rest().first() {
+                Some(f) if FLOW_VARS.contains(&f.as_str()) && p.rest().len() == 1 => None,
+                Some(f) => Some(format!(
+                    "unknown variable `flow.{f}`{}",
+                    hint(f, FLOW_VARS)
+                )),
+                None => None,
+            };
+        }
+        if let Some((has_outputs, _)) = self.nodes.get(root) {
+            if !has_outputs {
+                return Some(format!("node `{root}` has no outputs to reference in `{p}`"));
+            }
+            return match p.rest().first() {
+                None => None,
+                Some(f) if HTTP_OUTPUT_FIELDS.contains(&f.as_str()) => None,
+                Some(f) => Some(format!(
+                    "node `{root}` has no output `{f}` (it has {}){}",
+                    HTTP_OUTPUT_FIELDS.join(", "),
+                    hint(f, HTTP_OUTPUT_FIELDS)
+                )),
+            };
+        }
+        if self.properties.keys().any(|name| Self::overlaps(name, &p.segments)) {
+            return None;
+        }
+        let mut candidates: Vec<String> = self.inputs.iter().cloned().collect();
+        candidates.extend(self.nodes.keys().cloned());
+        candidates.extend(self.properties.keys().map(|k| k.join(".")));
+        candidates.extend(["flow.traceId".to_owned(), "flow.id".to_owned(), "contact".to_owned()]);
+        let whole = p.to_string();
+        let best = did_you_mean(&whole, candidates.iter().map(String::as_str))
+            .or_else(|| did_you_mean(root, candidates.iter().map(String::as_str)));
+        Some(match best {
+            Some(c) => format!("unknown variable `{whole}`, did you mean `{c}`?"),
+            None => format!(
+                "unknown variable `{whole}`: no input, node, property or host variable defines `{root}`"
+            ),
+        })
+    }
+}
+
+impl<'d, 'r> Compiler<'d, 'r> {
+    fn new(doc: &'d FlowDocument, report: &'r mut Report) -> Self {
+        Compiler { doc, report, names: HashMap::new(), node_paths: Vec::new() }
+    }
+
+    fn unknown_fields(&mut self, base: &str, node: Option<&str>, unknown: &Unknown, known: &[&str]) {
+        for k in unknown.keys() {
+            self.report.error(
+                format!("{base}/{}", ptr(k)),
+                node,
+                "unknown_field",
+                format!("unknown field `{k}`{}", hint(k, known)),
+            );
+        }
+    }
+
+    fn run(mut self) -> Option<Flow> {
+        let doc = self.doc;
+        self.unknown_fields("", None, &doc.unknown, DOCUMENT_FIELDS);
+        if let Some(v) = doc.format_version {
+            if v == 0 || v > CURRENT_FORMAT_VERSION {
+                self.report.error(
+                    "/formatVersion",
+                    None,
+                    "unsupported_format_version",
+                    format!("format version {v} is not supported; this server reads version {CURRENT_FORMAT_VERSION}"),
+                );
+            }
+        }
+        let name = match doc.name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => {
+                self.report.error("/name", None, "missing_field", "the flow needs a non-empty `name`");
+                String::new()
+            }
+        };
+        if doc.nodes.entries.len() > MAX_NODES {
+            self.report.error(
+                "/nodes",
+                None,
+                "too_many_nodes",
+                format!("the flow has {} nodes; at most {MAX_NODES} are allowed", doc.nodes.entries.len()),
+            );
+            return None;
+        }
+        if doc.nodes.entries.is_empty() {
+            self.report.error("/nodes", None, "missing_field", "the flow has no nodes");
+        }
+
+        // Inputs.
+        let inputs = match InputSchema::compile(doc.input_schema.as_ref()) {
+            Ok(s) => s,
+            Err(msg) => {
+                self.report.error("/inputSchema", None, "invalid_input_schema", msg);
+                InputSchema::empty()
+            }
+        };
+
+        // Names.
+        for (i, e) in doc.nodes.entries.iter().enumerate() {
+            let path = if doc.nodes.as_array { format!("/nodes/{i}") } else { format!("/nodes/{}", ptr(&e.key)) };
+            self.node_paths.push(path);
+        }
+        for (i, e) in doc.nodes.entries.iter().enumerate() {
+            let id = e.node.id_or(&e.key);
+            let path = self.node_paths[i].clone();
+            let mut names = vec![e.key.as_str()];
+            if id != e.key {
+                names.push(id);
+                self.report.warn(
+                    format!("{path}/id"),
+                    Some(id),
+                    "node_key_differs_from_id",
+                    format!("node key `{}` differs from its id `{id}`; both refer to it", e.key),
+                );
+            }
+            for n in names {
+                if let Some(&other) = self.names.get(n) {
+                    if other != i {
+                        self.report.error(
+                            format!("{path}/id"),
+                            Some(id),
+                            "duplicate_node_id",
+                            format!("`{n}` names more than one node"),
+                        );
+                        continue;
+                    }
+                }
+                self.names.insert(n, i);
+            }
+            self.unknown_fields(&path, Some(id), &e.node.unknown, NODE_FIELDS);
+        }
+
+        // Node properties.
+        let mut parsed: Vec<Option<NodeProperties>> = Vec::with_capacity(doc.nodes.entries.len());
+        for (i, e) in doc.nodes.entries.iter().enumerate() {
+            let id = e.node.id_or(&e.key);
+            let path = self.node_paths[i].clone();
+            match NodeProperties::parse(&e.node.node_type, &e.node.properties) {
+                Ok(p) => {
+                    for (field, known) in p.unknown_fields() {
+                        let leaf = field.rsplit('/').next().unwrap_or(&field).to_owned();
+                        self.report.error(
+                            format!("{path}/properties/{field}"),
+                            Some(id),
+                            "unknown_field",
+                            format!("unknown property `{leaf}` for a `{}` node{}", e.node.node_type, hint(&leaf, &known)),
+                        );
+                    }
+                    parsed.push(Some(p));
+                }
+                Err(PropertiesError::UnknownType) => {
+                    self.report.error(
+                        format!("{path}/type"),
+                        Some(id),
+                        "unknown_node_type",
+                        format!("unknown node type `{}`{}", e.node.node_type, hint(&e.node.node_type, NODE_TYPES)),
+                    );
+                    parsed.push(None);
+                }
+                Err(PropertiesError::Invalid { path: p, message }) => {
+                    let at = if p.is_empty() { String::new() } else { format!("/{p}") };
+                    self.report.error(
+                        format!("{path}/properties{at}"),
+                        Some(id),
+                        "invalid_properties",
+                        format!("invalid properties for `{}` node `{id}`: {message}", e.node.node_type),
+                    );
+                    parsed.push(None);
+                }
+            }
+        }
+
+        // Static scope: inputs, node outputs, properties (taint to a fixpoint).
+        let mut scope = Scope {
+            inputs: inputs.names().map(str::to_owned).collect(),
+            secure_inputs: inputs.secure_names().map(str::to_owned).collect(),
+            nodes: HashMap::new(),
+            properties: BTreeMap::new(),
+        };
+        for (i, e) in doc.nodes.entries.iter().enumerate() {
+            let (has_outputs, secure) = match &parsed[i] {
+                Some(NodeProperties::Http(h)) => (
+                    true,
+                    h.secure_output.iter().map(|s| s.split('.').map(str::to_owned).collect()).collect(),
+                ),
+                _ => (false, Vec::new()),
+            };
+            scope.nodes.insert(e.key.clone(), (has_outputs, secure.clone()));
+            scope.nodes.insert(e.node.id_or(&e.key).to_owned(), (has_outputs, secure));
+        }
+
+        // Compile node bodies.
+        let mut kinds: Vec<Option<Kind>> = Vec::with_capacity(parsed.len());
+        let mut assigns_for_taint: Vec<(VarPath, bool, Vec<VarPath>)> = Vec::new();
+        for (i, p) in parsed.iter().enumerate() {
+            let e = &doc.nodes.entries[i];
+            let id = e.node.id_or(&e.key).to_owned();
+            let path = self.node_paths[i].clone();
+            let kind = p.as_ref().and_then(|p| self.compile_kind(p, &path, &id, &scope));
+            if let Some(Kind::SetProperties(assigns)) = &kind {
+                for a in assigns {
+                    let mut refs = Vec::new();
+                    a.value.refs(&mut refs);
+                    assigns_for_taint.push((a.name.clone(), a.secure, refs));
+                }
+            }
+            kinds.push(kind);
+        }
+        for (name, _, _) in &assigns_for_taint {
+            scope.properties.entry(name.segments.clone()).or_insert(false);
+        }
+        loop {
+            let mut changed = false;
+            for (name, secure, refs) in &assigns_for_taint {
+                let now_secure = *secure || refs.iter().any(|r| scope.is_secure(r));
+                if now_secure && scope.properties.get(&name.segments) != Some(&true) {
+                    scope.properties.insert(name.segments.clone(), true);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        self.check_property_names(&parsed, &scope);
+
+        // Variables and taint rules, now that every name is known.
+        for (i, kind) in kinds.iter().enumerate() {
+            if let Some(kind) = kind {
+                self.check_vars(i, kind, &parsed[i], &scope);
+            }
+        }
+
+        // Graph.
+        let next = self.edges(&kinds);
+        let start = self.start_node();
+        if let (Some(start), Some(next)) = (start, next.as_ref()) {
+            self.reachability(start, next, &kinds);
+        }
+
+        if !self.report.is_valid() {
+            return None;
+        }
+        let (Some(start), Some(next)) = (start, next) else { return None };
+        let mut nodes = Vec::with_capacity(kinds.len());
+        for ((e, kind), next) in doc.nodes.entries.iter().zip(kinds).zip(next) {
+            let kind = kind?;
+            nodes.push(Node {
+                key: e.key.clone(),
+                id: e.node.id_or(&e.key).to_owned(),
+                type_name: type_name(&kind),
+                kind,
+                next,
+            });
+        }
+        let names = self.names.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        Some(Flow { name, nodes, start, inputs, names })
+    }
+
+    fn compile_kind(&mut self, p: &NodeProperties, path: &str, id: &str, _scope: &Scope) -> Option<Kind> {
+        let template = |report: &mut Report, at: String, text: &str| match Template::parse(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                report.error(at, Some(id), "invalid_template", e.to_string());
+                None
+            }
+        };
+        match p {
+            NodeProperties::Start(_) => Some(Kind::Start),
+            NodeProperties::End(e) => Some(Kind::End { status_code: e.status_code }),
+            NodeProperties::Log(l) => {
+                let message = template(self.report, format!("{path}/properties/message"), &l.message)?;
+                Some(Kind::Log { level: l.log_level.clone().unwrap_or_else(|| "INFO".to_owned()), message })
+            }
+            NodeProperties::Http(h) => {
+                let method = h.method.to_ascii_uppercase();
+                if !METHODS.contains(&method.as_str()) {
+                    self.report.error(
+                        format!("{path}/properties/method"),
+                        Some(id),
+                        "invalid_method",
+                        format!("unsupported HTTP method `{}`{}", h.method, hint(&method, METHODS)),
+                    );
+                }
+                let url = template(self.report, format!("{path}/properties/url"), &h.url);
+                let mut headers = Vec::new();
+                for (k, v) in &h.headers {
+                    match ValueTemplate::parse(v) {
+                        Ok(t) => headers.push((k.clone(), t)),
+                        Err(e) => self.report.error(
+                            format!("{path}/properties/headers/{}", ptr(k)),
+                            Some(id),
+                            "invalid_template",
+                            e.to_string(),
+                        ),
+                    }
+                }
+                let body = match h.body.as_ref().map(ValueTemplate::parse) {
+                    None => None,
+                    Some(Ok(b)) => Some(b),
+                    Some(Err(e)) => {
+                        self.report.error(format!("{path}/properties/body"), Some(id), "invalid_template", e.to_string());
+                        None
+                    }
+                };
+                match h.timeout {
+                    None => self.report.warn(
+                        format!("{path}/properties"),
+                        Some(id),
+                        "http_without_timeout",
+                        format!("http node `{id}` has no `timeout`; the default of {DEFAULT_TIMEOUT_MS} ms applies"),
+                    ),
+                    Some(t) if t == 0 || t > MAX_TIMEOUT_MS => self.report.error(
+                        format!("{path}/properties/timeout"),
+                        Some(id),
+                        "invalid_timeout",
+                        format!("`timeout` is in milliseconds and must be between 1 and {MAX_TIMEOUT_MS}; got {t}"),
+                    ),
+                    Some(_) => {}
+                }
+                for (i, s) in h.secure_output.iter().enumerate() {
+                    let first = s.split('.').next().unwrap_or_default();
+                    if VarPath::parse(s).is_none() || !HTTP_OUTPUT_FIELDS.contains(&first) {
+                        self.report.error(
+                            format!("{path}/properties/secureOutput/{i}"),
+                            Some(id),
+                            "invalid_secure_output",
+                            format!("`{s}` is not an output path (it must start with one of {})", HTTP_OUTPUT_FIELDS.join(", ")),
+                        );
+                    }
+                }
+                Some(Kind::Http(HttpNode {
+                    method,
+                    url: url?,
+                    headers,
+                    body,
+                    timeout_ms: h.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
+                    secure_output: h.secure_output.iter().map(|s| s.split('.').map(str::to_owned).collect()).collect(),
+                }))
+            }
+            NodeProperties::Condition(c) => {
+                let mut out = Vec::new();
+                let mut seen = BTreeSet::new();
+                if c.conditions.is_empty() {
+                    self.report.error(
+                        format!("{path}/properties/conditions"),
+                        Some(id),
+                        "missing_field",
+                        format!("condition node `{id}` has no conditions"),
+                    );
+                }
+                for (i, nc) in c.conditions.iter().enumerate() {
+                    if !seen.insert(nc.name.as_str()) {
+                        self.report.error(
+                            format!("{path}/properties/conditions/{i}/name"),
+                            Some(id),
+                            "duplicate_condition",
+                            format!("condition `{}` is defined twice", nc.name),
+                        );
+                    }
+                    match Condition::parse(&nc.expression) {
+                        Ok(cond) => out.push((nc.name.clone(), cond)),
+                        Err(ConditionError::Syntax(m)) => self.report.error(
+                            format!("{path}/properties/conditions/{i}/expression"),
+                            Some(id),
+                            "cel_syntax",
+                            format!("condition `{}`: {m}", nc.name),
+                        ),
+                        Err(ConditionError::Template(e)) => self.report.error(
+                            format!("{path}/properties/conditions/{i}/expression"),
+                            Some(id),
+                            "invalid_template",
+                            format!("condition `{}`: {e}", nc.name),
+                        ),
+                    }
+                }
+                Some(Kind::Condition(out))
+            }
+            NodeProperties::SetProperties(s) => {
+                let mut out = Vec::new();
+                for (i, a) in s.properties.iter().enumerate() {
+                    if let Some(assign) = self.assignment(a, &format!("{path}/properties/properties/{i}"), id) {
+                        out.push(assign);
+                    }
+                }
+                Some(Kind::SetProperties(out))
+            }
+        }
+    }
+
+    fn assignment(&mut self, a: &Assignment, at: &str, id: &str) -> Option<Assign> {
+        let Some(name) = VarPath::parse(&a.name) else {
+            self.report.error(
+                format!("{at}/name"),
+                Some(id),
+                "invalid_property_name",
+                format!("`{}` is not a dotted property name (letters, digits, `_`, `-`, separated by `.`)", a.name),
+            );
+            return None;
+        };
+        match ValueTemplate::parse(&a.value) {
+            Ok(value) => Some(Assign { name, value, secure: a.secure }),
+            Err(e) => {
+                self.report.error(format!("{at}/value"), Some(id), "invalid_template", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn check_property_names(&mut self, parsed: &[Option<NodeProperties>], scope: &Scope) {
+        for (i, p) in parsed.iter().enumerate() {
+            let Some(NodeProperties::SetProperties(s)) = p else { continue };
+            let id = self.doc.nodes.entries[i].node.id_or(&self.doc.nodes.entries[i].key).to_owned();
+            for (j, a) in s.properties.iter().enumerate() {
+                let Some(name) = VarPath::parse(&a.name) else { continue };
+                let at = format!("{}/properties/properties/{j}/name", self.node_paths[i]);
+                let root = name.root();
+                if root == "flow" {
+                    self.report.error(at, Some(&id), "reserved_name", format!("`{}`: `flow.` variables are set by the host", a.name));
+                } else if scope.inputs.contains(root) {
+                    self.report.error(at, Some(&id), "name_conflict", format!("property `{}` would overwrite the input `{root}`", a.name));
+                } else if scope.nodes.contains_key(root) {
+                    self.report.error(at, Some(&id), "name_conflict", format!("property `{}` would shadow the node `{root}`", a.name));
+                }
+            }
+        }
+    }
+
+    fn check_vars(&mut self, i: usize, kind: &Kind, props: &Option<NodeProperties>, scope: &Scope) {
+        let id = self.doc.nodes.entries[i].node.id_or(&self.doc.nodes.entries[i].key).to_owned();
+        let path = self.node_paths[i].clone();
+        let check = |report: &mut Report, at: String, refs: &[VarPath]| {
+            for r in refs {
+                if let Some(msg) = scope.unknown(r) {
+                    report.error(at.clone(), Some(&id), "unknown_variable", msg);
+                }
+            }
+        };
+        match kind {
+            Kind::Start | Kind::End { .. } => {}
+            Kind::Log { message, .. } => {
+                let refs: Vec<VarPath> = message.refs().cloned().collect();
+                check(self.report, format!("{path}/properties/message"), &refs);
+                for r in refs.iter().filter(|r| scope.is_secure(r)) {
+                    self.report.error(
+                        format!("{path}/properties/message"),
+                        Some(&id),
+                        "secure_value_logged",
+                        format!("log message uses `{r}`, which is or derives from a secure value; secrets never reach a log"),
+                    );
+                }
+            }
+            Kind::Condition(conds) => {
+                for (j, (_, c)) in conds.iter().enumerate() {
+                    check(self.report, format!("{path}/properties/conditions/{j}/expression"), &c.var_paths());
+                }
+            }
+            Kind::SetProperties(assigns) => {
+                for (j, a) in assigns.iter().enumerate() {
+                    let mut refs = Vec::new();
+                    a.value.refs(&mut refs);
+                    check(self.report, format!("{path}/properties/properties/{j}/value"), &refs);
+                }
+            }
+            Kind::Http(h) => {
+                let url_refs: Vec<VarPath> = h.url.refs().cloned().collect();
+                check(self.report, format!("{path}/properties/url"), &url_refs);
+                let mut other = Vec::new();
+                for (_, v) in &h.headers {
+                    v.refs(&mut other);
+                }
+                check(self.report, format!("{path}/properties/headers"), &other);
+                let mut body_refs = Vec::new();
+                if let Some(b) = &h.body {
+                    b.refs(&mut body_refs);
+                }
+                check(self.report, format!("{path}/properties/body"), &body_refs);
+                other.extend(body_refs);
+
+                let url_secret = url_refs.iter().find(|r| scope.is_secure(r));
+                let carried = url_secret.or_else(|| other.iter().find(|r| scope.is_secure(r)));
+                if let Some(r) = url_secret {
+                    self.report.error(
+                        format!("{path}/properties/url"),
+                        Some(&id),
+                        "secure_value_in_url",
+                        format!("the url uses `{r}`, a secure value; URLs end up in logs, so send it in the body or a header"),
+                    );
+                }
+                let follow = matches!(props, Some(NodeProperties::Http(p)) if p.follow_redirects == Some(true));
+                if let Some(r) = carried {
+                    if let Some(problem) = insecure_url(&h.url) {
+                        self.report.error(
+                            format!("{path}/properties/url"),
+                            Some(&id),
+                            "secure_value_insecure_url",
+                            format!("node sends `{r}`, a secure value, but {problem}; use https (plain http only to loopback hosts)"),
+                        );
+                    }
+                    if follow {
+                        self.report.error(
+                            format!("{path}/properties/followRedirects"),
+                            Some(&id),
+                            "secure_value_follow_redirects",
+                            format!("node sends `{r}`, a secure value, with `followRedirects: true`; a redirect could carry it to another host"),
+                        );
+                    }
+                } else if follow {
+                    self.report.warn(
+                        format!("{path}/properties/followRedirects"),
+                        Some(&id),
+                        "redirects_not_followed",
+                        "ivrauth never follows redirects; a 3xx is the node's result",
+                    );
+                }
+            }
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<usize> {
+        self.names.get(name).copied()
+    }
+
+    fn edges(&mut self, kinds: &[Option<Kind>]) -> Option<Vec<Next>> {
+        let doc = self.doc;
+        let n = doc.nodes.entries.len();
+        let mut outgoing: Vec<Vec<(usize, Option<&str>, usize)>> = vec![Vec::new(); n];
+        let mut ok = true;
+        for (ei, edge) in doc.edges.iter().enumerate() {
+            let at = format!("/edges/{ei}");
+            self.unknown_fields(&at, None, &edge.unknown, EDGE_FIELDS);
+            let src = self.lookup(&edge.source);
+            let dst = self.lookup(&edge.target);
+            if src.is_none() {
+                let names: Vec<&str> = self.names.keys().copied().collect();
+                self.report.error(
+                    format!("{at}/source"),
+                    None,
+                    "unknown_edge_source",
+                    format!("edge source `{}` matches no node{}", edge.source, hint(&edge.source, &names)),
+                );
+            }
+            if dst.is_none() {
+                let names: Vec<&str> = self.names.keys().copied().collect();
+                self.report.error(
+                    format!("{at}/target"),
+                    src.map(|s| doc.nodes.entries[s].node.id_or(&doc.nodes.entries[s].key)),
+                    "unknown_edge_target",
+                    format!("edge target `{}` matches no node{}", edge.target, hint(&edge.target, &names)),
+                );
+            }
+            match (src, dst) {
+                (Some(s), Some(d)) => outgoing[s].push((ei, edge.condition.as_deref(), d)),
+                _ => ok = false,
+            }
+        }
+        let mut nexts = Vec::with_capacity(n);
+        for (i, out) in outgoing.iter().enumerate() {
+            let e = &doc.nodes.entries[i];
+            let id = e.node.id_or(&e.key);
+            let next = match &kinds[i] {
+                Some(Kind::End { .. }) => {
+                    if let Some((ei, _, _)) = out.first() {
+                        self.report.error(
+                            format!("/edges/{ei}"),
+                            Some(id),
+                            "edge_from_end_node",
+                            format!("`{id}` is an end node; no edge may leave it"),
+                        );
+                    }
+                    Next::End
+                }
+                Some(Kind::Condition(conds)) => {
+                    let mut branches = Vec::new();
+                    for (ei, cond, d) in out {
+                        match cond {
+                            None => branches.push((None, *d)),
+                            Some(c) => {
+                                let (negated, name) = match c.strip_prefix('!') {
+                                    Some(rest) => (true, rest.trim()),
+                                    None => (false, c.trim()),
+                                };
+                                match conds.iter().position(|(n, _)| n == name) {
+                                    Some(ci) => branches.push((Some(Guard { condition: ci, negated }), *d)),
+                                    None => {
+                                        let names: Vec<&str> = conds.iter().map(|(n, _)| n.as_str()).collect();
+                                        self.report.error(
+                                            format!("/edges/{ei}/condition"),
+                                            Some(id),
+                                            "unknown_condition",
+                                            format!("edge condition `{c}` names no condition of `{id}`{}", hint(name, &names)),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // The fallback edge is tried last, whatever its place in the document.
+                    branches.sort_by_key(|(g, _)| g.is_none());
+                    if branches.iter().filter(|(g, _)| g.is_none()).count() > 1 {
+                        self.report.error(
+                            self.node_paths[i].clone(),
+                            Some(id),
+                            "ambiguous_edges",
+                            format!("condition node `{id}` has more than one edge without a condition"),
+                        );
+                    }
+                    Next::Branch(branches)
+                }
+                _ => {
+                    for (ei, cond, _) in out {
+                        if let Some(c) = cond {
+                            self.report.error(
+                                format!("/edges/{ei}/condition"),
+                                Some(id),
+                                "unknown_condition",
+                                format!("edge condition `{c}` names no condition: `{id}` is not a condition node"),
+                            );
+                        }
+                    }
+                    if out.len() > 1 {
+                        self.report.error(
+                            format!("/edges/{}", out[1].0),
+                            Some(id),
+                            "ambiguous_edges",
+                            format!("node `{id}` has {} outgoing edges; only condition nodes may branch", out.len()),
+                        );
+                    }
+                    match out.first() {
+                        Some((_, _, d)) => Next::One(*d),
+                        None => Next::End,
+                    }
+                }
+            };
+            nexts.push(next);
+        }
+        for (i, name) in doc.end_nodes.iter().enumerate() {
+            match self.lookup(name) {
+                None => self.report.error(
+                    format!("/endNodes/{i}"),
+                    None,
+                    "unknown_end_node",
+                    format!("end node `{name}` matches no node"),
+                ),
+                Some(n) if !matches!(kinds[n], Some(Kind::End { .. }) | None) => self.report.error(
+                    format!("/endNodes/{i}"),
+                    Some(name),
+                    "end_node_not_end",
+                    format!("`{name}` is listed in endNodes but is not of type `end`"),
+                ),
+                Some(_) => {}
+            }
+        }
+        ok.then_some(nexts)
+    }
+
+    fn start_node(&mut self) -> Option<usize> {
+        match self.doc.start_node.as_deref() {
+            None => {
+                self.report.error("/startNode", None, "missing_start_node", "the flow has no `startNode`");
+                None
+            }
+            Some(s) => match self.lookup(s) {
+                Some(i) => Some(i),
+                None => {
+                    let names: Vec<&str> = self.names.keys().copied().collect();
+                    self.report.error(
+                        "/startNode",
+                        None,
+                        "unknown_start_node",
+                        format!("start node `{s}` matches no node{}", hint(s, &names)),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn reachability(&mut self, start: usize, next: &[Next], kinds: &[Option<Kind>]) {
+        let n = next.len();
+        let succ = |i: usize| -> Vec<usize> {
+            match &next[i] {
+                Next::End => Vec::new(),
+                Next::One(d) => vec![*d],
+                Next::Branch(b) => b.iter().map(|(_, d)| *d).collect(),
+            }
+        };
+        let mut reached = vec![false; n];
+        let mut queue = VecDeque::from([start]);
+        reached[start] = true;
+        let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for i in 0..n {
+            for d in succ(i) {
+                preds[d].push(i);
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            for d in succ(i) {
+                if !reached[d] {
+                    reached[d] = true;
+                    queue.push_back(d);
+                }
+            }
+        }
+        let mut ends = vec![false; n];
+        let mut queue: VecDeque<usize> =
+            (0..n).filter(|&i| matches!(kinds[i], Some(Kind::End { .. }))).collect();
+        for &i in &queue {
+            ends[i] = true;
+        }
+        while let Some(i) = queue.pop_front() {
+            for &p in &preds[i] {
+                if !ends[p] {
+                    ends[p] = true;
+                    queue.push_back(p);
+                }
+            }
+        }
+        for i in 0..n {
+            let e = &self.doc.nodes.entries[i];
+            let id = e.node.id_or(&e.key);
+            if !reached[i] {
+                self.report.error(
+                    self.node_paths[i].clone(),
+                    Some(id),
+                    "unreachable_node",
+                    format!("node `{id}` cannot be reached from the start node"),
+                );
+            } else if !ends[i] && kinds[i].is_some() {
+                self.report.error(
+                    self.node_paths[i].clone(),
+                    Some(id),
+                    "no_path_to_end",
+                    format!("no path leads from node `{id}` to an end node"),
+                );
+            }
+        }
+    }
+}
+
+fn type_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Start => "start",
+        Kind::End { .. } => "end",
+        Kind::Http(_) => "http",
+        Kind::Condition(_) => "condition",
+        Kind::SetProperties(_) => "setProperties",
+        Kind::Log { .. } => "log",
+    }
+}
+
+/// Why a URL template may not carry a secret, if it may not.
+fn insecure_url(url: &Template) -> Option<String> {
+    let prefix = url.literal_prefix();
+    let lower = prefix.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return None;
+    }
+    if let Some(rest) = lower.strip_prefix("http://") {
+        // The host must be literal to know it is loopback.
+        let end = rest.find(['/', '?', '#']);
+        let Some(end) = end else {
+            if url.parts.len() == 1 {
+                return host_of(rest).filter(|h| is_loopback_host(h)).map_or_else(
+                    || Some(format!("`{prefix}` is plain http to a host that is not loopback")),
+                    |_| None,
+                );
+            }
+            return Some("the url's host is not literal, so plain http cannot be allowed".to_owned());
+        };
+        let authority = &rest[..end];
+        return match host_of(authority) {
+            Some(h) if is_loopback_host(h) => None,
+            _ => Some(format!("`http://{authority}` is plain http to a host that is not loopback")),
+        };
+    }
+    if prefix.is_empty() {
+        return Some("the url does not start with a literal `https://`".to_owned());
+    }
+    Some("the url is not https".to_owned())
+}
+
+fn host_of(authority: &str) -> Option<&str> {
+    let authority = authority.rsplit('@').next()?;
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.find(']').map(|e| &authority[..e + 2]);
+    }
+    Some(authority.split(':').next().unwrap_or(authority))
+}

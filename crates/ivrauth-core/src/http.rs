@@ -6,8 +6,9 @@
 use crate::secret::Secret;
 
 /// A request an `http` node wants sent. Header values and the body may hold secrets, so they
-/// are [`Secret`]s; `carries_secret` says whether any of them actually does.
-#[derive(Debug, Clone)]
+/// are [`Secret`]s; `carries_secret` says whether any of them actually does. Its `Debug`
+/// shows the URL without query string or credentials.
+#[derive(Clone)]
 pub struct HttpRequest {
     pub method: String,
     pub url: String,
@@ -15,6 +16,32 @@ pub struct HttpRequest {
     pub body: Option<Secret<Vec<u8>>>,
     pub timeout_ms: u64,
     pub carries_secret: bool,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &redacted_url(&self.url))
+            .field("headers", &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("timeout_ms", &self.timeout_ms)
+            .field("carries_secret", &self.carries_secret)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host[:port]/path` of a URL: no userinfo, query or fragment. Safe to log.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or_default();
+            match u.port() {
+                Some(p) => format!("{}://{host}:{p}{}", u.scheme(), u.path()),
+                None => format!("{}://{host}{}", u.scheme(), u.path()),
+            }
+        }
+        Err(_) => "(invalid url)".to_owned(),
+    }
 }
 
 /// Default per-request timeout when a node gives none.
