@@ -48,12 +48,7 @@ pub struct AuditRecord {
 
 /// The hash of a record given its fields and its predecessor's hash. Fields are encoded as a
 /// JSON array, which is unambiguous (no field can run into the next).
-pub fn record_hash(
-    seq: i64,
-    event: &AuditEvent,
-    time: UnixMillis,
-    prev_hash: &str,
-) -> String {
+pub fn record_hash(seq: i64, event: &AuditEvent, time: UnixMillis, prev_hash: &str) -> String {
     let canonical = serde_json::json!([
         seq,
         event.id,
@@ -124,10 +119,16 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, ChainError> {
             None => (1, GENESIS_HASH),
         };
         if r.seq != want_seq || r.prev_hash != want_prev {
-            return Err(ChainError::BrokenLink { seq: r.seq, id: r.id.clone() });
+            return Err(ChainError::BrokenLink {
+                seq: r.seq,
+                id: r.id.clone(),
+            });
         }
         if record_hash(r.seq, &r.as_event(), r.time, &r.prev_hash) != r.hash {
-            return Err(ChainError::HashMismatch { seq: r.seq, id: r.id.clone() });
+            return Err(ChainError::HashMismatch {
+                seq: r.seq,
+                id: r.id.clone(),
+            });
         }
         prev = Some(r);
     }
@@ -169,13 +170,25 @@ mod tests {
     fn edited_record_is_named() {
         let mut c = chain(5);
         c[2].detail = serde_json::json!({"n": 99});
-        assert_eq!(verify_chain(&c), Err(ChainError::HashMismatch { seq: 3, id: "id-2".into() }));
+        assert_eq!(
+            verify_chain(&c),
+            Err(ChainError::HashMismatch {
+                seq: 3,
+                id: "id-2".into()
+            })
+        );
     }
 
     #[test]
     fn deleted_record_is_named() {
         let mut c = chain(5);
         c.remove(1);
-        assert_eq!(verify_chain(&c), Err(ChainError::BrokenLink { seq: 3, id: "id-2".into() }));
+        assert_eq!(
+            verify_chain(&c),
+            Err(ChainError::BrokenLink {
+                seq: 3,
+                id: "id-2".into()
+            })
+        );
     }
 }

@@ -7,7 +7,9 @@ pub const SCOPES: &[&str] = &["flow:read", "flow:write", "flow:simulate"];
 
 /// Client ids and secrets use only `[A-Za-z0-9_-]`.
 pub fn is_valid_credential_text(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// SHA-256 hex of a client secret or access token. These are long random strings minted by
@@ -20,7 +22,11 @@ pub fn hash_credential(secret: &str) -> String {
 /// Parse a comma- or space-separated scope list, rejecting unknown scopes.
 pub fn parse_scopes(list: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
-    for s in list.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+    for s in list
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         if !SCOPES.contains(&s) {
             return Err(s.to_owned());
         }
@@ -45,7 +51,13 @@ mod tests {
 
     #[test]
     fn scopes_parse() {
-        assert_eq!(parse_scopes("flow:read, flow:write").unwrap_or_default(), vec!["flow:read", "flow:write"]);
-        assert_eq!(parse_scopes("flow:read flow:nope"), Err("flow:nope".to_owned()));
+        assert_eq!(
+            parse_scopes("flow:read, flow:write").unwrap_or_default(),
+            vec!["flow:read", "flow:write"]
+        );
+        assert_eq!(
+            parse_scopes("flow:read flow:nope"),
+            Err("flow:nope".to_owned())
+        );
     }
 }

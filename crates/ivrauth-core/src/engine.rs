@@ -37,7 +37,12 @@ pub struct RunContext {
 
 impl RunContext {
     pub fn new(trace_id: impl Into<String>) -> Self {
-        RunContext { trace_id: trace_id.into(), flow_id: None, contact: Map::new(), max_steps: DEFAULT_MAX_STEPS }
+        RunContext {
+            trace_id: trace_id.into(),
+            flow_id: None,
+            contact: Map::new(),
+            max_steps: DEFAULT_MAX_STEPS,
+        }
     }
 }
 
@@ -73,10 +78,16 @@ struct Binding {
 
 impl Binding {
     fn plain(value: Value) -> Self {
-        Binding { value, secure: Vec::new() }
+        Binding {
+            value,
+            secure: Vec::new(),
+        }
     }
     fn lookup(&self, rest: &[String]) -> (Option<&Value>, bool) {
-        let secure = self.secure.iter().any(|s| s.iter().zip(rest.iter()).all(|(a, b)| a == b));
+        let secure = self
+            .secure
+            .iter()
+            .any(|s| s.iter().zip(rest.iter()).all(|(a, b)| a == b));
         let mut v = &self.value;
         for seg in rest {
             let next = match v {
@@ -138,7 +149,10 @@ impl RunState {
 
     fn set(&mut self, name: &VarPath, value: Value, secure: bool) {
         let rest = name.rest().to_vec();
-        let binding = self.roots.entry(name.root().to_owned()).or_insert_with(|| Binding::plain(Value::Null));
+        let binding = self
+            .roots
+            .entry(name.root().to_owned())
+            .or_insert_with(|| Binding::plain(Value::Null));
         let mut slot = &mut binding.value;
         for seg in &rest {
             if !slot.is_object() {
@@ -148,7 +162,9 @@ impl RunState {
             slot = o.entry(seg.clone()).or_insert(Value::Null);
         }
         *slot = value;
-        binding.secure.retain(|s| !s.starts_with(&rest) || s.len() < rest.len());
+        binding
+            .secure
+            .retain(|s| !s.starts_with(&rest) || s.len() < rest.len());
         if secure {
             binding.secure.push(rest);
         }
@@ -229,7 +245,10 @@ impl RunState {
         }
         let result = match c.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("evaluated to a {:?}, not a boolean", other.type_of())),
+            Ok(other) => Err(format!(
+                "evaluated to a {:?}, not a boolean",
+                other.type_of()
+            )),
             // An error message could quote a secure operand; keep it only when none is secure.
             Err(e) if !secure => Err(e.to_string()),
             Err(_) => Err("evaluation failed".to_owned()),
@@ -248,7 +267,10 @@ fn push_text(out: &mut String, v: Option<&Value>) {
 
 fn mask_paths(value: &mut Value, paths: &[Vec<String>]) {
     for path in paths {
-        let pointer: String = path.iter().map(|seg| format!("/{}", seg.replace('~', "~0").replace('/', "~1"))).collect();
+        let pointer: String = path
+            .iter()
+            .map(|seg| format!("/{}", seg.replace('~', "~0").replace('/', "~1")))
+            .collect();
         if let Some(slot) = value.pointer_mut(&pointer) {
             *slot = Value::String(MASK.to_owned());
         }
@@ -267,8 +289,18 @@ pub fn start(
     if let Value::Object(fields) = inputs {
         for name in flow.inputs.names() {
             if let Some(v) = fields.get(name) {
-                let secure = if flow.inputs.is_secure(name) { vec![Vec::new()] } else { Vec::new() };
-                roots.insert(name.to_owned(), Binding { value: v.clone(), secure });
+                let secure = if flow.inputs.is_secure(name) {
+                    vec![Vec::new()]
+                } else {
+                    Vec::new()
+                };
+                roots.insert(
+                    name.to_owned(),
+                    Binding {
+                        value: v.clone(),
+                        secure,
+                    },
+                );
             }
         }
     }
@@ -276,7 +308,10 @@ pub fn start(
     flow_vars.insert("traceId".into(), Value::String(ctx.trace_id));
     flow_vars.insert("id".into(), ctx.flow_id.map_or(Value::Null, Value::String));
     roots.insert("flow".to_owned(), Binding::plain(Value::Object(flow_vars)));
-    roots.insert("contact".to_owned(), Binding::plain(Value::Object(ctx.contact)));
+    roots.insert(
+        "contact".to_owned(),
+        Binding::plain(Value::Object(ctx.contact)),
+    );
     let mut state = RunState {
         roots,
         outputs: (0..flow.nodes.len()).map(|_| None).collect(),
@@ -292,14 +327,32 @@ pub fn start(
 }
 
 /// Feed the result of the last command back and run until the next one.
-pub fn step(flow: &Flow, mut state: RunState, event: Event, now: UnixMillis) -> (RunState, Command) {
-    let Some(Pending { node, started, mut entry }) = state.pending.take() else {
-        let cmd = fail(&mut state, "unexpected_event", "the run is not waiting for an event".to_owned());
+pub fn step(
+    flow: &Flow,
+    mut state: RunState,
+    event: Event,
+    now: UnixMillis,
+) -> (RunState, Command) {
+    let Some(Pending {
+        node,
+        started,
+        mut entry,
+    }) = state.pending.take()
+    else {
+        let cmd = fail(
+            &mut state,
+            "unexpected_event",
+            "the run is not waiting for an event".to_owned(),
+        );
         return (state, cmd);
     };
     entry.duration_ms = u64::try_from(now.0.saturating_sub(started.0)).unwrap_or(0);
     let Some(n) = flow.nodes.get(node) else {
-        let cmd = fail(&mut state, "unexpected_event", "the run refers to a node the flow lacks".to_owned());
+        let cmd = fail(
+            &mut state,
+            "unexpected_event",
+            "the run refers to a node the flow lacks".to_owned(),
+        );
         return (state, cmd);
     };
     match (&n.kind, event) {
@@ -314,13 +367,20 @@ pub fn step(flow: &Flow, mut state: RunState, event: Event, now: UnixMillis) -> 
             }
             entry.output = Some(shown);
             if let Some(slot) = state.outputs.get_mut(node) {
-                *slot = Some(Binding { value: output, secure: h.secure_output.clone() });
+                *slot = Some(Binding {
+                    value: output,
+                    secure: h.secure_output.clone(),
+                });
             }
         }
         (Kind::Log { .. }, Event::LogWritten) => {}
         _ => {
             state.trace.push(entry);
-            let cmd = fail(&mut state, "unexpected_event", format!("node `{}` did not expect that event", n.id));
+            let cmd = fail(
+                &mut state,
+                "unexpected_event",
+                format!("node `{}` did not expect that event", n.id),
+            );
             return (state, cmd);
         }
     }
@@ -354,8 +414,9 @@ fn http_output(result: HttpResult) -> Value {
             let body = if r.body.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&r.body)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()))
+                serde_json::from_slice(&r.body).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&r.body).into_owned())
+                })
             };
             o.insert("body".into(), body);
             o.insert("error".into(), Value::Null);
@@ -378,7 +439,10 @@ fn fail(state: &mut RunState, code: &str, message: String) -> Command {
     Command::Finish(Outcome {
         end_node: None,
         status_code: None,
-        error: Some(RunFailure { code: code.to_owned(), message }),
+        error: Some(RunFailure {
+            code: code.to_owned(),
+            message,
+        }),
     })
 }
 
@@ -391,7 +455,11 @@ fn follow(
     results: Option<&[bool]>,
 ) -> Result<(), Command> {
     let Some(n) = flow.nodes.get(node) else {
-        return Err(fail(state, "internal", "node index out of range".to_owned()));
+        return Err(fail(
+            state,
+            "internal",
+            "node index out of range".to_owned(),
+        ));
     };
     let target = match &n.next {
         Next::One(d) => Some(*d),
@@ -414,7 +482,10 @@ fn follow(
         None => Err(fail(
             state,
             "no_matching_edge",
-            format!("no edge out of node `{}` matched; add an edge for the remaining case", n.id),
+            format!(
+                "no edge out of node `{}` matched; add an edge for the remaining case",
+                n.id
+            ),
         )),
     }
 }
@@ -422,7 +493,11 @@ fn follow(
 fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
     loop {
         if state.steps >= state.max_steps {
-            let at = flow.nodes.get(state.current).map(|n| n.id.as_str()).unwrap_or_default();
+            let at = flow
+                .nodes
+                .get(state.current)
+                .map(|n| n.id.as_str())
+                .unwrap_or_default();
             let msg = format!(
                 "the run executed {} steps without reaching an end node (stopped at `{at}`); the flow probably loops",
                 state.max_steps
@@ -465,7 +540,14 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                 for a in assigns {
                     let (v, derived) = state.render_value(flow, &a.value);
                     let secure = a.secure || derived;
-                    shown.insert(a.name.to_string(), if secure { Value::String(MASK.to_owned()) } else { v.clone() });
+                    shown.insert(
+                        a.name.to_string(),
+                        if secure {
+                            Value::String(MASK.to_owned())
+                        } else {
+                            v.clone()
+                        },
+                    );
                     state.set(&a.name, v, secure);
                 }
                 entry.properties = Some(shown);
@@ -478,11 +560,20 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                     let b = match res {
                         Ok(b) => b,
                         Err(e) => {
-                            entry.errors.push(format!("condition `{name}` failed and counts as false: {e}"));
+                            entry.errors.push(format!(
+                                "condition `{name}` failed and counts as false: {e}"
+                            ));
                             false
                         }
                     };
-                    shown.insert(name.clone(), if secure { Value::String(MASK.to_owned()) } else { Value::Bool(b) });
+                    shown.insert(
+                        name.clone(),
+                        if secure {
+                            Value::String(MASK.to_owned())
+                        } else {
+                            Value::Bool(b)
+                        },
+                    );
                     r.push(b);
                 }
                 entry.result = Some(shown);
@@ -491,8 +582,16 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
             Kind::Log { level, message } => {
                 let (text, _) = state.render(flow, message, true);
                 entry.message = Some(text.clone());
-                state.pending = Some(Pending { node: i, started: now, entry });
-                return Command::Log(LogLine { node_id: node.id.clone(), level: level.clone(), message: text });
+                state.pending = Some(Pending {
+                    node: i,
+                    started: now,
+                    entry,
+                });
+                return Command::Log(LogLine {
+                    node_id: node.id.clone(),
+                    level: level.clone(),
+                    message: text,
+                });
             }
             Kind::Http(h) => {
                 let (url, url_secure) = state.render(flow, &h.url, false);
@@ -513,15 +612,32 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                     Some(t) => {
                         let (v, s) = state.render_value(flow, t);
                         carries |= s;
-                        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
-                            headers.push(("content-type".to_owned(), Secret::new("application/json".to_owned())));
+                        if !headers
+                            .iter()
+                            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                        {
+                            headers.push((
+                                "content-type".to_owned(),
+                                Secret::new("application/json".to_owned()),
+                            ));
                         }
                         Some(Secret::new(serde_json::to_vec(&v).unwrap_or_default()))
                     }
                 };
-                let shown_url = if url_secure { state.render(flow, &h.url, true).0 } else { url.clone() };
-                entry.request = Some(TraceRequest { method: h.method.clone(), url: shown_url });
-                state.pending = Some(Pending { node: i, started: now, entry });
+                let shown_url = if url_secure {
+                    state.render(flow, &h.url, true).0
+                } else {
+                    url.clone()
+                };
+                entry.request = Some(TraceRequest {
+                    method: h.method.clone(),
+                    url: shown_url,
+                });
+                state.pending = Some(Pending {
+                    node: i,
+                    started: now,
+                    entry,
+                });
                 return Command::Http(HttpRequest {
                     method: h.method.clone(),
                     url,

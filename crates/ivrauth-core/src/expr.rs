@@ -23,7 +23,9 @@ impl VarPath {
         let mut segments = Vec::new();
         for seg in text.split('.') {
             let valid = !seg.is_empty()
-                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$');
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$');
             if !valid {
                 return None;
             }
@@ -33,7 +35,10 @@ impl VarPath {
     }
 
     pub fn root(&self) -> &str {
-        self.segments.first().map(String::as_str).unwrap_or_default()
+        self.segments
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     pub fn rest(&self) -> &[String] {
@@ -79,7 +84,8 @@ impl Template {
             let after = &after[2..];
             let close = after.find("}}").ok_or(TemplateError::Unclosed)?;
             let inner = &after[..close];
-            let path = VarPath::parse(inner).ok_or_else(|| TemplateError::BadPath(inner.trim().to_owned()))?;
+            let path = VarPath::parse(inner)
+                .ok_or_else(|| TemplateError::BadPath(inner.trim().to_owned()))?;
             parts.push(Part::Ref(path));
             rest = &after[close + 2..];
         }
@@ -159,7 +165,8 @@ impl Condition {
                 }
             }
         }
-        let program = cel::Program::compile(&cel_text).map_err(|e| ConditionError::Syntax(e.to_string()))?;
+        let program =
+            cel::Program::compile(&cel_text).map_err(|e| ConditionError::Syntax(e.to_string()))?;
         let mut bare: Vec<String> = program
             .references()
             .variables()
@@ -168,7 +175,12 @@ impl Condition {
             .map(str::to_owned)
             .collect();
         bare.sort();
-        Ok(Condition { source: source.to_owned(), program, bindings, bare })
+        Ok(Condition {
+            source: source.to_owned(),
+            program,
+            bindings,
+            bare,
+        })
     }
 
     /// Every flow variable the condition reads.
@@ -197,11 +209,18 @@ pub fn json_to_cel(v: &serde_json::Value) -> cel::Value {
             }
         }
         serde_json::Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        serde_json::Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(json_to_cel).collect())),
+        serde_json::Value::Array(a) => {
+            cel::Value::List(Arc::new(a.iter().map(json_to_cel).collect()))
+        }
         serde_json::Value::Object(o) => {
             let map: HashMap<cel::objects::Key, cel::Value> = o
                 .iter()
-                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), json_to_cel(v)))
+                .map(|(k, v)| {
+                    (
+                        cel::objects::Key::String(Arc::new(k.clone())),
+                        json_to_cel(v),
+                    )
+                })
                 .collect();
             cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
         }
@@ -214,30 +233,44 @@ mod tests {
 
     #[test]
     fn template_parts() {
-        let t = Template::parse("user={{username}} | trace={{ flow.traceId }}").unwrap_or_else(|e| panic!("{e}"));
+        let t = Template::parse("user={{username}} | trace={{ flow.traceId }}")
+            .unwrap_or_else(|e| panic!("{e}"));
         let refs: Vec<String> = t.refs().map(|r| r.to_string()).collect();
         assert_eq!(refs, vec!["username", "flow.traceId"]);
         assert_eq!(t.literal_prefix(), "user=");
         assert!(t.single_ref().is_none());
-        let single = Template::parse("{{http_auth_provider.body.token}}").unwrap_or_else(|e| panic!("{e}"));
+        let single =
+            Template::parse("{{http_auth_provider.body.token}}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(single.single_ref().map(|p| p.segments.len()), Some(3));
     }
 
     #[test]
     fn template_errors() {
         assert_eq!(Template::parse("a {{b"), Err(TemplateError::Unclosed));
-        assert_eq!(Template::parse("{{a b}}"), Err(TemplateError::BadPath("a b".into())));
-        assert_eq!(Template::parse("{{}}"), Err(TemplateError::BadPath(String::new())));
+        assert_eq!(
+            Template::parse("{{a b}}"),
+            Err(TemplateError::BadPath("a b".into()))
+        );
+        assert_eq!(
+            Template::parse("{{}}"),
+            Err(TemplateError::BadPath(String::new()))
+        );
     }
 
     #[test]
     fn condition_rewrites_placeholders() {
-        let c = Condition::parse("{{http_auth_provider.statusCode}} == 200 && {{http_auth_provider.body.token}} != null")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Condition::parse(
+            "{{http_auth_provider.statusCode}} == 200 && {{http_auth_provider.body.token}} != null",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.bindings.len(), 2);
         assert!(c.bare.is_empty());
-        let c = Condition::parse("{{end-success.statusCode}} == 200 && authResult == 'x'").unwrap_or_else(|e| panic!("{e}"));
+        let c = Condition::parse("{{end-success.statusCode}} == 200 && authResult == 'x'")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.bare, vec!["authResult"]);
-        assert!(matches!(Condition::parse("{{a}} ==="), Err(ConditionError::Syntax(_))));
+        assert!(matches!(
+            Condition::parse("{{a}} ==="),
+            Err(ConditionError::Syntax(_))
+        ));
     }
 }

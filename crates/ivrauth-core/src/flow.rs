@@ -40,16 +40,38 @@ impl Report {
     pub fn is_valid(&self) -> bool {
         self.errors.is_empty()
     }
-    fn error(&mut self, path: impl Into<String>, node: Option<&str>, code: &str, message: impl Into<String>) {
+    fn error(
+        &mut self,
+        path: impl Into<String>,
+        node: Option<&str>,
+        code: &str,
+        message: impl Into<String>,
+    ) {
         self.errors.push(diag(path, node, code, message));
     }
-    fn warn(&mut self, path: impl Into<String>, node: Option<&str>, code: &str, message: impl Into<String>) {
+    fn warn(
+        &mut self,
+        path: impl Into<String>,
+        node: Option<&str>,
+        code: &str,
+        message: impl Into<String>,
+    ) {
         self.warnings.push(diag(path, node, code, message));
     }
 }
 
-fn diag(path: impl Into<String>, node: Option<&str>, code: &str, message: impl Into<String>) -> Diagnostic {
-    Diagnostic { path: path.into(), node_id: node.map(str::to_owned), code: code.to_owned(), message: message.into() }
+fn diag(
+    path: impl Into<String>,
+    node: Option<&str>,
+    code: &str,
+    message: impl Into<String>,
+) -> Diagnostic {
+    Diagnostic {
+        path: path.into(),
+        node_id: node.map(str::to_owned),
+        code: code.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// A validated flow, ready to run. Construct with [`compile`].
@@ -120,9 +142,15 @@ impl ValueTemplate {
                     ValueTemplate::Str(t)
                 }
             }
-            Value::Array(a) => ValueTemplate::Array(a.iter().map(ValueTemplate::parse).collect::<Result<_, _>>()?),
+            Value::Array(a) => ValueTemplate::Array(
+                a.iter()
+                    .map(ValueTemplate::parse)
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(o) => ValueTemplate::Object(
-                o.iter().map(|(k, v)| Ok((k.clone(), ValueTemplate::parse(v)?))).collect::<Result<_, _>>()?,
+                o.iter()
+                    .map(|(k, v)| Ok((k.clone(), ValueTemplate::parse(v)?)))
+                    .collect::<Result<_, _>>()?,
             ),
             other => ValueTemplate::Literal(other.clone()),
         })
@@ -171,16 +199,27 @@ pub fn compile(doc: &FlowDocument) -> Result<(Flow, Vec<Diagnostic>), Report> {
 /// Validate without keeping the compiled flow.
 pub fn validate(doc: &FlowDocument) -> Report {
     match compile(doc) {
-        Ok((_, warnings)) => Report { errors: Vec::new(), warnings },
+        Ok((_, warnings)) => Report {
+            errors: Vec::new(),
+            warnings,
+        },
         Err(report) => report,
     }
 }
 
 /// The closest candidate to `word`, for "did you mean" hints.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -230,7 +269,9 @@ impl Scope {
                 return true;
             }
         }
-        self.properties.iter().any(|(name, secure)| *secure && Self::overlaps(name, &p.segments))
+        self.properties
+            .iter()
+            .any(|(name, secure)| *secure && Self::overlaps(name, &p.segments))
     }
 
     /// None when the path is defined; otherwise a message.
@@ -245,16 +286,15 @@ impl Scope {
         if root == "flow" {
             return match p.rest().first() {
                 Some(f) if FLOW_VARS.contains(&f.as_str()) && p.rest().len() == 1 => None,
-                Some(f) => Some(format!(
-                    "unknown variable `flow.{f}`{}",
-                    hint(f, FLOW_VARS)
-                )),
+                Some(f) => Some(format!("unknown variable `flow.{f}`{}", hint(f, FLOW_VARS))),
                 None => None,
             };
         }
         if let Some((has_outputs, _)) = self.nodes.get(root) {
             if !has_outputs {
-                return Some(format!("node `{root}` has no outputs to reference in `{p}`"));
+                return Some(format!(
+                    "node `{root}` has no outputs to reference in `{p}`"
+                ));
             }
             return match p.rest().first() {
                 None => None,
@@ -266,13 +306,21 @@ impl Scope {
                 )),
             };
         }
-        if self.properties.keys().any(|name| Self::overlaps(name, &p.segments)) {
+        if self
+            .properties
+            .keys()
+            .any(|name| Self::overlaps(name, &p.segments))
+        {
             return None;
         }
         let mut candidates: Vec<String> = self.inputs.iter().cloned().collect();
         candidates.extend(self.nodes.keys().cloned());
         candidates.extend(self.properties.keys().map(|k| k.join(".")));
-        candidates.extend(["flow.traceId".to_owned(), "flow.id".to_owned(), "contact".to_owned()]);
+        candidates.extend([
+            "flow.traceId".to_owned(),
+            "flow.id".to_owned(),
+            "contact".to_owned(),
+        ]);
         let whole = p.to_string();
         let best = did_you_mean(&whole, candidates.iter().map(String::as_str))
             .or_else(|| did_you_mean(root, candidates.iter().map(String::as_str)));
@@ -287,10 +335,21 @@ impl Scope {
 
 impl<'d, 'r> Compiler<'d, 'r> {
     fn new(doc: &'d FlowDocument, report: &'r mut Report) -> Self {
-        Compiler { doc, report, names: HashMap::new(), node_paths: Vec::new() }
+        Compiler {
+            doc,
+            report,
+            names: HashMap::new(),
+            node_paths: Vec::new(),
+        }
     }
 
-    fn unknown_fields(&mut self, base: &str, node: Option<&str>, unknown: &Unknown, known: &[&str]) {
+    fn unknown_fields(
+        &mut self,
+        base: &str,
+        node: Option<&str>,
+        unknown: &Unknown,
+        known: &[&str],
+    ) {
         for k in unknown.keys() {
             self.report.error(
                 format!("{base}/{}", ptr(k)),
@@ -317,7 +376,12 @@ impl<'d, 'r> Compiler<'d, 'r> {
         let name = match doc.name.as_deref().map(str::trim) {
             Some(n) if !n.is_empty() => n.to_owned(),
             _ => {
-                self.report.error("/name", None, "missing_field", "the flow needs a non-empty `name`");
+                self.report.error(
+                    "/name",
+                    None,
+                    "missing_field",
+                    "the flow needs a non-empty `name`",
+                );
                 String::new()
             }
         };
@@ -326,26 +390,35 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 "/nodes",
                 None,
                 "too_many_nodes",
-                format!("the flow has {} nodes; at most {MAX_NODES} are allowed", doc.nodes.entries.len()),
+                format!(
+                    "the flow has {} nodes; at most {MAX_NODES} are allowed",
+                    doc.nodes.entries.len()
+                ),
             );
             return None;
         }
         if doc.nodes.entries.is_empty() {
-            self.report.error("/nodes", None, "missing_field", "the flow has no nodes");
+            self.report
+                .error("/nodes", None, "missing_field", "the flow has no nodes");
         }
 
         // Inputs.
         let inputs = match InputSchema::compile(doc.input_schema.as_ref()) {
             Ok(s) => s,
             Err(msg) => {
-                self.report.error("/inputSchema", None, "invalid_input_schema", msg);
+                self.report
+                    .error("/inputSchema", None, "invalid_input_schema", msg);
                 InputSchema::empty()
             }
         };
 
         // Names.
         for (i, e) in doc.nodes.entries.iter().enumerate() {
-            let path = if doc.nodes.as_array { format!("/nodes/{i}") } else { format!("/nodes/{}", ptr(&e.key)) };
+            let path = if doc.nodes.as_array {
+                format!("/nodes/{i}")
+            } else {
+                format!("/nodes/{}", ptr(&e.key))
+            };
             self.node_paths.push(path);
         }
         for (i, e) in doc.nodes.entries.iter().enumerate() {
@@ -358,7 +431,10 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     format!("{path}/id"),
                     Some(id),
                     "node_key_differs_from_id",
-                    format!("node key `{}` differs from its id `{id}`; both refer to it", e.key),
+                    format!(
+                        "node key `{}` differs from its id `{id}`; both refer to it",
+                        e.key
+                    ),
                 );
             }
             for n in names {
@@ -391,7 +467,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
                             format!("{path}/properties/{field}"),
                             Some(id),
                             "unknown_field",
-                            format!("unknown property `{leaf}` for a `{}` node{}", e.node.node_type, hint(&leaf, &known)),
+                            format!(
+                                "unknown property `{leaf}` for a `{}` node{}",
+                                e.node.node_type,
+                                hint(&leaf, &known)
+                            ),
                         );
                     }
                     parsed.push(Some(p));
@@ -401,17 +481,28 @@ impl<'d, 'r> Compiler<'d, 'r> {
                         format!("{path}/type"),
                         Some(id),
                         "unknown_node_type",
-                        format!("unknown node type `{}`{}", e.node.node_type, hint(&e.node.node_type, NODE_TYPES)),
+                        format!(
+                            "unknown node type `{}`{}",
+                            e.node.node_type,
+                            hint(&e.node.node_type, NODE_TYPES)
+                        ),
                     );
                     parsed.push(None);
                 }
                 Err(PropertiesError::Invalid { path: p, message }) => {
-                    let at = if p.is_empty() { String::new() } else { format!("/{p}") };
+                    let at = if p.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{p}")
+                    };
                     self.report.error(
                         format!("{path}/properties{at}"),
                         Some(id),
                         "invalid_properties",
-                        format!("invalid properties for `{}` node `{id}`: {message}", e.node.node_type),
+                        format!(
+                            "invalid properties for `{}` node `{id}`: {message}",
+                            e.node.node_type
+                        ),
                     );
                     parsed.push(None);
                 }
@@ -429,12 +520,19 @@ impl<'d, 'r> Compiler<'d, 'r> {
             let (has_outputs, secure) = match &parsed[i] {
                 Some(NodeProperties::Http(h)) => (
                     true,
-                    h.secure_output.iter().map(|s| s.split('.').map(str::to_owned).collect()).collect(),
+                    h.secure_output
+                        .iter()
+                        .map(|s| s.split('.').map(str::to_owned).collect())
+                        .collect(),
                 ),
                 _ => (false, Vec::new()),
             };
-            scope.nodes.insert(e.key.clone(), (has_outputs, secure.clone()));
-            scope.nodes.insert(e.node.id_or(&e.key).to_owned(), (has_outputs, secure));
+            scope
+                .nodes
+                .insert(e.key.clone(), (has_outputs, secure.clone()));
+            scope
+                .nodes
+                .insert(e.node.id_or(&e.key).to_owned(), (has_outputs, secure));
         }
 
         // Compile node bodies.
@@ -444,7 +542,9 @@ impl<'d, 'r> Compiler<'d, 'r> {
             let e = &doc.nodes.entries[i];
             let id = e.node.id_or(&e.key).to_owned();
             let path = self.node_paths[i].clone();
-            let kind = p.as_ref().and_then(|p| self.compile_kind(p, &path, &id, &scope));
+            let kind = p
+                .as_ref()
+                .and_then(|p| self.compile_kind(p, &path, &id, &scope));
             if let Some(Kind::SetProperties(assigns)) = &kind {
                 for a in assigns {
                     let mut refs = Vec::new();
@@ -455,7 +555,10 @@ impl<'d, 'r> Compiler<'d, 'r> {
             kinds.push(kind);
         }
         for (name, _, _) in &assigns_for_taint {
-            scope.properties.entry(name.segments.clone()).or_insert(false);
+            scope
+                .properties
+                .entry(name.segments.clone())
+                .or_insert(false);
         }
         loop {
             let mut changed = false;
@@ -489,7 +592,9 @@ impl<'d, 'r> Compiler<'d, 'r> {
         if !self.report.is_valid() {
             return None;
         }
-        let (Some(start), Some(next)) = (start, next) else { return None };
+        let (Some(start), Some(next)) = (start, next) else {
+            return None;
+        };
         let mut nodes = Vec::with_capacity(kinds.len());
         for ((e, kind), next) in doc.nodes.entries.iter().zip(kinds).zip(next) {
             let kind = kind?;
@@ -501,11 +606,27 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 next,
             });
         }
-        let names = self.names.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
-        Some(Flow { name, nodes, start, inputs, names })
+        let names = self
+            .names
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+        Some(Flow {
+            name,
+            nodes,
+            start,
+            inputs,
+            names,
+        })
     }
 
-    fn compile_kind(&mut self, p: &NodeProperties, path: &str, id: &str, _scope: &Scope) -> Option<Kind> {
+    fn compile_kind(
+        &mut self,
+        p: &NodeProperties,
+        path: &str,
+        id: &str,
+        _scope: &Scope,
+    ) -> Option<Kind> {
         let template = |report: &mut Report, at: String, text: &str| match Template::parse(text) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -515,10 +636,19 @@ impl<'d, 'r> Compiler<'d, 'r> {
         };
         match p {
             NodeProperties::Start(_) => Some(Kind::Start),
-            NodeProperties::End(e) => Some(Kind::End { status_code: e.status_code }),
+            NodeProperties::End(e) => Some(Kind::End {
+                status_code: e.status_code,
+            }),
             NodeProperties::Log(l) => {
-                let message = template(self.report, format!("{path}/properties/message"), &l.message)?;
-                Some(Kind::Log { level: l.log_level.clone().unwrap_or_else(|| "INFO".to_owned()), message })
+                let message = template(
+                    self.report,
+                    format!("{path}/properties/message"),
+                    &l.message,
+                )?;
+                Some(Kind::Log {
+                    level: l.log_level.clone().unwrap_or_else(|| "INFO".to_owned()),
+                    message,
+                })
             }
             NodeProperties::Http(h) => {
                 let method = h.method.to_ascii_uppercase();
@@ -527,7 +657,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
                         format!("{path}/properties/method"),
                         Some(id),
                         "invalid_method",
-                        format!("unsupported HTTP method `{}`{}", h.method, hint(&method, METHODS)),
+                        format!(
+                            "unsupported HTTP method `{}`{}",
+                            h.method,
+                            hint(&method, METHODS)
+                        ),
                     );
                 }
                 let url = template(self.report, format!("{path}/properties/url"), &h.url);
@@ -547,7 +681,12 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     None => None,
                     Some(Ok(b)) => Some(b),
                     Some(Err(e)) => {
-                        self.report.error(format!("{path}/properties/body"), Some(id), "invalid_template", e.to_string());
+                        self.report.error(
+                            format!("{path}/properties/body"),
+                            Some(id),
+                            "invalid_template",
+                            e.to_string(),
+                        );
                         None
                     }
                 };
@@ -573,7 +712,10 @@ impl<'d, 'r> Compiler<'d, 'r> {
                             format!("{path}/properties/secureOutput/{i}"),
                             Some(id),
                             "invalid_secure_output",
-                            format!("`{s}` is not an output path (it must start with one of {})", HTTP_OUTPUT_FIELDS.join(", ")),
+                            format!(
+                                "`{s}` is not an output path (it must start with one of {})",
+                                HTTP_OUTPUT_FIELDS.join(", ")
+                            ),
                         );
                     }
                 }
@@ -583,7 +725,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     headers,
                     body,
                     timeout_ms: h.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
-                    secure_output: h.secure_output.iter().map(|s| s.split('.').map(str::to_owned).collect()).collect(),
+                    secure_output: h
+                        .secure_output
+                        .iter()
+                        .map(|s| s.split('.').map(str::to_owned).collect())
+                        .collect(),
                 }))
             }
             NodeProperties::Condition(c) => {
@@ -627,7 +773,9 @@ impl<'d, 'r> Compiler<'d, 'r> {
             NodeProperties::SetProperties(s) => {
                 let mut out = Vec::new();
                 for (i, a) in s.properties.iter().enumerate() {
-                    if let Some(assign) = self.assignment(a, &format!("{path}/properties/properties/{i}"), id) {
+                    if let Some(assign) =
+                        self.assignment(a, &format!("{path}/properties/properties/{i}"), id)
+                    {
                         out.push(assign);
                     }
                 }
@@ -647,9 +795,18 @@ impl<'d, 'r> Compiler<'d, 'r> {
             return None;
         };
         match ValueTemplate::parse(&a.value) {
-            Ok(value) => Some(Assign { name, value, secure: a.secure }),
+            Ok(value) => Some(Assign {
+                name,
+                value,
+                secure: a.secure,
+            }),
             Err(e) => {
-                self.report.error(format!("{at}/value"), Some(id), "invalid_template", e.to_string());
+                self.report.error(
+                    format!("{at}/value"),
+                    Some(id),
+                    "invalid_template",
+                    e.to_string(),
+                );
                 None
             }
         }
@@ -657,25 +814,50 @@ impl<'d, 'r> Compiler<'d, 'r> {
 
     fn check_property_names(&mut self, parsed: &[Option<NodeProperties>], scope: &Scope) {
         for (i, p) in parsed.iter().enumerate() {
-            let Some(NodeProperties::SetProperties(s)) = p else { continue };
-            let id = self.doc.nodes.entries[i].node.id_or(&self.doc.nodes.entries[i].key).to_owned();
+            let Some(NodeProperties::SetProperties(s)) = p else {
+                continue;
+            };
+            let id = self.doc.nodes.entries[i]
+                .node
+                .id_or(&self.doc.nodes.entries[i].key)
+                .to_owned();
             for (j, a) in s.properties.iter().enumerate() {
-                let Some(name) = VarPath::parse(&a.name) else { continue };
+                let Some(name) = VarPath::parse(&a.name) else {
+                    continue;
+                };
                 let at = format!("{}/properties/properties/{j}/name", self.node_paths[i]);
                 let root = name.root();
                 if root == "flow" {
-                    self.report.error(at, Some(&id), "reserved_name", format!("`{}`: `flow.` variables are set by the host", a.name));
+                    self.report.error(
+                        at,
+                        Some(&id),
+                        "reserved_name",
+                        format!("`{}`: `flow.` variables are set by the host", a.name),
+                    );
                 } else if scope.inputs.contains(root) {
-                    self.report.error(at, Some(&id), "name_conflict", format!("property `{}` would overwrite the input `{root}`", a.name));
+                    self.report.error(
+                        at,
+                        Some(&id),
+                        "name_conflict",
+                        format!("property `{}` would overwrite the input `{root}`", a.name),
+                    );
                 } else if scope.nodes.contains_key(root) {
-                    self.report.error(at, Some(&id), "name_conflict", format!("property `{}` would shadow the node `{root}`", a.name));
+                    self.report.error(
+                        at,
+                        Some(&id),
+                        "name_conflict",
+                        format!("property `{}` would shadow the node `{root}`", a.name),
+                    );
                 }
             }
         }
     }
 
     fn check_vars(&mut self, i: usize, kind: &Kind, props: &Option<NodeProperties>, scope: &Scope) {
-        let id = self.doc.nodes.entries[i].node.id_or(&self.doc.nodes.entries[i].key).to_owned();
+        let id = self.doc.nodes.entries[i]
+            .node
+            .id_or(&self.doc.nodes.entries[i].key)
+            .to_owned();
         let path = self.node_paths[i].clone();
         let check = |report: &mut Report, at: String, refs: &[VarPath]| {
             for r in refs {
@@ -700,14 +882,22 @@ impl<'d, 'r> Compiler<'d, 'r> {
             }
             Kind::Condition(conds) => {
                 for (j, (_, c)) in conds.iter().enumerate() {
-                    check(self.report, format!("{path}/properties/conditions/{j}/expression"), &c.var_paths());
+                    check(
+                        self.report,
+                        format!("{path}/properties/conditions/{j}/expression"),
+                        &c.var_paths(),
+                    );
                 }
             }
             Kind::SetProperties(assigns) => {
                 for (j, a) in assigns.iter().enumerate() {
                     let mut refs = Vec::new();
                     a.value.refs(&mut refs);
-                    check(self.report, format!("{path}/properties/properties/{j}/value"), &refs);
+                    check(
+                        self.report,
+                        format!("{path}/properties/properties/{j}/value"),
+                        &refs,
+                    );
                 }
             }
             Kind::Http(h) => {
@@ -785,7 +975,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     format!("{at}/source"),
                     None,
                     "unknown_edge_source",
-                    format!("edge source `{}` matches no node{}", edge.source, hint(&edge.source, &names)),
+                    format!(
+                        "edge source `{}` matches no node{}",
+                        edge.source,
+                        hint(&edge.source, &names)
+                    ),
                 );
             }
             if dst.is_none() {
@@ -794,7 +988,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     format!("{at}/target"),
                     src.map(|s| doc.nodes.entries[s].node.id_or(&doc.nodes.entries[s].key)),
                     "unknown_edge_target",
-                    format!("edge target `{}` matches no node{}", edge.target, hint(&edge.target, &names)),
+                    format!(
+                        "edge target `{}` matches no node{}",
+                        edge.target,
+                        hint(&edge.target, &names)
+                    ),
                 );
             }
             match (src, dst) {
@@ -829,9 +1027,16 @@ impl<'d, 'r> Compiler<'d, 'r> {
                                     None => (false, c.trim()),
                                 };
                                 match conds.iter().position(|(n, _)| n == name) {
-                                    Some(ci) => branches.push((Some(Guard { condition: ci, negated }), *d)),
+                                    Some(ci) => branches.push((
+                                        Some(Guard {
+                                            condition: ci,
+                                            negated,
+                                        }),
+                                        *d,
+                                    )),
                                     None => {
-                                        let names: Vec<&str> = conds.iter().map(|(n, _)| n.as_str()).collect();
+                                        let names: Vec<&str> =
+                                            conds.iter().map(|(n, _)| n.as_str()).collect();
                                         self.report.error(
                                             format!("/edges/{ei}/condition"),
                                             Some(id),
@@ -850,7 +1055,9 @@ impl<'d, 'r> Compiler<'d, 'r> {
                             self.node_paths[i].clone(),
                             Some(id),
                             "ambiguous_edges",
-                            format!("condition node `{id}` has more than one edge without a condition"),
+                            format!(
+                                "condition node `{id}` has more than one edge without a condition"
+                            ),
                         );
                     }
                     Next::Branch(branches)
@@ -905,7 +1112,12 @@ impl<'d, 'r> Compiler<'d, 'r> {
     fn start_node(&mut self) -> Option<usize> {
         match self.doc.start_node.as_deref() {
             None => {
-                self.report.error("/startNode", None, "missing_start_node", "the flow has no `startNode`");
+                self.report.error(
+                    "/startNode",
+                    None,
+                    "missing_start_node",
+                    "the flow has no `startNode`",
+                );
                 None
             }
             Some(s) => match self.lookup(s) {
@@ -951,8 +1163,9 @@ impl<'d, 'r> Compiler<'d, 'r> {
             }
         }
         let mut ends = vec![false; n];
-        let mut queue: VecDeque<usize> =
-            (0..n).filter(|&i| matches!(kinds[i], Some(Kind::End { .. }))).collect();
+        let mut queue: VecDeque<usize> = (0..n)
+            .filter(|&i| matches!(kinds[i], Some(Kind::End { .. })))
+            .collect();
         for &i in &queue {
             ends[i] = true;
         }
@@ -1010,16 +1223,24 @@ fn insecure_url(url: &Template) -> Option<String> {
         let Some(end) = end else {
             if url.parts.len() == 1 {
                 return host_of(rest).filter(|h| is_loopback_host(h)).map_or_else(
-                    || Some(format!("`{prefix}` is plain http to a host that is not loopback")),
+                    || {
+                        Some(format!(
+                            "`{prefix}` is plain http to a host that is not loopback"
+                        ))
+                    },
                     |_| None,
                 );
             }
-            return Some("the url's host is not literal, so plain http cannot be allowed".to_owned());
+            return Some(
+                "the url's host is not literal, so plain http cannot be allowed".to_owned(),
+            );
         };
         let authority = &rest[..end];
         return match host_of(authority) {
             Some(h) if is_loopback_host(h) => None,
-            _ => Some(format!("`http://{authority}` is plain http to a host that is not loopback")),
+            _ => Some(format!(
+                "`http://{authority}` is plain http to a host that is not loopback"
+            )),
         };
     }
     if prefix.is_empty() {

@@ -22,12 +22,18 @@ pub struct InputSchema {
 
 impl InputSchema {
     pub fn empty() -> Self {
-        InputSchema { validator: None, names: BTreeSet::new(), secure: BTreeSet::new() }
+        InputSchema {
+            validator: None,
+            names: BTreeSet::new(),
+            secure: BTreeSet::new(),
+        }
     }
 
     /// Compile a schema; the error is a message for a validation report.
     pub fn compile(schema: Option<&Value>) -> Result<InputSchema, String> {
-        let Some(schema) = schema else { return Ok(Self::empty()) };
+        let Some(schema) = schema else {
+            return Ok(Self::empty());
+        };
         if !schema.is_object() {
             return Err("`inputSchema` must be a JSON Schema object".to_owned());
         }
@@ -40,12 +46,19 @@ impl InputSchema {
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for (name, def) in props {
                 names.insert(name.clone());
-                if SECURE_KEYWORDS.iter().any(|k| def.get(*k).and_then(Value::as_bool) == Some(true)) {
+                if SECURE_KEYWORDS
+                    .iter()
+                    .any(|k| def.get(*k).and_then(Value::as_bool) == Some(true))
+                {
                     secure.insert(name.clone());
                 }
             }
         }
-        Ok(InputSchema { validator: Some(validator), names, secure })
+        Ok(InputSchema {
+            validator: Some(validator),
+            names,
+            secure,
+        })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -71,11 +84,19 @@ impl InputSchema {
                 message: "`input` must be a JSON object".to_owned(),
             }]);
         }
-        let Some(v) = &self.validator else { return Ok(()) };
+        let Some(v) = &self.validator else {
+            return Ok(());
+        };
         let problems: Vec<Diagnostic> = v
             .iter_errors(inputs)
             .map(|e| {
-                let keyword = e.schema_path.to_string().rsplit('/').next().unwrap_or_default().to_owned();
+                let keyword = e
+                    .schema_path
+                    .to_string()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let mut path = e.instance_path.to_string();
                 if let jsonschema::error::ValidationErrorKind::Required { property } = &e.kind {
                     if let Some(p) = property.as_str() {
@@ -83,10 +104,17 @@ impl InputSchema {
                     }
                 }
                 let message = match &e.kind {
-                    jsonschema::error::ValidationErrorKind::Required { .. } => "is required".to_owned(),
+                    jsonschema::error::ValidationErrorKind::Required { .. } => {
+                        "is required".to_owned()
+                    }
                     _ => e.masked().to_string(),
                 };
-                Diagnostic { path: format!("/input{path}"), node_id: None, code: keyword, message }
+                Diagnostic {
+                    path: format!("/input{path}"),
+                    node_id: None,
+                    code: keyword,
+                    message,
+                }
             })
             .collect();
         if problems.is_empty() {
@@ -118,7 +146,10 @@ mod tests {
     #[test]
     fn secure_inputs_are_found() {
         let s = schema();
-        assert_eq!(s.secure_names().collect::<Vec<_>>(), vec!["password", "pin"]);
+        assert_eq!(
+            s.secure_names().collect::<Vec<_>>(),
+            vec!["password", "pin"]
+        );
         assert_eq!(s.names().count(), 3);
     }
 
@@ -129,12 +160,27 @@ mod tests {
             .check(&json!({"password": 12345, "pin": "canary-pin-value"}))
             .err()
             .unwrap_or_default();
-        let summary: Vec<(String, String)> = errs.iter().map(|d| (d.path.clone(), d.code.clone())).collect();
-        assert!(summary.contains(&("/input/username".into(), "required".into())), "{summary:?}");
-        assert!(summary.contains(&("/input/password".into(), "type".into())), "{summary:?}");
-        assert!(summary.contains(&("/input/pin".into(), "pattern".into())), "{summary:?}");
+        let summary: Vec<(String, String)> = errs
+            .iter()
+            .map(|d| (d.path.clone(), d.code.clone()))
+            .collect();
+        assert!(
+            summary.contains(&("/input/username".into(), "required".into())),
+            "{summary:?}"
+        );
+        assert!(
+            summary.contains(&("/input/password".into(), "type".into())),
+            "{summary:?}"
+        );
+        assert!(
+            summary.contains(&("/input/pin".into(), "pattern".into())),
+            "{summary:?}"
+        );
         let text = serde_json::to_string(&errs).unwrap_or_default();
-        assert!(!text.contains("12345") && !text.contains("canary-pin-value"), "{text}");
+        assert!(
+            !text.contains("12345") && !text.contains("canary-pin-value"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub trait FlowStore: Send + Sync {
         now: UnixMillis,
     ) -> Result<StoredFlow, StoreError>;
     /// The latest version (or `version`) of a flow that is not deleted.
-    async fn get_flow(&self, id: &str, version: Option<i64>) -> Result<Option<StoredFlow>, StoreError>;
+    async fn get_flow(
+        &self,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredFlow>, StoreError>;
     /// The latest version of every flow that is not deleted, by id.
     async fn list_flows(&self) -> Result<Vec<StoredFlow>, StoreError>;
     /// Mark a flow deleted; its versions stay for runs already under way. False if absent.
@@ -114,7 +118,11 @@ pub trait ClientStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     /// Append one record to the chain, durably, before returning. Appends are serialized so
     /// that each record hashes its true predecessor, even across processes sharing the store.
-    async fn append_audit(&self, event: &AuditEvent, now: UnixMillis) -> Result<AuditRecord, StoreError>;
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        now: UnixMillis,
+    ) -> Result<AuditRecord, StoreError>;
     /// All records in chain order (by `seq`).
     async fn read_audit(&self) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -135,7 +143,12 @@ pub struct RunRecord {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     async fn start_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    async fn finish_run(&self, id: &str, outcome: &Value, now: UnixMillis) -> Result<(), StoreError>;
+    async fn finish_run(
+        &self,
+        id: &str,
+        outcome: &Value,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
 }
 
 /// Everything the server needs from storage.

@@ -71,7 +71,10 @@ mod tests {
         let s = Secret::new("canary-1234".to_owned());
         assert_eq!(format!("{s}"), MASK);
         assert_eq!(format!("{s:?}"), MASK);
-        assert_eq!(serde_json::to_string(&s).unwrap_or_default(), format!("\"{MASK}\""));
+        assert_eq!(
+            serde_json::to_string(&s).unwrap_or_default(),
+            format!("\"{MASK}\"")
+        );
         assert_eq!(s.expose(), "canary-1234");
     }
 }

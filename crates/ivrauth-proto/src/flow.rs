@@ -117,7 +117,10 @@ pub enum NodeProperties {
 pub enum PropertiesError {
     UnknownType,
     /// A shape error at a JSON path relative to `properties` ("" for the object itself).
-    Invalid { path: String, message: String },
+    Invalid {
+        path: String,
+        message: String,
+    },
 }
 
 impl NodeProperties {
@@ -152,7 +155,11 @@ impl NodeProperties {
             NodeProperties::Condition(p) => {
                 push(String::new(), &p.unknown, ConditionProps::FIELDS);
                 for (i, c) in p.conditions.iter().enumerate() {
-                    push(format!("conditions/{i}/"), &c.unknown, NamedCondition::FIELDS);
+                    push(
+                        format!("conditions/{i}/"),
+                        &c.unknown,
+                        NamedCondition::FIELDS,
+                    );
                 }
             }
             NodeProperties::SetProperties(p) => {
@@ -170,8 +177,15 @@ impl NodeProperties {
 fn serde_path_to_error_lite<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<T, PropertiesError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path.replace('.', "/") };
-        PropertiesError::Invalid { path, message: e.into_inner().to_string() }
+        let path = if path == "." {
+            String::new()
+        } else {
+            path.replace('.', "/")
+        };
+        PropertiesError::Invalid {
+            path,
+            message: e.into_inner().to_string(),
+        }
     })
 }
 
@@ -216,8 +230,15 @@ pub struct HttpProps {
     pub unknown: Unknown,
 }
 impl HttpProps {
-    pub const FIELDS: &'static [&'static str] =
-        &["method", "url", "headers", "body", "timeout", "followRedirects", "secureOutput"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "method",
+        "url",
+        "headers",
+        "body",
+        "timeout",
+        "followRedirects",
+        "secureOutput",
+    ];
 }
 
 fn default_method() -> String {
@@ -334,15 +355,24 @@ impl<'de> Deserialize<'de> for Nodes {
                 while let Some((key, node)) = m.next_entry::<String, RawNode>()? {
                     entries.push(NodeEntry { key, node });
                 }
-                Ok(Nodes { entries, as_array: false })
+                Ok(Nodes {
+                    entries,
+                    as_array: false,
+                })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Nodes, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(node) = s.next_element::<RawNode>()? {
-                    let key = node.id.clone().unwrap_or_else(|| format!("#{}", entries.len()));
+                    let key = node
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| format!("#{}", entries.len()));
                     entries.push(NodeEntry { key, node });
                 }
-                Ok(Nodes { entries, as_array: true })
+                Ok(Nodes {
+                    entries,
+                    as_array: true,
+                })
             }
         }
         d.deserialize_any(V)

@@ -1,0 +1,458 @@
+//! One failing case per validator rule, each built by editing the seed's flow, plus the
+//! seed itself (valid, with the two warnings its key/id mix deserves).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{json, Value};
+
+use ivrauth_core::flow::{validate, Report};
+
+fn seed() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed-auth-flow.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn report(doc: &Value) -> Report {
+    let doc = ivrauth_proto::flow::document_from_value(doc).unwrap_or_else(|e| panic!("{e}"));
+    validate(&doc)
+}
+
+/// Assert that `doc` has an error with `code` at `path`, whose message contains `quote`.
+#[track_caller]
+fn has_error(doc: &Value, code: &str, path: &str, quote: &str) {
+    let r = report(doc);
+    let found = r
+        .errors
+        .iter()
+        .any(|d| d.code == code && d.path == path && d.message.contains(quote));
+    assert!(
+        found,
+        "expected {code} at {path} quoting {quote:?}; got {:#?}",
+        r.errors
+    );
+}
+
+fn edit(f: impl FnOnce(&mut Value)) -> Value {
+    let mut d = seed();
+    f(&mut d);
+    d
+}
+
+#[test]
+fn seed_flow_is_valid_with_key_id_warnings() {
+    let r = report(&seed());
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    let codes: Vec<(&str, Option<&str>)> = r
+        .warnings
+        .iter()
+        .map(|w| (w.code.as_str(), w.node_id.as_deref()))
+        .collect();
+    assert!(
+        codes.contains(&("node_key_differs_from_id", Some("http_auth_provider"))),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&("node_key_differs_from_id", Some("check_auth_response"))),
+        "{codes:?}"
+    );
+    assert_eq!(r.warnings.len(), 2, "{:#?}", r.warnings);
+}
+
+#[test]
+fn nodes_as_array_are_accepted() {
+    let d = edit(|d| {
+        let nodes: Vec<Value> = d["nodes"].as_object().unwrap().values().cloned().collect();
+        d["nodes"] = Value::Array(nodes);
+        // In array form the key is the id, so edges use ids.
+        for e in d["edges"].as_array_mut().unwrap() {
+            for end in ["source", "target"] {
+                let v = e[end]
+                    .as_str()
+                    .unwrap()
+                    .replace("http_auth", "http_auth_provider")
+                    .replace("check_auth", "check_auth_response");
+                e[end] = json!(v);
+            }
+        }
+    });
+    let r = report(&d);
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+}
+
+#[test]
+fn missing_start_node() {
+    has_error(
+        &edit(|d| {
+            d.as_object_mut().unwrap().remove("startNode");
+        }),
+        "missing_start_node",
+        "/startNode",
+        "startNode",
+    );
+}
+
+#[test]
+fn unknown_start_node() {
+    has_error(
+        &edit(|d| d["startNode"] = json!("begin")),
+        "unknown_start_node",
+        "/startNode",
+        "`begin`",
+    );
+}
+
+#[test]
+fn unknown_edge_source_and_target() {
+    let d = edit(|d| {
+        d["edges"][1]["source"] = json!("http_oops");
+        d["edges"][6]["target"] = json!("end_sucess");
+    });
+    has_error(&d, "unknown_edge_source", "/edges/1/source", "`http_oops`");
+    has_error(
+        &d,
+        "unknown_edge_target",
+        "/edges/6/target",
+        "`end_sucess` matches no node, did you mean `end_success`?",
+    );
+}
+
+#[test]
+fn duplicate_ids() {
+    has_error(
+        &edit(|d| d["nodes"]["handle_reset"]["id"] = json!("bind_session")),
+        "duplicate_node_id",
+        "/nodes/handle_reset/id",
+        "`bind_session`",
+    );
+}
+
+#[test]
+fn unknown_node_type() {
+    has_error(
+        &edit(|d| d["nodes"]["http_auth"]["type"] = json!("htpp")),
+        "unknown_node_type",
+        "/nodes/http_auth/type",
+        "did you mean `http`?",
+    );
+}
+
+#[test]
+fn unreachable_node() {
+    let d = edit(|d| {
+        d["nodes"]["orphan"] = json!({"id": "orphan", "type": "end", "properties": {}});
+    });
+    has_error(&d, "unreachable_node", "/nodes/orphan", "`orphan`");
+}
+
+#[test]
+fn no_path_to_end() {
+    let d = edit(|d| {
+        d["nodes"]["spin"] =
+            json!({"id": "spin", "type": "setProperties", "properties": {"properties": []}});
+        d["edges"][3]["target"] = json!("spin");
+        d["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"source": "spin", "target": "spin"}));
+    });
+    has_error(&d, "no_path_to_end", "/nodes/spin", "`spin`");
+}
+
+#[test]
+fn condition_edge_naming_no_condition() {
+    has_error(
+        &edit(|d| d["edges"][2]["condition"] = json!("auth_sucess")),
+        "unknown_condition",
+        "/edges/2/condition",
+        "did you mean `auth_success`?",
+    );
+    has_error(
+        &edit(|d| d["edges"][0]["condition"] = json!("x")),
+        "unknown_condition",
+        "/edges/0/condition",
+        "not a condition node",
+    );
+}
+
+#[test]
+fn cel_syntax_error() {
+    has_error(
+        &edit(|d| {
+            d["nodes"]["check_auth"]["properties"]["conditions"][0]["expression"] =
+                json!("{{http_auth_provider.statusCode}} == = 200")
+        }),
+        "cel_syntax",
+        "/nodes/check_auth/properties/conditions/0/expression",
+        "auth_success",
+    );
+}
+
+#[test]
+fn unknown_variable() {
+    has_error(
+        &edit(|d| d["nodes"]["audit_log"]["properties"]["message"] = json!("user={{usernme}}")),
+        "unknown_variable",
+        "/nodes/audit_log/properties/message",
+        "did you mean `username`?",
+    );
+    has_error(
+        &edit(|d| {
+            d["nodes"]["check_auth"]["properties"]["conditions"][0]["expression"] =
+                json!("{{http_auth_provider.status}} == 200")
+        }),
+        "unknown_variable",
+        "/nodes/check_auth/properties/conditions/0/expression",
+        "no output `status`",
+    );
+}
+
+#[test]
+fn secure_value_in_log() {
+    has_error(
+        &edit(|d| d["nodes"]["audit_log"]["properties"]["message"] = json!("pw={{password}}")),
+        "secure_value_logged",
+        "/nodes/audit_log/properties/message",
+        "`password`",
+    );
+}
+
+#[test]
+fn derived_secure_value_in_log() {
+    // Taint flows through setProperties and templates: secureNewPassword → masked → log.
+    let d = edit(|d| {
+        d["nodes"]["handle_reset"]["properties"]["properties"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "hint", "value": "pw starts {{secureNewPassword}}"}));
+        d["nodes"]["audit_log"]["properties"]["message"] = json!("hint={{hint}}");
+    });
+    has_error(
+        &d,
+        "secure_value_logged",
+        "/nodes/audit_log/properties/message",
+        "`hint`",
+    );
+}
+
+#[test]
+fn secure_value_output_in_log() {
+    let d = edit(|d| {
+        d["nodes"]["http_auth"]["properties"]["secureOutput"] = json!(["body.token"]);
+        d["nodes"]["audit_log"]["properties"]["message"] = json!("token={{session.authToken}}");
+    });
+    has_error(
+        &d,
+        "secure_value_logged",
+        "/nodes/audit_log/properties/message",
+        "`session.authToken`",
+    );
+}
+
+#[test]
+fn secure_value_to_plain_http() {
+    has_error(
+        &edit(|d| {
+            d["nodes"]["http_auth"]["properties"]["url"] = json!("http://idp.example.com/api/auth")
+        }),
+        "secure_value_insecure_url",
+        "/nodes/http_auth/properties/url",
+        "`password`",
+    );
+    // Loopback over plain http is allowed for local testing; https anywhere is fine.
+    for ok in [
+        "http://127.0.0.1:3999/api/auth",
+        "http://[::1]:3999/x",
+        "https://idp.example.com/api/auth",
+    ] {
+        let r = report(&edit(|d| {
+            d["nodes"]["http_auth"]["properties"]["url"] = json!(ok)
+        }));
+        assert!(r.errors.is_empty(), "{ok}: {:#?}", r.errors);
+    }
+    // A host that is not literal cannot be proven loopback.
+    has_error(
+        &edit(|d| {
+            d["nodes"]["http_auth"]["properties"]["url"] = json!("{{contact.idpUrl}}/api/auth")
+        }),
+        "secure_value_insecure_url",
+        "/nodes/http_auth/properties/url",
+        "literal",
+    );
+}
+
+#[test]
+fn secure_value_in_url() {
+    has_error(
+        &edit(|d| {
+            d["nodes"]["http_auth"]["properties"]["url"] =
+                json!("https://idp.example.com/auth?pw={{password}}")
+        }),
+        "secure_value_in_url",
+        "/nodes/http_auth/properties/url",
+        "`password`",
+    );
+}
+
+#[test]
+fn follow_redirects_with_secret() {
+    has_error(
+        &edit(|d| d["nodes"]["http_auth"]["properties"]["followRedirects"] = json!(true)),
+        "secure_value_follow_redirects",
+        "/nodes/http_auth/properties/followRedirects",
+        "`password`",
+    );
+}
+
+#[test]
+fn unknown_fields_with_hints() {
+    let d = edit(|d| {
+        d["startnode"] = json!("start");
+        d["nodes"]["http_auth"]["properties"]["timout"] = json!(5000);
+        d["edges"][0]["conditon"] = json!("x");
+        d["nodes"]["end_success"]["status"] = json!(1);
+    });
+    has_error(
+        &d,
+        "unknown_field",
+        "/startnode",
+        "did you mean `startNode`?",
+    );
+    has_error(
+        &d,
+        "unknown_field",
+        "/nodes/http_auth/properties/timout",
+        "did you mean `timeout`?",
+    );
+    has_error(
+        &d,
+        "unknown_field",
+        "/edges/0/conditon",
+        "did you mean `condition`?",
+    );
+    has_error(&d, "unknown_field", "/nodes/end_success/status", "`status`");
+    // Free-form places accept anything.
+    let d = edit(|d| {
+        d["metadata"]["anything"] = json!({"goes": true});
+        d["inputSchema"]["properties"]["username"]["examples"] = json!(["a"]);
+        d["nodes"]["http_auth"]["properties"]["headers"]["X-Custom"] = json!("1");
+        d["nodes"]["http_auth"]["properties"]["body"]["extra"] = json!({"nested": "{{username}}"});
+    });
+    assert!(report(&d).errors.is_empty(), "{:#?}", report(&d).errors);
+}
+
+#[test]
+fn format_version() {
+    assert!(report(&edit(|d| d["formatVersion"] = json!(1)))
+        .errors
+        .is_empty());
+    has_error(
+        &edit(|d| d["formatVersion"] = json!(9)),
+        "unsupported_format_version",
+        "/formatVersion",
+        "9",
+    );
+}
+
+#[test]
+fn warnings_are_not_errors() {
+    let d = edit(|d| {
+        d["nodes"]["http_auth"]["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("timeout");
+    });
+    let r = report(&d);
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| w.code == "http_without_timeout"
+            && w.node_id.as_deref() == Some("http_auth_provider")));
+}
+
+#[test]
+fn every_problem_in_one_pass() {
+    let d = edit(|d| {
+        d["startNode"] = json!("begin");
+        d["nodes"]["http_auth"]["type"] = json!("htpp");
+        d["edges"][6]["target"] = json!("nowhere");
+        d["nodes"]["audit_log"]["properties"]["message"] = json!("pw={{password}}");
+    });
+    let codes: Vec<String> = report(&d).errors.into_iter().map(|e| e.code).collect();
+    for want in [
+        "unknown_start_node",
+        "unknown_node_type",
+        "unknown_edge_target",
+        "secure_value_logged",
+    ] {
+        assert!(
+            codes.iter().any(|c| c == want),
+            "{want} missing from {codes:?}"
+        );
+    }
+}
+
+#[test]
+fn shapes_and_limits() {
+    has_error(
+        &edit(|d| d["nodes"]["http_auth"]["properties"]["timeout"] = json!(0)),
+        "invalid_timeout",
+        "/nodes/http_auth/properties/timeout",
+        "milliseconds",
+    );
+    has_error(
+        &edit(|d| d["nodes"]["http_auth"]["properties"]["method"] = json!("FETCH")),
+        "invalid_method",
+        "/nodes/http_auth/properties/method",
+        "`FETCH`",
+    );
+    has_error(
+        &edit(|d| d["nodes"]["audit_log"]["properties"]["message"] = json!("{{user")),
+        "invalid_template",
+        "/nodes/audit_log/properties/message",
+        "unclosed",
+    );
+    has_error(
+        &edit(|d| d["nodes"]["audit_log"]["properties"] = json!({"message": 5})),
+        "invalid_properties",
+        "/nodes/audit_log/properties/message",
+        "invalid type",
+    );
+    has_error(
+        &edit(|d| {
+            d.as_object_mut().unwrap().remove("name");
+        }),
+        "missing_field",
+        "/name",
+        "name",
+    );
+    has_error(
+        &edit(|d| d["endNodes"] = json!(["end_success", "audit_log"])),
+        "end_node_not_end",
+        "/endNodes/1",
+        "`audit_log`",
+    );
+    has_error(
+        &edit(|d| {
+            d["nodes"]["bind_session"]["properties"]["properties"][2]["name"] =
+                json!("flow.traceId")
+        }),
+        "reserved_name",
+        "/nodes/bind_session/properties/properties/2/name",
+        "flow.traceId",
+    );
+    has_error(
+        &edit(|d| {
+            d["edges"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"source": "start", "target": "end_failure"}))
+        }),
+        "ambiguous_edges",
+        "/edges/7",
+        "`start`",
+    );
+}
