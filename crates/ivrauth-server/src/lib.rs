@@ -1,1 +1,197 @@
-//! placeholder
+//! The HTTP face of ivrauth: the REST API (token endpoint, Flow API, simulation), health
+//! and OpenAPI document, hosted with axum.
+//!
+//! This is the only crate that knows HTTP. It is for: routing, authentication of API
+//! clients (OAuth2 client credentials and bearer tokens), scopes, per-client rate limits,
+//! mapping every error to one JSON body shape, and request tracing. It is not for: flow
+//! rules (those live in `ivrauth-core`), storage (`ivrauth-store` implements the ports held
+//! here as `Arc<dyn Store>`), performing outbound HTTP (`ivrauth-connect`) or reading
+//! configuration files (the `ivrauth` binary builds a [`ServerConfig`]).
+//!
+//! Time comes from the injected [`Clock`], never from the system directly, so tests move a
+//! fake clock instead of sleeping.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::routing::get;
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use ivrauth_connect::HttpExecutor;
+use ivrauth_core::ports::Store;
+use ivrauth_core::time::Clock;
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod flows;
+pub mod openapi;
+pub mod ratelimit;
+
+pub use auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
+pub use error::ApiError;
+pub use extract::ApiJson;
+pub use ratelimit::RateLimiter;
+
+/// Settings of the HTTP server. The binary layers file, environment and flags into this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Lifetime of issued access tokens.
+    pub token_ttl_secs: u64,
+    /// Sustained requests per second each client may make on token-protected routes.
+    pub rate_limit_per_sec: u32,
+    /// Requests a client may make in a burst before the sustained rate applies.
+    pub rate_limit_burst: u32,
+    /// How long the previous secret keeps working after `client rotate-secret`.
+    pub secret_rotation_overlap_secs: u64,
+    /// Largest request body accepted; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Whether the demo flows were installed (`serve --demo`).
+    pub demo: bool,
+    /// The URL clients reach this server at, when it differs from the listen address.
+    pub public_base_url: Option<String>,
+    /// Timeout of a flow `http` node that sets none.
+    pub default_http_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            token_ttl_secs: 3600,
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
+            secret_rotation_overlap_secs: 86_400,
+            max_body_bytes: 1024 * 1024,
+            demo: false,
+            public_base_url: None,
+            default_http_timeout_ms: ivrauth_core::http::DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Everything a handler needs; cheap to clone (all shared).
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<ServerConfig>,
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Performs the `http` nodes of flows (simulation and, later, calls).
+    pub http: Arc<HttpExecutor>,
+}
+
+impl AppState {
+    /// Build the state; the rate limiter is made from the config.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+        http: Arc<HttpExecutor>,
+    ) -> Self {
+        let rate_limiter = Arc::new(RateLimiter::new(
+            config.rate_limit_per_sec,
+            config.rate_limit_burst,
+        ));
+        AppState {
+            store,
+            clock,
+            config: Arc::new(config),
+            rate_limiter,
+            http,
+        }
+    }
+}
+
+/// The whole API: token endpoint, health, OpenAPI, the Flow API; JSON errors for unknown
+/// routes and methods; body limit; request tracing.
+pub fn router(state: AppState) -> Router {
+    with_state_and_layers(Router::new(), state)
+}
+
+/// [`router`] plus `extra` routes sharing the same state, layers and error handling (tests
+/// use this to mount probe handlers behind the scope extractor).
+pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
+    with_state_and_layers(extra, state)
+}
+
+fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(auth::routes())
+        .merge(openapi::routes())
+        .merge(flows::routes())
+        .merge(extra)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::reject_oversized,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        status = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    |res: &axum::response::Response,
+                     latency: std::time::Duration,
+                     span: &tracing::Span| {
+                        span.record("status", res.status().as_u16());
+                        tracing::info!(latency_ms = latency.as_millis() as u64, "response");
+                    },
+                )
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+/// Serve [`router`] on `listener` until `shutdown` completes, then finish in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serve an already built router (see [`router_with`]).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Health of the process.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    pub status: &'static str,
+}
+
+/// Liveness probe; needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The server is up", body = Health)))]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

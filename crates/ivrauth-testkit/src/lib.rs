@@ -1,1 +1,296 @@
-//! placeholder
+//! Test helpers for ivrauth's crates (a dev-dependency only, never shipped).
+//!
+//! [`FakeClock`] is a [`Clock`] tests move by hand instead of sleeping; [`TestServer`] runs
+//! the real router (through [`ivrauth_server::serve_router`]) on `127.0.0.1:0` with a fresh
+//! SQLite store in a temporary directory and a fake clock, and offers shortcuts to create API
+//! clients and fetch tokens through the real token endpoint.
+//!
+//! Helpers return [`Result`] rather than panicking; tests `unwrap()` them.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use ivrauth_connect::{HttpConfig, HttpExecutor, TokioSleeper};
+use ivrauth_core::clients::hash_credential;
+use ivrauth_core::ports::{ClientRecord, ClientStore as _, Store};
+use ivrauth_core::time::{Clock, UnixMillis};
+use ivrauth_proto::api::TokenResponse;
+use ivrauth_server::{AppState, ServerConfig};
+use ivrauth_store::SqliteStore;
+
+/// Where a [`TestServer`]'s clock starts: 2025-01-01T00:00:00Z.
+pub const TEST_EPOCH: UnixMillis = UnixMillis(1_735_689_600_000);
+
+/// Why a helper failed.
+#[derive(Debug)]
+pub struct TestkitError(pub String);
+
+impl fmt::Display for TestkitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TestkitError {}
+
+pub type Result<T> = std::result::Result<T, TestkitError>;
+
+fn err(context: &str, e: impl fmt::Display) -> TestkitError {
+    TestkitError(format!("{context}: {e}"))
+}
+
+/// A clock that only moves when told. Clones share the same time.
+#[derive(Debug, Clone)]
+pub struct FakeClock(Arc<AtomicI64>);
+
+impl FakeClock {
+    pub fn new(start: UnixMillis) -> Self {
+        FakeClock(Arc::new(AtomicI64::new(start.0)))
+    }
+
+    /// Move forward by `d` (saturating).
+    pub fn advance(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(ms))
+            });
+    }
+
+    /// Jump to `t` (backwards too).
+    pub fn set(&self, t: UnixMillis) {
+        self.0.store(t.0, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// How to start a [`TestServer`].
+pub struct TestServerBuilder {
+    config: ServerConfig,
+    http: HttpConfig,
+    routes: Router<AppState>,
+    start: UnixMillis,
+}
+
+impl TestServerBuilder {
+    /// Change the server config (defaults: [`ServerConfig::default`]).
+    pub fn config(mut self, f: impl FnOnce(&mut ServerConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// The flow runtime's HTTP executor config (default: [`HttpConfig::default`]).
+    pub fn http_config(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Extra routes mounted beside the real ones, with the same state, layers and errors
+    /// (for probe handlers, such as one guarded by a scope extractor).
+    pub fn routes(mut self, routes: Router<AppState>) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Where the fake clock starts (default [`TEST_EPOCH`]).
+    pub fn clock_start(mut self, t: UnixMillis) -> Self {
+        self.start = t;
+        self
+    }
+
+    pub async fn start(self) -> Result<TestServer> {
+        let dir = tempfile::TempDir::new().map_err(|e| err("temp dir", e))?;
+        let store = Arc::new(
+            SqliteStore::open(dir.path())
+                .await
+                .map_err(|e| err("open store", e))?,
+        );
+        let clock = FakeClock::new(self.start);
+        let http = HttpExecutor::new(self.http, Arc::new(TokioSleeper), Arc::new(clock.clone()))
+            .map_err(|e| err("http executor", e))?;
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let state = AppState::new(
+            dyn_store,
+            Arc::new(clock.clone()),
+            self.config,
+            Arc::new(http),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| err("bind", e))?;
+        let addr = listener.local_addr().map_err(|e| err("local addr", e))?;
+        let app = ivrauth_server::router_with(self.routes, state.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(ivrauth_server::serve_router(listener, app, async move {
+            let _ = rx.await;
+        }));
+        Ok(TestServer {
+            base_url: format!("http://{addr}"),
+            clock,
+            store,
+            state,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            next_client: AtomicU64::new(1),
+            dir,
+        })
+    }
+}
+
+/// The real server on an ephemeral loopback port. Stops when dropped or on [`shutdown`].
+///
+/// [`shutdown`]: TestServer::shutdown
+pub struct TestServer {
+    base_url: String,
+    clock: FakeClock,
+    store: Arc<SqliteStore>,
+    state: AppState,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    next_client: AtomicU64,
+    // Last: dropped after the server was told to stop.
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Start with the default config.
+    pub async fn start() -> Result<TestServer> {
+        Self::builder().start().await
+    }
+
+    /// Start with config overrides, e.g. `TestServer::start_with(|c| c.rate_limit_burst = 3)`.
+    pub async fn start_with(overrides: impl FnOnce(&mut ServerConfig)) -> Result<TestServer> {
+        Self::builder().config(overrides).start().await
+    }
+
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder {
+            config: ServerConfig::default(),
+            http: HttpConfig::default(),
+            routes: Router::new(),
+            start: TEST_EPOCH,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `base_url() + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn clock(&self) -> &FakeClock {
+        &self.clock
+    }
+
+    pub fn store(&self) -> &Arc<SqliteStore> {
+        &self.store
+    }
+
+    /// The state the server runs with.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A plain HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Create an API client straight in the store; `scopes` like `["flow:read"]`.
+    /// Returns `(client_id, client_secret)`.
+    pub async fn create_client(&self, name: &str, scopes: &[&str]) -> Result<(String, String)> {
+        let n = self.next_client.fetch_add(1, Ordering::SeqCst);
+        let id = format!("cli_test{n}");
+        let secret = ivrauth_server::auth::mint_token();
+        let record = ClientRecord {
+            id: id.clone(),
+            name: name.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            secret_hash: hash_credential(&secret),
+            previous_secret_hash: None,
+            previous_valid_until: None,
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        self.store
+            .create_client(&record)
+            .await
+            .map_err(|e| err("create client", e))?;
+        Ok((id, secret))
+    }
+
+    /// An access token from the real token endpoint (HTTP Basic); `scope` space separated.
+    pub async fn token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> Result<String> {
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let res = self
+            .http
+            .post(self.url(ivrauth_server::auth::TOKEN_PATH))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| err("token request", e))?;
+        let status = res.status();
+        if !status.is_success() {
+            let body = res.text().await.unwrap_or_default();
+            return Err(TestkitError(format!(
+                "token endpoint answered {status}: {body}"
+            )));
+        }
+        let body: TokenResponse = res.json().await.map_err(|e| err("token response", e))?;
+        Ok(body.access_token)
+    }
+
+    /// Stop accepting connections, finish in-flight requests and wait for the server.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .map_err(|e| err("server task", e))?
+                .map_err(|e| err("server", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,1 +1,118 @@
-fn main() {}
+//! `ivrauth`: the server binary and its administration commands.
+//!
+//! `ivrauth serve` hosts the API; `ivrauth client ...` manages API clients and
+//! `ivrauth audit verify` checks the audit chain, all against the same data directory.
+//! Configuration is layered (see `config.rs` and `config.example.toml`).
+
+mod audit_cmd;
+mod client_cmd;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ivrauth",
+    version,
+    about = "Authenticates phone callers by running IVR call flows"
+)]
+struct Cli {
+    /// Configuration file (default: ./ivrauth.toml when it exists)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API server
+    Serve(serve::ServeArgs),
+    /// Manage API clients (OAuth2 client credentials)
+    #[command(subcommand)]
+    Client(client_cmd::ClientCommand),
+    /// Inspect the audit log
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut flags = config::Flags {
+        config: cli.config,
+        ..config::Flags::default()
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            flags.listen = args.listen;
+            flags.data_dir = args.data.data_dir.clone();
+            let settings = load_settings(&flags)?;
+            serve::run(settings, args.demo).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(cmd) => {
+            flags.data_dir = cmd.data_dir().clone();
+            let settings = load_settings(&flags)?;
+            client_cmd::run(cmd, &settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(cmd) => {
+            flags.data_dir = cmd.data_dir().clone();
+            let settings = load_settings(&flags)?;
+            audit_cmd::run(cmd, &settings).await
+        }
+    }
+}
+
+fn load_settings(flags: &config::Flags) -> anyhow::Result<config::Settings> {
+    let cwd = std::env::current_dir()?;
+    let (settings, warnings) = config::load(flags, &cwd, &config::process_env())?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(settings)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `--data-dir`, shared by every subcommand that opens the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArg {
+    /// Data directory (default: ./data, or [server] data_dir / IVRAUTH_DATA_DIR)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}

@@ -1,0 +1,569 @@
+//! Authentication: the OAuth2 client-credentials token endpoint (RFC 6749 §4.4) and the
+//! [`Scoped`] extractor that guards API routes with a bearer token, a scope and the
+//! per-client rate limit.
+//!
+//! Secrets and tokens are only ever handled as SHA-256 hashes once they arrive; neither is
+//! logged, audited or echoed.
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use rand::RngCore as _;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::clients::{hash_credential, is_valid_credential_text};
+use ivrauth_core::ports::{ClientRecord, TokenRecord};
+use ivrauth_core::time::UnixMillis;
+use ivrauth_proto::api::TokenResponse;
+
+use crate::error::ApiError;
+use crate::extract::{media_type, read_body};
+use crate::AppState;
+
+/// Path of the token endpoint.
+pub const TOKEN_PATH: &str = "/auth/v3/oauth/token";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route(TOKEN_PATH, post(token))
+}
+
+// ---------------------------------------------------------------------------------------
+// Scopes as types
+// ---------------------------------------------------------------------------------------
+
+/// A scope a route requires, as a marker type for [`Scoped`].
+pub trait RequiredScope: Send + Sync + 'static {
+    const SCOPE: &'static str;
+}
+
+/// `flow:read`: list and read flows.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowRead;
+impl RequiredScope for FlowRead {
+    const SCOPE: &'static str = "flow:read";
+}
+
+/// `flow:write`: create, update, delete flows.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowWrite;
+impl RequiredScope for FlowWrite {
+    const SCOPE: &'static str = "flow:write";
+}
+
+/// `flow:simulate`: run flows in the simulator.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowSimulate;
+impl RequiredScope for FlowSimulate {
+    const SCOPE: &'static str = "flow:simulate";
+}
+
+/// Extractor: the request carries a valid, unexpired bearer token of a client that is not
+/// revoked, the token has scope `S::SCOPE`, and the client is within its rate limit.
+/// Rejects with 401, 403 (naming the scope) or 429. Yields the client id, the audit actor.
+///
+/// ```no_run
+/// use axum::extract::State;
+/// use ivrauth_server::{AppState, FlowRead, Scoped};
+///
+/// async fn list(caller: Scoped<FlowRead>, State(_state): State<AppState>) -> String {
+///     caller.client_id
+/// }
+/// let _routes: axum::Router<AppState> = axum::Router::new().route("/x", axum::routing::get(list));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Scoped<S> {
+    /// The authenticated client's id.
+    pub client_id: String,
+    /// Every scope the token carries.
+    pub scopes: Vec<String>,
+    _scope: PhantomData<fn() -> S>,
+}
+
+impl<S> Scoped<S> {
+    /// The audit actor: the client id.
+    pub fn actor(&self) -> &str {
+        &self.client_id
+    }
+}
+
+impl<S, St> FromRequestParts<St> for Scoped<S>
+where
+    S: RequiredScope,
+    St: Send + Sync,
+    AppState: FromRef<St>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer_token(&parts.headers)?;
+        let now = state.clock.now();
+        let record = lookup_token(&state, &token, now).await?;
+        if !record.scopes.iter().any(|s| s == S::SCOPE) {
+            return Err(ApiError::Forbidden {
+                scope: S::SCOPE.to_owned(),
+            });
+        }
+        state
+            .rate_limiter
+            .check(&record.client_id, now)
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        Ok(Scoped {
+            client_id: record.client_id,
+            scopes: record.scopes,
+            _scope: PhantomData,
+        })
+    }
+}
+
+/// The bearer token of `Authorization`, or 401 (with `invalid_token` when something was
+/// presented but is not a usable bearer token).
+fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized {
+            token_presented: false,
+        });
+    };
+    let invalid = || ApiError::Unauthorized {
+        token_presented: true,
+    };
+    let value = value.to_str().map_err(|_| invalid())?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized {
+            token_presented: false,
+        });
+    }
+    let token = rest.trim();
+    if !is_valid_credential_text(token) {
+        return Err(invalid());
+    }
+    Ok(token.to_owned())
+}
+
+/// The token's record if it is known, unexpired and its client is not revoked.
+async fn lookup_token(
+    state: &AppState,
+    token: &str,
+    now: UnixMillis,
+) -> Result<TokenRecord, ApiError> {
+    let invalid = || ApiError::Unauthorized {
+        token_presented: true,
+    };
+    let record = state
+        .store
+        .get_token(&hash_credential(token))
+        .await?
+        .ok_or_else(invalid)?;
+    if record.expires_at <= now {
+        return Err(invalid());
+    }
+    match state.store.get_client(&record.client_id).await? {
+        Some(c) if c.revoked_at.is_none() => Ok(record),
+        _ => Err(invalid()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Token endpoint
+// ---------------------------------------------------------------------------------------
+
+const FORM_MEDIA_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// How the client presented its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthMethod {
+    Basic,
+    Form,
+    None,
+}
+
+impl AuthMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Basic => "basic",
+            AuthMethod::Form => "form",
+            AuthMethod::None => "none",
+        }
+    }
+}
+
+/// Why a token request was refused: the OAuth error, a safe description for the client, and
+/// the reason recorded in the audit log.
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    description: &'static str,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn invalid_request(description: &'static str, reason: &'static str) -> Self {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_request",
+            description,
+            reason,
+        }
+    }
+    fn invalid_client(reason: &'static str) -> Self {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description: "client authentication failed",
+            reason,
+        }
+    }
+}
+
+/// Issue an access token to a client (OAuth2 client credentials, RFC 6749 §4.4).
+///
+/// The client authenticates with HTTP Basic (`client_id:client_secret`) or with the
+/// `client_id` and `client_secret` form fields. `scope` (space separated) must be a subset of
+/// the client's scopes; without it the token gets all of them.
+#[utoipa::path(
+    post,
+    path = "/auth/v3/oauth/token",
+    tag = "auth",
+    request_body(content = crate::openapi::schema::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client_basic" = [])),
+    responses(
+        (status = 200, description = "Token issued (`Cache-Control: no-store`)", body = crate::openapi::schema::TokenResponse),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type` or `invalid_scope`", body = crate::openapi::schema::OAuthError),
+        (status = 401, description = "`invalid_client`: unknown or revoked client, or wrong secret", body = crate::openapi::schema::OAuthError),
+        (status = 413, description = "Body too large", body = crate::openapi::schema::ErrorBody),
+        (status = 415, description = "Body is not `application/x-www-form-urlencoded`", body = crate::openapi::schema::ErrorBody),
+    )
+)]
+pub async fn token(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    if media_type(req.headers()).as_deref() != Some(FORM_MEDIA_TYPE) {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: FORM_MEDIA_TYPE,
+        });
+    }
+    let basic = basic_credentials(req.headers());
+    let body = read_body(req, &state, state.config.max_body_bytes).await?;
+    let now = state.clock.now();
+
+    let mut actor: Option<String> = None;
+    let result = issue(&state, basic, &body, now, &mut actor).await;
+    match result {
+        Ok((response, scopes, client_id)) => {
+            let event = AuditEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                event: "token.issued".to_owned(),
+                outcome: "success".to_owned(),
+                actor: client_id.clone(),
+                subject: client_id,
+                trace_id: None,
+                detail: json!({ "scopes": scopes, "expires_in": response.expires_in }),
+            };
+            state.store.append_audit(&event, now).await?;
+            let mut res = (StatusCode::OK, Json(response)).into_response();
+            let h = res.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            Ok(res)
+        }
+        Err(IssueError::Store(e)) => Err(e.into()),
+        Err(IssueError::Refused(refusal, used)) => {
+            let who = actor.unwrap_or_else(|| "anonymous".to_owned());
+            let event = AuditEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                event: "token.refused".to_owned(),
+                outcome: "failure".to_owned(),
+                actor: who.clone(),
+                subject: who,
+                trace_id: None,
+                detail: json!({ "reason": refusal.reason, "error": refusal.error, "auth_method": used.as_str() }),
+            };
+            if let Err(e) = state.store.append_audit(&event, now).await {
+                tracing::error!(error = %e, "could not audit a refused token request");
+            }
+            Err(ApiError::OAuth {
+                status: refusal.status,
+                error: refusal.error,
+                description: Some(refusal.description.to_owned()),
+                basic_challenge: refusal.status == StatusCode::UNAUTHORIZED
+                    && used == AuthMethod::Basic,
+            })
+        }
+    }
+}
+
+enum IssueError {
+    Refused(Refusal, AuthMethod),
+    Store(ivrauth_core::ports::StoreError),
+}
+
+impl From<ivrauth_core::ports::StoreError> for IssueError {
+    fn from(e: ivrauth_core::ports::StoreError) -> Self {
+        IssueError::Store(e)
+    }
+}
+
+/// The checks and the minting; `actor` is set once the client is known to exist.
+async fn issue(
+    state: &AppState,
+    basic: Option<Result<(String, String), ()>>,
+    body: &[u8],
+    now: UnixMillis,
+    actor: &mut Option<String>,
+) -> Result<(TokenResponse, Vec<String>, String), IssueError> {
+    let method_hint = if basic.is_some() {
+        AuthMethod::Basic
+    } else {
+        AuthMethod::Form
+    };
+    let refuse = |r: Refusal, m: AuthMethod| IssueError::Refused(r, m);
+
+    // Parameters; RFC 6749 §3.2: none may appear twice.
+    let mut grant_type: Option<String> = None;
+    let mut scope: Option<String> = None;
+    let mut form_id: Option<String> = None;
+    let mut form_secret: Option<String> = None;
+    for (k, v) in url::form_urlencoded::parse(body) {
+        let slot = match k.as_ref() {
+            "grant_type" => &mut grant_type,
+            "scope" => &mut scope,
+            "client_id" => &mut form_id,
+            "client_secret" => &mut form_secret,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(refuse(
+                Refusal::invalid_request("a parameter is repeated", "duplicate_parameter"),
+                method_hint,
+            ));
+        }
+        *slot = Some(v.into_owned());
+    }
+    let Some(grant_type) = grant_type else {
+        return Err(refuse(
+            Refusal::invalid_request("the grant_type parameter is required", "missing_grant_type"),
+            method_hint,
+        ));
+    };
+
+    // Client credentials: exactly one method.
+    let (method, client_id, secret) = match basic {
+        Some(Err(())) => {
+            return Err(refuse(
+                Refusal::invalid_client("malformed_basic_credentials"),
+                AuthMethod::Basic,
+            ))
+        }
+        Some(Ok((id, secret))) => {
+            if form_secret.is_some() {
+                return Err(refuse(
+                    Refusal::invalid_request(
+                        "use one client authentication method, not two",
+                        "two_auth_methods",
+                    ),
+                    AuthMethod::Basic,
+                ));
+            }
+            if form_id.as_deref().is_some_and(|f| f != id) {
+                return Err(refuse(
+                    Refusal::invalid_request(
+                        "client_id differs from the Basic credentials",
+                        "client_id_mismatch",
+                    ),
+                    AuthMethod::Basic,
+                ));
+            }
+            (AuthMethod::Basic, id, secret)
+        }
+        None => match (form_id, form_secret) {
+            (Some(id), Some(secret)) => (AuthMethod::Form, id, secret),
+            (Some(_), None) => {
+                return Err(refuse(
+                    Refusal::invalid_request(
+                        "the client_secret parameter is required",
+                        "missing_client_secret",
+                    ),
+                    AuthMethod::Form,
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(refuse(
+                    Refusal::invalid_request(
+                        "the client_id parameter is required",
+                        "missing_client_id",
+                    ),
+                    AuthMethod::Form,
+                ))
+            }
+            (None, None) => {
+                return Err(refuse(
+                    Refusal::invalid_client("no_client_authentication"),
+                    AuthMethod::None,
+                ))
+            }
+        },
+    };
+
+    let client = authenticate(state, &client_id, &secret, now).await?;
+    let client = match client {
+        Ok(c) => c,
+        Err((reason, known)) => {
+            if known {
+                *actor = Some(client_id);
+            }
+            return Err(refuse(Refusal::invalid_client(reason), method));
+        }
+    };
+    *actor = Some(client.id.clone());
+
+    if grant_type != "client_credentials" {
+        return Err(refuse(
+            Refusal {
+                status: StatusCode::BAD_REQUEST,
+                error: "unsupported_grant_type",
+                description: "only the client_credentials grant is supported",
+                reason: "unsupported_grant_type",
+            },
+            method,
+        ));
+    }
+
+    let scopes: Vec<String> = match scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => client.scopes.clone(),
+        Some(requested) => {
+            let mut out: Vec<String> = Vec::new();
+            for s in requested.split(' ').filter(|s| !s.is_empty()) {
+                if !client.scopes.iter().any(|c| c == s) {
+                    return Err(refuse(
+                        Refusal {
+                            status: StatusCode::BAD_REQUEST,
+                            error: "invalid_scope",
+                            description:
+                                "the requested scope exceeds the scopes granted to this client",
+                            reason: "scope_not_granted",
+                        },
+                        method,
+                    ));
+                }
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_owned());
+                }
+            }
+            out
+        }
+    };
+
+    let token = mint_token();
+    let ttl = state.config.token_ttl_secs;
+    let record = TokenRecord {
+        token_hash: hash_credential(&token),
+        client_id: client.id.clone(),
+        scopes: scopes.clone(),
+        issued_at: now,
+        expires_at: now.plus_secs(i64::try_from(ttl).unwrap_or(i64::MAX)),
+    };
+    state.store.insert_token(&record).await?;
+    let response = TokenResponse {
+        access_token: token,
+        token_type: "bearer".to_owned(),
+        expires_in: ttl,
+        scope: scopes.join(" "),
+    };
+    Ok((response, scopes, client.id))
+}
+
+/// `Ok(Ok(client))` when the secret matches; `Ok(Err((reason, client_exists)))` otherwise.
+async fn authenticate(
+    state: &AppState,
+    client_id: &str,
+    secret: &str,
+    now: UnixMillis,
+) -> Result<Result<ClientRecord, (&'static str, bool)>, IssueError> {
+    if !is_valid_credential_text(client_id) || !is_valid_credential_text(secret) {
+        return Ok(Err(("malformed_credentials", false)));
+    }
+    let presented = hash_credential(secret);
+    let Some(client) = state.store.get_client(client_id).await? else {
+        return Ok(Err(("unknown_client", false)));
+    };
+    let current = presented.as_bytes().ct_eq(client.secret_hash.as_bytes());
+    let previous = match (&client.previous_secret_hash, client.previous_valid_until) {
+        (Some(prev), Some(until)) if until > now => presented.as_bytes().ct_eq(prev.as_bytes()),
+        _ => subtle::Choice::from(0),
+    };
+    if !bool::from(current | previous) {
+        return Ok(Err(("bad_secret", true)));
+    }
+    if client.revoked_at.is_some() {
+        return Ok(Err(("revoked", true)));
+    }
+    Ok(Ok(client))
+}
+
+/// 32 random bytes, base64url without padding.
+pub fn mint_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `Some(Ok((id, secret)))` for well-formed Basic credentials, `Some(Err(()))` for a Basic
+/// header that cannot be decoded, `None` when no Basic credentials were sent.
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let value = match value.to_str() {
+        Ok(v) => v,
+        Err(_) => return Some(Err(())),
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = match base64::engine::general_purpose::STANDARD.decode(rest.trim()) {
+        Ok(d) => d,
+        Err(_) => return Some(Err(())),
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return Some(Err(()));
+    };
+    let Some((id, secret)) = text.split_once(':') else {
+        return Some(Err(()));
+    };
+    // RFC 6749 §2.3.1: both parts are form-urlencoded before being joined.
+    Some(Ok((form_decode(id), form_decode(secret))))
+}
+
+/// Undo application/x-www-form-urlencoded encoding (`+` and `%XX`); text that is not
+/// validly encoded is kept as it is (and then fails the credential-text check).
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => return s.to_owned(),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}

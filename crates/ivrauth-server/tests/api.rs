@@ -1,0 +1,673 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The HTTP API end to end: the real router on a loopback port, a fresh SQLite store and a
+//! fake clock (time is moved, never slept).
+
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use ivrauth_core::ports::{AuditStore as _, ClientStore as _};
+use ivrauth_server::{ApiJson, AppState, FlowRead, FlowWrite, Scoped};
+use ivrauth_testkit::TestServer;
+
+const TOKEN: &str = "/auth/v3/oauth/token";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Probe {
+    name: String,
+    pin: u32,
+}
+
+/// Probe routes behind the scope extractor and the JSON extractor.
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/test/read",
+            get(|c: Scoped<FlowRead>| async move { Json(json!({ "client": c.client_id })) }),
+        )
+        .route(
+            "/test/echo",
+            post(|_c: Scoped<FlowWrite>, ApiJson(p): ApiJson<Probe>| async move { Json(p) }),
+        )
+}
+
+async fn server() -> TestServer {
+    TestServer::builder()
+        .routes(probes())
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn body_json(res: Response) -> Value {
+    res.json().await.unwrap()
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+async fn token_form(s: &TestServer, auth: Option<String>, form: &[(&str, &str)]) -> Response {
+    let mut req = s.http().post(s.url(TOKEN)).form(form);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    req.send().await.unwrap()
+}
+
+async fn get_with(s: &TestServer, path: &str, token: Option<&str>) -> Response {
+    let mut req = s.http().get(s.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn token_issued_by_basic_and_by_form_fields() {
+    let s = server().await;
+    let (id, secret) = s
+        .create_client("app", &["flow:read", "flow:write"])
+        .await
+        .unwrap();
+
+    let res = token_form(
+        &s,
+        Some(basic(&id, &secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body = body_json(res).await;
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], "flow:read flow:write");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(token.len(), 43, "32 bytes base64url without padding");
+
+    let res = token_form(
+        &s,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let token2 = body_json(res).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(token, token2);
+
+    let res = get_with(&s, "/test/read", Some(&token2)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await["client"], id.as_str());
+
+    // Both issuances are audited, without the secret or the tokens.
+    let audit = s.store().read_audit().await.unwrap();
+    let issued: Vec<_> = audit.iter().filter(|r| r.event == "token.issued").collect();
+    assert_eq!(issued.len(), 2);
+    assert_eq!(issued[0].actor, id);
+    let dump = format!("{audit:?}");
+    assert!(!dump.contains(&secret) && !dump.contains(token) && !dump.contains(&token2));
+}
+
+#[tokio::test]
+async fn wrong_secret_or_unknown_client_is_invalid_client() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:read"]).await.unwrap();
+    let wrong = format!("{secret}x");
+
+    let res = token_form(
+        &s,
+        Some(basic(&id, &wrong)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()[WWW_AUTHENTICATE], "Basic realm=\"ivrauth\"");
+    assert_eq!(body_json(res).await["error"], "invalid_client");
+
+    let res = token_form(
+        &s,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &wrong),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+    assert_eq!(body_json(res).await["error"], "invalid_client");
+
+    let res = token_form(
+        &s,
+        Some(basic("cli_nobody", &secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body_json(res).await["error"], "invalid_client");
+
+    let res = token_form(
+        &s,
+        Some("Basic !!!notbase64".to_owned()),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Refusals are audited with a reason, never the secret.
+    let audit = s.store().read_audit().await.unwrap();
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|r| r.event == "token.refused")
+        .collect();
+    assert_eq!(refused.len(), 4);
+    assert_eq!(refused[0].detail["reason"], "bad_secret");
+    assert_eq!(refused[0].actor, id);
+    assert_eq!(refused[2].detail["reason"], "unknown_client");
+    assert!(!format!("{audit:?}").contains(&secret));
+}
+
+#[tokio::test]
+async fn grant_type_and_missing_fields() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:read"]).await.unwrap();
+
+    let res = token_form(&s, Some(basic(&id, &secret)), &[("grant_type", "password")]).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(res).await["error"], "unsupported_grant_type");
+
+    let res = token_form(&s, Some(basic(&id, &secret)), &[("scope", "flow:read")]).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(res).await["error"], "invalid_request");
+
+    let res = token_form(
+        &s,
+        None,
+        &[("grant_type", "client_credentials"), ("client_id", &id)],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(res).await["error"], "invalid_request");
+
+    let res = token_form(
+        &s,
+        Some(basic(&id, &secret)),
+        &[
+            ("grant_type", "client_credentials"),
+            ("grant_type", "client_credentials"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(res).await["error"], "invalid_request");
+
+    // A JSON body is not a token request.
+    let res = s
+        .http()
+        .post(s.url(TOKEN))
+        .header("authorization", basic(&id, &secret))
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn scope_subset_is_granted_and_outside_scope_is_refused() {
+    let s = server().await;
+    let (id, secret) = s
+        .create_client("app", &["flow:read", "flow:write"])
+        .await
+        .unwrap();
+
+    let res = token_form(
+        &s,
+        Some(basic(&id, &secret)),
+        &[("grant_type", "client_credentials"), ("scope", "flow:read")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = body_json(res).await;
+    assert_eq!(body["scope"], "flow:read");
+    let read_only = body["access_token"].as_str().unwrap().to_owned();
+
+    let res = token_form(
+        &s,
+        Some(basic(&id, &secret)),
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "flow:read flow:simulate"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(res).await["error"], "invalid_scope");
+
+    // The narrowed token lacks flow:write.
+    let res = s
+        .http()
+        .post(s.url("/test/echo"))
+        .bearer_auth(&read_only)
+        .json(&json!({"name": "a", "pin": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn missing_garbage_and_expired_tokens_get_401() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:read"]).await.unwrap();
+
+    let res = get_with(&s, "/test/read", None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let challenge = res.headers()[WWW_AUTHENTICATE].to_str().unwrap().to_owned();
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    assert!(!challenge.contains("invalid_token"));
+    assert_eq!(body_json(res).await["code"], "unauthorized");
+
+    for garbage in ["garbage", "a.b.c", "x y z"] {
+        let res = get_with(&s, "/test/read", Some(garbage)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{garbage}");
+        let challenge = res.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.starts_with("Bearer") && challenge.contains("error=\"invalid_token\""),
+            "{challenge}"
+        );
+    }
+
+    let token = s.token(&id, &secret, None).await.unwrap();
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    s.clock().advance(Duration::from_secs(3599));
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    s.clock().advance(Duration::from_secs(1));
+    let res = get_with(&s, "/test/read", Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.headers()[WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+}
+
+#[tokio::test]
+async fn token_without_the_scope_gets_403_naming_it() {
+    let s = server().await;
+    let (id, secret) = s.create_client("reader", &["flow:read"]).await.unwrap();
+    let token = s.token(&id, &secret, None).await.unwrap();
+    let res = s
+        .http()
+        .post(s.url("/test/echo"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "a", "pin": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body = body_json(res).await;
+    assert_eq!(body["code"], "insufficient_scope");
+    assert!(
+        body["message"].as_str().unwrap().contains("flow:write"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_returns_429_until_the_clock_moves() {
+    let s = TestServer::builder()
+        .routes(probes())
+        .config(|c| {
+            c.rate_limit_burst = 5;
+            c.rate_limit_per_sec = 2;
+        })
+        .start()
+        .await
+        .unwrap();
+    let (id, secret) = s.create_client("busy", &["flow:read"]).await.unwrap();
+    let (other_id, other_secret) = s.create_client("calm", &["flow:read"]).await.unwrap();
+    let token = s.token(&id, &secret, None).await.unwrap();
+    let other = s.token(&other_id, &other_secret, None).await.unwrap();
+
+    for i in 0..5 {
+        assert_eq!(
+            get_with(&s, "/test/read", Some(&token)).await.status(),
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+    let res = get_with(&s, "/test/read", Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()[RETRY_AFTER], "1");
+    assert_eq!(body_json(res).await["code"], "rate_limited");
+
+    // The limit is per client.
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&other)).await.status(),
+        StatusCode::OK
+    );
+
+    s.clock().advance(Duration::from_secs(1));
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&token)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn rotated_secret_overlap() {
+    let s = server().await;
+    let (id, old) = s.create_client("app", &["flow:read"]).await.unwrap();
+    let new = ivrauth_server::auth::mint_token();
+    let overlap = s.state().config.secret_rotation_overlap_secs;
+    let until = s.state().clock.now().plus_secs(overlap as i64);
+    assert!(s
+        .store()
+        .rotate_client_secret(&id, &ivrauth_core::clients::hash_credential(&new), until)
+        .await
+        .unwrap());
+
+    assert!(s.token(&id, &new, None).await.is_ok());
+    assert!(s.token(&id, &old, None).await.is_ok());
+    s.clock().advance(Duration::from_secs(overlap - 1));
+    assert!(s.token(&id, &old, None).await.is_ok());
+    s.clock().advance(Duration::from_secs(1));
+    let res = token_form(
+        &s,
+        Some(basic(&id, &old)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(s.token(&id, &new, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn revoked_client_loses_its_tokens_and_cannot_get_more() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:read"]).await.unwrap();
+    let token = s.token(&id, &secret, None).await.unwrap();
+    assert_eq!(
+        get_with(&s, "/test/read", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert!(s
+        .store()
+        .revoke_client(&id, s.state().clock.now())
+        .await
+        .unwrap());
+    let res = get_with(&s, "/test/read", Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.headers()[WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    let res = token_form(
+        &s,
+        Some(basic(&id, &secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body_json(res).await["error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn openapi_and_health_need_no_token() {
+    let s = server().await;
+    let res = get_with(&s, "/openapi.json", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc = body_json(res).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/auth/v3/oauth/token"]["post"].is_object());
+    assert!(doc["components"]["schemas"]["TokenResponse"].is_object());
+
+    let res = get_with(&s, "/healthz", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await, json!({"status": "ok"}));
+
+    let res = get_with(&s, "/no/such/route", None).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body_json(res).await["code"], "not_found");
+}
+
+async fn echo(s: &TestServer, token: &str, content_type: Option<&str>, body: Vec<u8>) -> Response {
+    let mut req = s
+        .http()
+        .post(s.url("/test/echo"))
+        .bearer_auth(token)
+        .body(body);
+    if let Some(ct) = content_type {
+        req = req.header(CONTENT_TYPE, ct);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn json_bodies_are_checked_with_api_errors() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:write"]).await.unwrap();
+    let token = s.token(&id, &secret, None).await.unwrap();
+
+    let res = echo(
+        &s,
+        &token,
+        Some("application/json"),
+        br#"{"name":"a","pin":7}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await, json!({"name": "a", "pin": 7}));
+
+    let res = echo(
+        &s,
+        &token,
+        Some("application/json"),
+        b"{\n  \"name\": \"a\",\n  \"pin\": 7,,\n}".to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body = body_json(res).await;
+    assert_eq!(body["code"], "malformed_json");
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains("line 3") && msg.contains("column"), "{msg}");
+
+    let res = echo(
+        &s,
+        &token,
+        Some("text/plain"),
+        br#"{"name":"a","pin":7}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body_json(res).await["code"], "unsupported_media_type");
+    let res = echo(&s, &token, None, br#"{"name":"a","pin":7}"#.to_vec()).await;
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Wrong shape: the path and the expectation, never the value.
+    let res = echo(
+        &s,
+        &token,
+        Some("application/json"),
+        br#"{"name":"a","pin":"hunter2"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body = body_json(res).await;
+    assert_eq!(body["code"], "invalid_body");
+    assert_eq!(body["errors"][0]["path"], "/pin");
+    let text = body.to_string();
+    assert!(text.contains("u32") && !text.contains("hunter2"), "{text}");
+
+    let res = echo(
+        &s,
+        &token,
+        Some("application/json"),
+        br#"{"name":"a","pin":1,"hunter2":0}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let text = body_json(res).await.to_string();
+    assert!(
+        text.contains("unknown field") && !text.contains("hunter2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:write"]).await.unwrap();
+    let token = s.token(&id, &secret, None).await.unwrap();
+    let big = {
+        let mut v = br#"{"name":""#.to_vec();
+        v.extend(std::iter::repeat_n(b'a', 2 * 1024 * 1024));
+        v.extend(br#"","pin":1}"#);
+        v
+    };
+    let res = echo(&s, &token, Some("application/json"), big.clone()).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body_json(res).await["code"], "payload_too_large");
+
+    // Without a Content-Length (chunked), the limit applies while reading.
+    let status = chunked_post(&s, "/test/echo", &token, &big).await;
+    assert_eq!(status, 413);
+
+    let res = s
+        .http()
+        .post(s.url(TOKEN))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(vec![b'a'; 10 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// POST `body` with `Transfer-Encoding: chunked` over a raw connection; the status code.
+async fn chunked_post(s: &TestServer, path: &str, token: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = s.base_url().trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and stop reading before everything is sent.
+    for chunk in body.chunks(64 * 1024) {
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.extend_from_slice(chunk);
+        framed.extend_from_slice(b"\r\n");
+        if conn.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = conn.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn no_response_body_contains_the_secret() {
+    let s = server().await;
+    let (id, secret) = s.create_client("app", &["flow:read"]).await.unwrap();
+    let mut bodies: Vec<String> = Vec::new();
+    let attempts: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &secret),
+            ("client_secret", &secret),
+        ],
+        vec![
+            ("grant_type", &secret),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+            ("scope", &secret),
+        ],
+        vec![("grant_type", "client_credentials"), ("client_id", &id)],
+    ];
+    for form in &attempts {
+        bodies.push(token_form(&s, None, form).await.text().await.unwrap());
+    }
+    bodies.push(
+        token_form(
+            &s,
+            Some(basic(&secret, &secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap(),
+    );
+    bodies.push(
+        get_with(&s, "/test/read", Some(&secret))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let res = s
+        .http()
+        .post(s.url("/test/echo"))
+        .bearer_auth(&secret)
+        .json(&json!({"name": secret, "pin": secret}))
+        .send()
+        .await
+        .unwrap();
+    bodies.push(res.text().await.unwrap());
+    assert_eq!(bodies.len(), 8);
+    for b in &bodies {
+        assert!(!b.contains(&secret), "secret leaked in {b}");
+    }
+    let audit = s.store().read_audit().await.unwrap();
+    assert!(!format!("{audit:?}").contains(&secret));
+}

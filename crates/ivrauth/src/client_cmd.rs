@@ -1,0 +1,274 @@
+//! `ivrauth client create|list|revoke|rotate-secret`: manage API clients in the store.
+//!
+//! Secrets are printed exactly once, when minted, and stored only as hashes. Every change is
+//! audited with the actor `cli`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use rand::Rng as _;
+use serde_json::json;
+
+use ivrauth_connect::SystemClock;
+use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::clients::{hash_credential, parse_scopes, SCOPES};
+use ivrauth_core::ports::{AuditStore as _, ClientRecord, ClientStore as _};
+use ivrauth_core::time::{Clock as _, UnixMillis};
+use ivrauth_store::SqliteStore;
+
+use crate::config::Settings;
+use crate::DataDirArg;
+
+/// Audit actor of administration commands.
+const ACTOR: &str = "cli";
+
+/// Characters of minted client ids.
+const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its id and secret (the secret is shown only this once)
+    Create {
+        /// A name to recognise the client by
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: flow:read, flow:write, flow:simulate
+        #[arg(long, value_name = "SCOPES")]
+        scopes: String,
+        /// Print one JSON line {"client_id": ..., "client_secret": ...}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List clients (never their secrets)
+    List {
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Revoke a client and every token issued to it
+    Revoke {
+        /// Client id
+        id: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Mint a new secret; the old one keeps working for the configured overlap
+    RotateSecret {
+        /// Client id
+        id: String,
+        /// Print one JSON line {"client_id": ..., "client_secret": ..., "previous_valid_until": ...}
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+impl ClientCommand {
+    pub fn data_dir(&self) -> &Option<PathBuf> {
+        match self {
+            ClientCommand::Create { data, .. }
+            | ClientCommand::List { data, .. }
+            | ClientCommand::Revoke { data, .. }
+            | ClientCommand::RotateSecret { data, .. } => &data.data_dir,
+        }
+    }
+}
+
+pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    match cmd {
+        ClientCommand::Create {
+            name, scopes, json, ..
+        } => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+                bail!("--name must be 1 to 200 characters without control characters");
+            }
+            let scopes = parse_scopes(&scopes).map_err(|bad| {
+                anyhow::anyhow!("unknown scope {bad:?} (known: {})", SCOPES.join(", "))
+            })?;
+            if scopes.is_empty() {
+                bail!("--scopes needs at least one of {}", SCOPES.join(", "));
+            }
+            let store = open(settings, true).await?;
+            let id = mint_client_id();
+            let secret = ivrauth_server::auth::mint_token();
+            let record = ClientRecord {
+                id: id.clone(),
+                name: name.clone(),
+                scopes: scopes.clone(),
+                secret_hash: hash_credential(&secret),
+                previous_secret_hash: None,
+                previous_valid_until: None,
+                created_at: now,
+                revoked_at: None,
+            };
+            store
+                .create_client(&record)
+                .await
+                .context("cannot store the client")?;
+            audit(
+                &store,
+                "client.created",
+                &id,
+                json!({ "name": name, "scopes": scopes }),
+                now,
+            )
+            .await?;
+            if json {
+                println!("{}", json!({ "client_id": id, "client_secret": secret }));
+            } else {
+                println!("client_id:     {id}");
+                println!("client_secret: {secret}");
+                println!("scopes:        {}", scopes.join(" "));
+            }
+            eprintln!("warning: store the client secret now; it is not shown again.");
+        }
+        ClientCommand::List { json, .. } => {
+            let store = open(settings, false).await?;
+            let clients = store.list_clients().await.context("cannot list clients")?;
+            if json {
+                let rows: Vec<_> = clients
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "client_id": c.id,
+                            "name": c.name,
+                            "scopes": c.scopes,
+                            "created_at": c.created_at.to_rfc3339(),
+                            "revoked_at": c.revoked_at.map(UnixMillis::to_rfc3339),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if clients.is_empty() {
+                println!("no clients");
+            } else {
+                println!(
+                    "{:<22} {:<24} {:<36} {:<26} REVOKED",
+                    "ID", "NAME", "SCOPES", "CREATED"
+                );
+                for c in &clients {
+                    println!(
+                        "{:<22} {:<24} {:<36} {:<26} {}",
+                        c.id,
+                        c.name,
+                        c.scopes.join(","),
+                        c.created_at.to_rfc3339(),
+                        c.revoked_at
+                            .map_or_else(|| "-".to_owned(), UnixMillis::to_rfc3339)
+                    );
+                }
+            }
+        }
+        ClientCommand::Revoke { id, .. } => {
+            let store = open(settings, false).await?;
+            let Some(client) = store.get_client(&id).await? else {
+                bail!("no client with id {id:?}");
+            };
+            if client.revoked_at.is_some() {
+                println!("client {id} was already revoked");
+                return Ok(());
+            }
+            if !store
+                .revoke_client(&id, now)
+                .await
+                .context("cannot revoke the client")?
+            {
+                bail!("client {id} could not be revoked (revoked meanwhile?)");
+            }
+            audit(&store, "client.revoked", &id, json!({}), now).await?;
+            println!("client {id} revoked; its tokens no longer work");
+        }
+        ClientCommand::RotateSecret { id, json, .. } => {
+            let store = open(settings, false).await?;
+            let Some(client) = store.get_client(&id).await? else {
+                bail!("no client with id {id:?}");
+            };
+            if client.revoked_at.is_some() {
+                bail!("client {id} is revoked");
+            }
+            let secret = ivrauth_server::auth::mint_token();
+            let overlap = i64::try_from(settings.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
+            let until = now.plus_secs(overlap);
+            if !store
+                .rotate_client_secret(&id, &hash_credential(&secret), until)
+                .await?
+            {
+                bail!("no client with id {id:?}");
+            }
+            audit(
+                &store,
+                "client.secret_rotated",
+                &id,
+                json!({ "previous_valid_until": until.to_rfc3339() }),
+                now,
+            )
+            .await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "client_id": id, "client_secret": secret, "previous_valid_until": until.to_rfc3339() })
+                );
+            } else {
+                println!("client_id:     {id}");
+                println!("client_secret: {secret}");
+                println!("the previous secret keeps working until {until}");
+            }
+            eprintln!("warning: store the new client secret now; it is not shown again.");
+        }
+    }
+    Ok(())
+}
+
+/// Open the store; unless `create`, the database must already exist (a typo in
+/// `--data-dir` should not silently make an empty one).
+pub async fn open(settings: &Settings, create: bool) -> anyhow::Result<SqliteStore> {
+    let dir = &settings.data_dir;
+    if !create && !ivrauth_store::database_path(dir).is_file() {
+        bail!(
+            "no ivrauth database in {} (check --data-dir)",
+            dir.display()
+        );
+    }
+    SqliteStore::open(dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", dir.display()))
+}
+
+async fn audit(
+    store: &SqliteStore,
+    event: &str,
+    subject: &str,
+    detail: serde_json::Value,
+    now: UnixMillis,
+) -> anyhow::Result<()> {
+    let ev = AuditEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        event: event.to_owned(),
+        outcome: "success".to_owned(),
+        actor: ACTOR.to_owned(),
+        subject: subject.to_owned(),
+        trace_id: None,
+        detail,
+    };
+    store
+        .append_audit(&ev, now)
+        .await
+        .context("cannot write the audit record")?;
+    Ok(())
+}
+
+/// `cli_` and 16 random characters of `[A-Za-z0-9_-]`.
+fn mint_client_id() -> String {
+    let mut rng = rand::rngs::OsRng;
+    let suffix: String = (0..16)
+        .map(|_| char::from(ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())]))
+        .collect();
+    format!("cli_{suffix}")
+}

@@ -1,0 +1,124 @@
+//! `ivrauth serve`: open the store, build the server state, bind, announce the address on
+//! stdout and serve until Ctrl-C or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use ivrauth_connect::{HttpConfig, HttpExecutor, SystemClock, TokioSleeper};
+use ivrauth_core::ports::Store;
+use ivrauth_core::time::Clock;
+use ivrauth_server::AppState;
+use ivrauth_store::SqliteStore;
+
+use crate::config::Settings;
+use crate::DataDirArg;
+
+/// How often expired access tokens are purged from the store.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free port)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// Install the demo flows and demo API client
+    #[arg(long)]
+    pub demo: bool,
+}
+
+pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&settings.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let http_config = HttpConfig {
+        allowed_hosts: settings.http_allowed_hosts.clone(),
+        ..HttpConfig::default()
+    };
+    let http = HttpExecutor::new(http_config, Arc::new(TokioSleeper), clock.clone())
+        .context("invalid [http] configuration")?;
+    let state = AppState::new(
+        store.clone(),
+        clock.clone(),
+        settings.server_config(demo),
+        Arc::new(http),
+    );
+
+    if demo {
+        demo_setup(&state).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ivrauth listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+
+    let purger = tokio::spawn(purge_expired_tokens(store, clock));
+    let result = ivrauth_server::serve(listener, state, shutdown_signal()).await;
+    purger.abort();
+    result.context("server error")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Install what `--demo` provides (demo flows, a demo client).
+async fn demo_setup(_state: &AppState) -> anyhow::Result<()> {
+    // TODO(demo): the demo flows and client are written by the Flow API work.
+    Ok(())
+}
+
+async fn purge_expired_tokens(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tick.tick().await;
+        match store.purge_expired_tokens(clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired tokens purged"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired tokens"),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,349 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The `ivrauth` binary end to end, against temporary data directories.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary with a clean environment: no `IVRAUTH_*` variables, run in `cwd` (so no stray
+/// `ivrauth.toml` is picked up), quiet logs.
+fn ivrauth(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("IVRAUTH_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(cwd).env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(cwd: &Path, args: &[&str]) -> Output {
+    ivrauth(cwd).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// `client create --json` in `dir/data`; returns (id, secret).
+fn create_client(dir: &Path, scopes: &str) -> (String, String) {
+    let out = run(
+        dir,
+        &[
+            "client",
+            "create",
+            "--name",
+            "ops app",
+            "--scopes",
+            scopes,
+            "--json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    (
+        v["client_id"].as_str().unwrap().to_owned(),
+        v["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn client_create_json_prints_exactly_one_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "app",
+            "--scopes",
+            "flow:read,flow:write",
+            "--json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(text.ends_with('\n'));
+    let v: Value = serde_json::from_str(text.trim()).unwrap();
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 2);
+    let id = obj["client_id"].as_str().unwrap();
+    let secret = obj["client_secret"].as_str().unwrap();
+    assert!(id.starts_with("cli_") && id.len() == 20, "{id}");
+    assert_eq!(secret.len(), 43);
+    assert!(ivrauth_core::clients::is_valid_credential_text(id));
+    assert!(ivrauth_core::clients::is_valid_credential_text(secret));
+    assert!(stderr(&out).contains("not shown again"));
+}
+
+#[test]
+fn client_create_rejects_unknown_scope_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "client",
+            "create",
+            "--name",
+            "app",
+            "--scopes",
+            "flow:read,flow:admin",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("flow:admin"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn client_list_revoke_and_rotate_never_show_old_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(
+        d,
+        &[
+            "client",
+            "create",
+            "--name",
+            "human",
+            "--scopes",
+            "flow:read",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(out.status.success());
+    let human = stdout(&out);
+    let secret = human
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let id = human
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    for args in [
+        &["client", "list", "--data-dir", "data"][..],
+        &["client", "list", "--json", "--data-dir", "data"][..],
+    ] {
+        let out = run(d, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(&id) && text.contains("human") && text.contains("flow:read"),
+            "{text}"
+        );
+        assert!(!text.contains(&secret), "secret in {text}");
+        assert!(!stderr(&out).contains(&secret));
+    }
+
+    let out = run(
+        d,
+        &[
+            "client",
+            "rotate-secret",
+            &id,
+            "--json",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let new_secret = v["client_secret"].as_str().unwrap();
+    assert_ne!(new_secret, secret);
+    assert!(!stdout(&out).contains(&secret));
+
+    let out = run(d, &["client", "revoke", &id, "--data-dir", "data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(d, &["client", "list", "--json", "--data-dir", "data"]);
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(v[0]["revoked_at"].is_string());
+    assert!(!stdout(&out).contains(new_secret));
+
+    let out = run(
+        d,
+        &[
+            "client",
+            "revoke",
+            "cli_nosuchclient00",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(!out.status.success());
+    // A data directory without a database is an error, not a new empty store.
+    let out = run(d, &["client", "list", "--data-dir", "elsewhere"]);
+    assert!(!out.status.success());
+    assert!(!d.join("elsewhere").exists());
+}
+
+#[tokio::test]
+async fn audit_verify_intact_then_names_the_tampered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (id, _) = create_client(d, "flow:read");
+    assert!(
+        run(d, &["client", "rotate-secret", &id, "--data-dir", "data"])
+            .status
+            .success()
+    );
+    assert!(run(d, &["client", "revoke", &id, "--data-dir", "data"])
+        .status
+        .success());
+
+    let out = run(d, &["audit", "verify", "--data-dir", "data"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).trim(), "audit chain intact: 3 records");
+
+    // Tamper with the second record, as someone with write access to the file could.
+    let db = d.join("data").join("ivrauth.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rw", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER IF EXISTS audit_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit SET detail = '{\"previous_valid_until\":\"2099-01-01T00:00:00.000Z\"}' WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let out = run(d, &["audit", "verify", "--data-dir", "data"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("record 2"), "{text}");
+    assert!(!text.contains("intact"));
+}
+
+#[test]
+fn serve_prints_the_listening_line_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ivrauth(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("ivrauth listening on http://")
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("unexpected first line {line:?}")
+        });
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+
+    // The server answers.
+    let health = std::net::TcpStream::connect(addr).map(|mut s| {
+        use std::io::{Read as _, Write as _};
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    });
+    let health = health.unwrap();
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"ok\""),
+        "{health}"
+    );
+
+    // SIGTERM stops it gracefully.
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    if term.map(|s| s.success()).unwrap_or(false) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[test]
+fn bad_config_reports_every_problem_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("bad.toml"),
+        "[server]\nlisten = \"not an address\"\nport = 8080\n\n[auth]\ntoken_ttl_secs = 0\nrate_limit_burst = \"lots\"\n",
+    )
+    .unwrap();
+    let out = ivrauth(d)
+        .args(["serve", "--config", "bad.toml", "--data-dir", "data"])
+        .env("IVRAUTH_RATE_LIMIT_PER_SEC", "-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("5 problems"), "{err}");
+    for needle in [
+        "listen",
+        "unknown key `port`",
+        "token_ttl_secs",
+        "rate_limit_burst",
+        "IVRAUTH_RATE_LIMIT_PER_SEC",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from {err}");
+    }
+    assert!(
+        !d.join("data").exists(),
+        "nothing is opened with a bad config"
+    );
+
+    // `ivrauth.toml` in the working directory is read too, and a named file must exist.
+    std::fs::write(d.join("ivrauth.toml"), "[nope]\n").unwrap();
+    let out = run(d, &["client", "list", "--data-dir", "data"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("[nope]"), "{}", stderr(&out));
+    let out = run(d, &["client", "list", "--config", "missing.toml"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.toml"));
+}
