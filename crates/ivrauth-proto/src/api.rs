@@ -11,6 +11,7 @@ pub const MASK: &str = "********";
 
 /// One problem found in a flow document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Diagnostic {
     /// JSON pointer into the document (`/nodes/http_auth/properties/url`).
@@ -24,6 +25,7 @@ pub struct Diagnostic {
 
 /// `POST /api/v2/flows/validate` and `/api/v2/flows/{id}/validate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidationReport {
     pub valid: bool,
     pub errors: Vec<Diagnostic>,
@@ -32,6 +34,7 @@ pub struct ValidationReport {
 
 /// Every error body the API returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -41,6 +44,7 @@ pub struct ErrorBody {
 
 /// A stored flow as listed and returned by the Flow API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FlowSummary {
     pub id: String,
@@ -52,6 +56,7 @@ pub struct FlowSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FlowDetail {
     #[serde(flatten)]
@@ -61,6 +66,7 @@ pub struct FlowDetail {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FlowList {
     pub entities: Vec<FlowSummary>,
@@ -68,6 +74,7 @@ pub struct FlowList {
 
 /// `POST /api/v2/flows/simulate`: either `flowId` of a stored flow or `flow`, a document.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +93,7 @@ pub struct SimulateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SimulateResponse {
     pub flow_id: Option<String>,
@@ -97,6 +105,7 @@ pub struct SimulateResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub end_node: Option<String>,
@@ -107,6 +116,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunFailure {
     pub code: String,
     pub message: String,
@@ -114,6 +124,7 @@ pub struct RunFailure {
 
 /// One executed node. Secure values, and everything derived from one, read [`MASK`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TraceEntry {
     pub step: u32,
@@ -141,6 +152,7 @@ pub struct TraceEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TraceRequest {
     pub method: String,
     pub url: String,
@@ -148,6 +160,7 @@ pub struct TraceRequest {
 
 /// RFC 6749 §5.1 access token response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,
@@ -157,6 +170,7 @@ pub struct TokenResponse {
 
 /// RFC 6749 §5.2 error response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +180,7 @@ pub struct OAuthError {
 /// Input validation failure of a run: the field's path and the JSON Schema keyword that
 /// failed. The value given is never echoed (it may be a secret).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InputProblem {
     pub path: String,
     pub keyword: String,

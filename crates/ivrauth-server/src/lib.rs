@@ -24,11 +24,13 @@ use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
 
 pub mod auth;
+pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod flows;
 pub mod openapi;
 pub mod ratelimit;
+pub mod runtime;
 
 pub use auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
 pub use error::ApiError;
@@ -80,6 +82,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// Performs the `http` nodes of flows (simulation and, later, calls).
     pub http: Arc<HttpExecutor>,
+    /// Compiled flow versions, so a run does not re-validate its document.
+    pub flow_cache: Arc<runtime::FlowCache>,
 }
 
 impl AppState {
@@ -100,6 +104,7 @@ impl AppState {
             config: Arc::new(config),
             rate_limiter,
             http,
+            flow_cache: Arc::default(),
         }
     }
 }
@@ -118,11 +123,17 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
 
 fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let demo = if state.config.demo {
+        demo::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .merge(auth::routes())
         .merge(openapi::routes())
         .merge(flows::routes())
+        .merge(demo)
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

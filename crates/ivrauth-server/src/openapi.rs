@@ -16,7 +16,18 @@ use crate::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ivrauth", description = "Authenticates phone callers by running IVR call flows."),
-    paths(crate::healthz, crate::auth::token),
+    paths(
+        crate::healthz,
+        crate::auth::token,
+        crate::flows::create_flow,
+        crate::flows::list_flows,
+        crate::flows::get_flow,
+        crate::flows::update_flow,
+        crate::flows::delete_flow,
+        crate::flows::validate_document,
+        crate::flows::validate_stored,
+        crate::flows::simulate,
+    ),
     components(schemas(
         crate::Health,
         schema::TokenRequest,
@@ -29,6 +40,7 @@ use crate::AppState;
     tags(
         (name = "auth", description = "OAuth2 client credentials"),
         (name = "health", description = "Liveness"),
+        (name = "flows", description = "Deploy, validate and simulate call flows"),
     )
 )]
 pub struct ApiDoc;

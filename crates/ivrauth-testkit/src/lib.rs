@@ -7,6 +7,8 @@
 //!
 //! Helpers return [`Result`] rather than panicking; tests `unwrap()` them.
 
+pub mod identity;
+
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -42,7 +44,7 @@ impl std::error::Error for TestkitError {}
 
 pub type Result<T> = std::result::Result<T, TestkitError>;
 
-fn err(context: &str, e: impl fmt::Display) -> TestkitError {
+pub(crate) fn err(context: &str, e: impl fmt::Display) -> TestkitError {
     TestkitError(format!("{context}: {e}"))
 }
 

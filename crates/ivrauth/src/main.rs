@@ -7,6 +7,7 @@
 mod audit_cmd;
 mod client_cmd;
 mod config;
+mod flow_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ struct Cli {
 enum Command {
     /// Run the HTTP API server
     Serve(serve::ServeArgs),
+    /// Validate, deploy and simulate flow documents
+    #[command(subcommand)]
+    Flow(flow_cmd::FlowCommand),
     /// Manage API clients (OAuth2 client credentials)
     #[command(subcommand)]
     Client(client_cmd::ClientCommand),
@@ -76,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(settings, args.demo).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Flow(cmd) => flow_cmd::run(cmd).await,
         Command::Client(cmd) => {
             flags.data_dir = cmd.data_dir().clone();
             let settings = load_settings(&flags)?;
@@ -106,6 +111,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

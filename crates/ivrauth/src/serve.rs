@@ -53,10 +53,6 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
         Arc::new(http),
     );
 
-    if demo {
-        demo_setup(&state).await?;
-    }
-
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -67,6 +63,9 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    if demo {
+        demo_setup(&state, addr).await?;
+    }
 
     let purger = tokio::spawn(purge_expired_tokens(store, clock));
     let result = ivrauth_server::serve(listener, state, shutdown_signal()).await;
@@ -76,9 +75,38 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Install what `--demo` provides (demo flows, a demo client).
-async fn demo_setup(_state: &AppState) -> anyhow::Result<()> {
-    // TODO(demo): the demo flows and client are written by the Flow API work.
+/// Install what `--demo` provides (demo flows pointed at the built-in demo identity
+/// endpoint of this very server, and a demo client) and print how to try them.
+async fn demo_setup(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+    // The demo flow calls this server over loopback, whatever address it listens on.
+    let port = addr.port();
+    let local = if addr.is_ipv6() {
+        format!("http://[::1]:{port}")
+    } else {
+        format!("http://127.0.0.1:{port}")
+    };
+    let info = ivrauth_server::demo::install(state, &local)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot install the demo: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nDemo ready: flows {flows} call the built-in demo identity provider ({user} / {pw}).\n\
+         Demo API client: {id}   secret (shown once per start): {secret}\n\n\
+         Simulate the seed's flow from another terminal:\n  \
+         IVRAUTH_SERVER={local} IVRAUTH_CLIENT_ID={id} IVRAUTH_CLIENT_SECRET={secret} \\\n    \
+         cargo run -q -p ivrauth -- flow simulate --flow-id demo-auth --input '{{\"username\":\"{user}\",\"password\":\"{pw}\"}}'\n\n\
+         or with curl:\n  \
+         curl -s -u {id}:{secret} -d grant_type=client_credentials {local}/auth/v3/oauth/token\n  \
+         curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"flowId\":\"demo-auth\",\"input\":{{\"username\":\"{user}\",\"password\":\"{pw}\"}}}}' {local}/api/v2/flows/simulate\n",
+        flows = info.flow_ids.join(", "),
+        user = ivrauth_server::demo::DEMO_USERNAME,
+        pw = ivrauth_server::demo::DEMO_PASSWORD,
+        id = info.client_id,
+        secret = info.client_secret,
+    )?;
+    out.flush()?;
     Ok(())
 }
 

@@ -1,0 +1,166 @@
+//! `serve --demo`: a built-in stand-in identity provider and demo flows pointed at it, so a
+//! fresh checkout can deploy and simulate the seed's flow with nothing else running.
+//!
+//! Not for production: the demo provider knows one hard-coded user, and the demo client's
+//! secret is printed at start-up. Its routes exist only when the server runs with `--demo`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use ivrauth_core::clients::{hash_credential, SCOPES};
+use ivrauth_core::ports::ClientRecord;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The demo identity provider's one account (the seed's test user).
+pub const DEMO_USERNAME: &str = "testuser";
+pub const DEMO_PASSWORD: &str = "correctpassword";
+/// The API client `serve --demo` creates (its secret is minted at each start).
+pub const DEMO_CLIENT_ID: &str = "demo";
+/// Path of the demo identity endpoint (seed 000's contract).
+pub const DEMO_IDENTITY_PATH: &str = "/demo/identity/token";
+
+const SEED_FLOW: &str = include_str!("../../../examples/seed-auth-flow.json");
+
+/// Routes of the demo identity provider; merged only when the config says `demo`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route(DEMO_IDENTITY_PATH, post(identity_token))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    grant_type: String,
+}
+
+/// Seed 000's identity contract: `POST {username, password, grant_type: "password"}` →
+/// 200 `{token, expires_in}` or 401.
+async fn identity_token(Json(c): Json<Credentials>) -> Response {
+    let ok = c.grant_type == "password"
+        && subtle_eq(c.username.as_bytes(), DEMO_USERNAME.as_bytes())
+        && subtle_eq(c.password.as_bytes(), DEMO_PASSWORD.as_bytes());
+    if ok {
+        let token = crate::auth::mint_token();
+        (
+            StatusCode::OK,
+            Json(json!({ "token": format!("demo.{token}"), "expires_in": 3600 })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_credentials" })),
+        )
+            .into_response()
+    }
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The demo flows, with their identity endpoint at `base_url` (`http://127.0.0.1:8080`).
+/// `demo-auth` is the seed's flow as the seed builds it; `demo-auth-masked` also marks the
+/// returned token secure, so the trace shows it masked.
+pub fn demo_flows(base_url: &str) -> Result<Vec<(&'static str, Value)>, ApiError> {
+    let mut seed: Value = serde_json::from_str(SEED_FLOW)
+        .map_err(|e| ApiError::Internal(format!("embedded demo flow: {e}")))?;
+    seed["nodes"]["http_auth"]["properties"]["url"] =
+        json!(format!("{base_url}{DEMO_IDENTITY_PATH}"));
+    let mut masked = seed.clone();
+    masked["name"] = json!("IVR Authentication Flow (token marked secure)");
+    masked["nodes"]["http_auth"]["properties"]["secureOutput"] = json!(["body.token"]);
+    Ok(vec![("demo-auth", seed), ("demo-auth-masked", masked)])
+}
+
+/// What `serve --demo` prints.
+#[derive(Debug)]
+pub struct DemoInfo {
+    pub flow_ids: Vec<&'static str>,
+    pub client_id: &'static str,
+    pub client_secret: String,
+}
+
+/// Install (or refresh) the demo flows and the demo client. Idempotent across restarts: the
+/// flows get a new version only when their document changed, and the client a new secret.
+pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiError> {
+    let now = state.clock.now();
+    let mut flow_ids = Vec::new();
+    for (id, doc) in demo_flows(base_url)? {
+        let text = doc.to_string();
+        let name = doc["name"].as_str().unwrap_or(id).to_owned();
+        match state.store.get_flow(id, None).await? {
+            Some(existing) if existing.document == text => {}
+            Some(_) => {
+                state
+                    .store
+                    .update_flow(id, &name, &text, "demo", now)
+                    .await?;
+            }
+            None => {
+                state
+                    .store
+                    .create_flow(id, &name, &text, "demo", now)
+                    .await?;
+            }
+        }
+        flow_ids.push(id);
+    }
+    let secret = crate::auth::mint_token();
+    let hash = hash_credential(&secret);
+    if state
+        .store
+        .get_client(DEMO_CLIENT_ID)
+        .await?
+        .is_some_and(|c| c.revoked_at.is_none())
+    {
+        // The old demo secret stops working at once.
+        state
+            .store
+            .rotate_client_secret(DEMO_CLIENT_ID, &hash, now)
+            .await?;
+    } else if state.store.get_client(DEMO_CLIENT_ID).await?.is_none() {
+        state
+            .store
+            .create_client(&ClientRecord {
+                id: DEMO_CLIENT_ID.to_owned(),
+                name: "demo".to_owned(),
+                scopes: SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                secret_hash: hash,
+                previous_secret_hash: None,
+                previous_valid_until: None,
+                created_at: now,
+                revoked_at: None,
+            })
+            .await?;
+    } else {
+        return Err(ApiError::Conflict(
+            "the demo client was revoked; use a fresh --data-dir".to_owned(),
+        ));
+    }
+    crate::runtime::audit(
+        state,
+        "demo.installed",
+        "success",
+        "demo",
+        "demo",
+        None,
+        json!({ "flows": flow_ids }),
+    )
+    .await?;
+    Ok(DemoInfo {
+        flow_ids,
+        client_id: DEMO_CLIENT_ID,
+        client_secret: secret,
+    })
+}

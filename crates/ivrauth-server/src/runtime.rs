@@ -1,0 +1,208 @@
+//! The host that drives the engine: it performs the engine's commands (outbound HTTP through
+//! `ivrauth-connect`, log lines to the log and the audit chain) and feeds the results back,
+//! until the run ends. The simulation endpoint and the CLI's simulator use it; the telephony
+//! front-ends will drive the same engine turn by turn.
+//!
+//! Not here: any flow rule. If a decision could be made without I/O, it belongs in the core.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+
+use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::engine::{self, Command, Event, RunContext};
+use ivrauth_core::flow::{compile, Flow};
+use ivrauth_core::ports::{RunRecord, StoredFlow};
+use ivrauth_proto::api::{Diagnostic, Outcome, SimulateResponse};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Compiled flows by (id, version). Versions are immutable, so entries never go stale.
+#[derive(Default)]
+pub struct FlowCache {
+    inner: Mutex<HashMap<(String, i64), Arc<Flow>>>,
+}
+
+/// At most this many compiled flows are kept; beyond it the cache starts over.
+const CACHE_LIMIT: usize = 1_000;
+
+impl FlowCache {
+    /// The compiled form of a stored flow version.
+    pub fn get_or_compile(&self, stored: &StoredFlow) -> Result<Arc<Flow>, ApiError> {
+        let key = (stored.id.clone(), stored.version);
+        if let Ok(map) = self.inner.lock() {
+            if let Some(f) = map.get(&key) {
+                return Ok(f.clone());
+            }
+        }
+        let flow = Arc::new(compile_text(&stored.document)?);
+        if let Ok(mut map) = self.inner.lock() {
+            if map.len() >= CACHE_LIMIT {
+                map.clear();
+            }
+            map.insert(key, flow.clone());
+        }
+        Ok(flow)
+    }
+}
+
+/// Compile a document that was valid when it was stored.
+fn compile_text(text: &str) -> Result<Flow, ApiError> {
+    let doc = ivrauth_proto::flow::parse_document(text)
+        .map_err(|e| ApiError::Internal(format!("stored flow no longer parses: {e}")))?;
+    compile(&doc).map(|(flow, _)| flow).map_err(|r| {
+        ApiError::Internal(format!(
+            "stored flow no longer validates: {} errors",
+            r.errors.len()
+        ))
+    })
+}
+
+/// What to run and for whom.
+pub struct RunRequest<'a> {
+    pub flow: &'a Flow,
+    pub flow_id: Option<String>,
+    pub version: Option<i64>,
+    pub input: &'a Value,
+    pub contact: Map<String, Value>,
+    pub environment: String,
+    /// The API client that asked (the audit's actor).
+    pub actor: &'a str,
+}
+
+/// Run a flow to its end, performing its commands, and return the masked trace.
+pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateResponse, ApiError> {
+    let trace_id = uuid::Uuid::new_v4().to_string();
+    let mut ctx = RunContext::new(trace_id.clone());
+    ctx.flow_id = req.flow_id.clone();
+    ctx.contact = req.contact;
+    let subject = req.flow_id.clone().unwrap_or_else(|| "(inline)".to_owned());
+
+    let mut now = state.clock.now();
+    let (mut run, mut cmd) = match engine::start(req.flow, req.input, ctx, now) {
+        Ok(x) => x,
+        Err(problems) => {
+            audit(state, "simulation.rejected", "failure", req.actor, &subject, Some(&trace_id), json!({
+                "reason": "invalid_input",
+                "problems": problems.iter().map(|p| json!({"path": p.path, "keyword": p.code})).collect::<Vec<_>>(),
+            }))
+            .await?;
+            return Err(invalid_input(problems));
+        }
+    };
+    state
+        .store
+        .start_run(&RunRecord {
+            id: trace_id.clone(),
+            flow_id: req.flow_id.clone(),
+            flow_version: req.version,
+            kind: "simulation".to_owned(),
+            started_at: now,
+            finished_at: None,
+            outcome: None,
+        })
+        .await?;
+
+    let outcome: Outcome = loop {
+        let event = match cmd {
+            Command::Finish(outcome) => break outcome,
+            Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
+            Command::Log(line) => {
+                tracing::info!(target: "ivrauth::flow_log", trace_id = %trace_id, node = %line.node_id, level = %line.level, "{}", line.message);
+                audit(
+                    state,
+                    "flow.log",
+                    "success",
+                    req.actor,
+                    &subject,
+                    Some(&trace_id),
+                    json!({
+                        "node": line.node_id,
+                        "level": line.level,
+                        "message": line.message,
+                    }),
+                )
+                .await?;
+                Event::LogWritten
+            }
+        };
+        now = state.clock.now();
+        (run, cmd) = engine::step(req.flow, run, event, now);
+    };
+
+    let summary = json!({
+        "endNode": outcome.end_node,
+        "statusCode": outcome.status_code,
+        "error": outcome.error.as_ref().map(|e| e.code.clone()),
+        "steps": run.trace().len(),
+    });
+    state
+        .store
+        .finish_run(&trace_id, &summary, state.clock.now())
+        .await?;
+    let mut detail = summary;
+    if let Value::Object(o) = &mut detail {
+        o.insert("version".into(), json!(req.version));
+        o.insert("environment".into(), json!(req.environment));
+    }
+    let result = if outcome.error.is_some() {
+        "failure"
+    } else {
+        "success"
+    };
+    audit(
+        state,
+        "simulation.run",
+        result,
+        req.actor,
+        &subject,
+        Some(&trace_id),
+        detail,
+    )
+    .await?;
+
+    Ok(SimulateResponse {
+        flow_id: req.flow_id,
+        version: req.version,
+        trace_id,
+        environment: req.environment,
+        outcome,
+        trace: run.into_trace(),
+    })
+}
+
+fn invalid_input(problems: Vec<Diagnostic>) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_input".to_owned(),
+        message: format!(
+            "the input does not match the flow's inputSchema ({} problem(s))",
+            problems.len()
+        ),
+        errors: problems,
+    }
+}
+
+/// Append an audit record now; an audit failure fails the request (nothing goes unrecorded).
+pub async fn audit(
+    state: &AppState,
+    event: &str,
+    outcome: &str,
+    actor: &str,
+    subject: &str,
+    trace_id: Option<&str>,
+    detail: Value,
+) -> Result<(), ApiError> {
+    let ev = AuditEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        event: event.to_owned(),
+        outcome: outcome.to_owned(),
+        actor: actor.to_owned(),
+        subject: subject.to_owned(),
+        trace_id: trace_id.map(str::to_owned),
+        detail,
+    };
+    state.store.append_audit(&ev, state.clock.now()).await?;
+    Ok(())
+}
