@@ -7,6 +7,7 @@
 //! engine applies the same rules again at run time to mask traces.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 
 use serde_json::Value;
 
@@ -26,6 +27,11 @@ pub const HTTP_OUTPUT_FIELDS: &[&str] = &["statusCode", "body", "headers", "erro
 pub const FLOW_VARS: &[&str] = &["traceId", "id"];
 /// Largest number of nodes a document may have.
 pub const MAX_NODES: usize = 10_000;
+/// At most this many errors are reported; a document with more is mostly noise, and the cap
+/// bounds the work a hostile document can cause.
+pub const MAX_ERRORS: usize = 500;
+/// "Did you mean" hints are computed only against candidate lists up to this size.
+const MAX_HINT_CANDIDATES: usize = 2_000;
 const MAX_TIMEOUT_MS: u64 = 120_000;
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
@@ -47,7 +53,20 @@ impl Report {
         code: &str,
         message: impl Into<String>,
     ) {
-        self.errors.push(diag(path, node, code, message));
+        match self.errors.len() {
+            n if n < MAX_ERRORS => self.errors.push(diag(path, node, code, message)),
+            n if n == MAX_ERRORS => self.errors.push(diag(
+                "",
+                None,
+                "too_many_problems",
+                format!("more than {MAX_ERRORS} problems; fix these and validate again"),
+            )),
+            _ => {}
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.errors.len() > MAX_ERRORS
     }
     fn warn(
         &mut self,
@@ -226,6 +245,9 @@ pub fn did_you_mean<'a>(
 }
 
 fn hint(word: &str, candidates: &[&str]) -> String {
+    if candidates.len() > MAX_HINT_CANDIDATES {
+        return String::new();
+    }
     match did_you_mean(word, candidates.iter().copied()) {
         Some(c) => format!(", did you mean `{c}`?"),
         None => String::new(),
@@ -253,6 +275,8 @@ struct Scope {
     nodes: HashMap<String, (bool, Vec<Vec<String>>)>,
     /// property name segments → secure
     properties: BTreeMap<Vec<String>, bool>,
+    /// Every defined name, for "did you mean" hints (empty when too many to search).
+    candidates: Vec<String>,
 }
 
 impl Scope {
@@ -260,18 +284,33 @@ impl Scope {
         a.iter().zip(b.iter()).all(|(x, y)| x == y)
     }
 
-    fn is_secure(&self, p: &VarPath) -> bool {
+    /// Property names that overlap `segs`: a prefix of it, or extending it. Ordered maps
+    /// keep names that extend `segs` together, so this is a few lookups, not a scan.
+    fn overlapping<'a>(
+        props: &'a BTreeMap<Vec<String>, bool>,
+        segs: &'a [String],
+    ) -> impl Iterator<Item = (&'a Vec<String>, bool)> {
+        let prefixes = (1..segs.len()).filter_map(move |i| props.get_key_value(&segs[..i]));
+        let extending = props
+            .range::<[String], _>((Bound::Included(segs), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(segs));
+        prefixes.chain(extending).map(|(k, v)| (k, *v))
+    }
+
+    /// Secure through an input or an http node's `secureOutput` (not through properties).
+    fn is_secure_source(&self, p: &VarPath) -> bool {
         if self.secure_inputs.contains(p.root()) {
             return true;
         }
-        if let Some((_, secure)) = self.nodes.get(p.root()) {
-            if secure.iter().any(|s| Self::overlaps(s, p.rest())) {
-                return true;
-            }
+        match self.nodes.get(p.root()) {
+            Some((_, secure)) => secure.iter().any(|s| Self::overlaps(s, p.rest())),
+            None => false,
         }
-        self.properties
-            .iter()
-            .any(|(name, secure)| *secure && Self::overlaps(name, &p.segments))
+    }
+
+    fn is_secure(&self, p: &VarPath) -> bool {
+        self.is_secure_source(p)
+            || Self::overlapping(&self.properties, &p.segments).any(|(_, secure)| secure)
     }
 
     /// None when the path is defined; otherwise a message.
@@ -306,21 +345,13 @@ impl Scope {
                 )),
             };
         }
-        if self
-            .properties
-            .keys()
-            .any(|name| Self::overlaps(name, &p.segments))
+        if Self::overlapping(&self.properties, &p.segments)
+            .next()
+            .is_some()
         {
             return None;
         }
-        let mut candidates: Vec<String> = self.inputs.iter().cloned().collect();
-        candidates.extend(self.nodes.keys().cloned());
-        candidates.extend(self.properties.keys().map(|k| k.join(".")));
-        candidates.extend([
-            "flow.traceId".to_owned(),
-            "flow.id".to_owned(),
-            "contact".to_owned(),
-        ]);
+        let candidates = &self.candidates;
         let whole = p.to_string();
         let best = did_you_mean(&whole, candidates.iter().map(String::as_str))
             .or_else(|| did_you_mean(root, candidates.iter().map(String::as_str)));
@@ -515,6 +546,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
             secure_inputs: inputs.secure_names().map(str::to_owned).collect(),
             nodes: HashMap::new(),
             properties: BTreeMap::new(),
+            candidates: Vec::new(),
         };
         for (i, e) in doc.nodes.entries.iter().enumerate() {
             let (has_outputs, secure) = match &parsed[i] {
@@ -560,23 +592,54 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 .entry(name.segments.clone())
                 .or_insert(false);
         }
-        loop {
-            let mut changed = false;
-            for (name, secure, refs) in &assigns_for_taint {
-                let now_secure = *secure || refs.iter().any(|r| scope.is_secure(r));
-                if now_secure && scope.properties.get(&name.segments) != Some(&true) {
-                    scope.properties.insert(name.segments.clone(), true);
-                    changed = true;
+        // Taint propagation as a worklist: when a property becomes secure, every assignment
+        // that reads it makes its own target secure. Linear in the flow's size.
+        let mut dependents: HashMap<&[String], Vec<usize>> = HashMap::new();
+        let mut queue: Vec<Vec<String>> = Vec::new();
+        for (ai, (name, secure, refs)) in assigns_for_taint.iter().enumerate() {
+            for r in refs {
+                for (k, _) in Scope::overlapping(&scope.properties, &r.segments) {
+                    dependents.entry(k.as_slice()).or_default().push(ai);
                 }
             }
-            if !changed {
-                break;
+            if *secure || refs.iter().any(|r| scope.is_secure_source(r)) {
+                queue.push(name.segments.clone());
             }
         }
+        let mut secure_props: BTreeSet<Vec<String>> = BTreeSet::new();
+        while let Some(name) = queue.pop() {
+            if !secure_props.insert(name.clone()) {
+                continue;
+            }
+            // A secure name also taints the names it overlaps (`session` and `session.token`).
+            for (k, _) in Scope::overlapping(&scope.properties, &name) {
+                for &ai in dependents.get(k.as_slice()).into_iter().flatten() {
+                    queue.push(assigns_for_taint[ai].0.segments.clone());
+                }
+            }
+        }
+        for name in secure_props {
+            scope.properties.insert(name, true);
+        }
         self.check_property_names(&parsed, &scope);
+        let count = scope.inputs.len() + scope.nodes.len() + scope.properties.len();
+        if count <= MAX_HINT_CANDIDATES {
+            let mut candidates: Vec<String> = scope.inputs.iter().cloned().collect();
+            candidates.extend(scope.nodes.keys().cloned());
+            candidates.extend(scope.properties.keys().map(|k| k.join(".")));
+            candidates.extend([
+                "flow.traceId".to_owned(),
+                "flow.id".to_owned(),
+                "contact".to_owned(),
+            ]);
+            scope.candidates = candidates;
+        }
 
         // Variables and taint rules, now that every name is known.
         for (i, kind) in kinds.iter().enumerate() {
+            if self.report.full() {
+                return None;
+            }
             if let Some(kind) = kind {
                 self.check_vars(i, kind, &parsed[i], &scope);
             }
@@ -955,6 +1018,15 @@ impl<'d, 'r> Compiler<'d, 'r> {
         }
     }
 
+    /// A "did you mean" hint among node names (none for very large flows).
+    fn name_hint(&self, word: &str) -> String {
+        if self.names.len() > MAX_HINT_CANDIDATES {
+            return String::new();
+        }
+        let names: Vec<&str> = self.names.keys().copied().collect();
+        hint(word, &names)
+    }
+
     fn lookup(&self, name: &str) -> Option<usize> {
         self.names.get(name).copied()
     }
@@ -970,7 +1042,6 @@ impl<'d, 'r> Compiler<'d, 'r> {
             let src = self.lookup(&edge.source);
             let dst = self.lookup(&edge.target);
             if src.is_none() {
-                let names: Vec<&str> = self.names.keys().copied().collect();
                 self.report.error(
                     format!("{at}/source"),
                     None,
@@ -978,12 +1049,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     format!(
                         "edge source `{}` matches no node{}",
                         edge.source,
-                        hint(&edge.source, &names)
+                        self.name_hint(&edge.source)
                     ),
                 );
             }
             if dst.is_none() {
-                let names: Vec<&str> = self.names.keys().copied().collect();
                 self.report.error(
                     format!("{at}/target"),
                     src.map(|s| doc.nodes.entries[s].node.id_or(&doc.nodes.entries[s].key)),
@@ -991,7 +1061,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     format!(
                         "edge target `{}` matches no node{}",
                         edge.target,
-                        hint(&edge.target, &names)
+                        self.name_hint(&edge.target)
                     ),
                 );
             }
@@ -1123,12 +1193,11 @@ impl<'d, 'r> Compiler<'d, 'r> {
             Some(s) => match self.lookup(s) {
                 Some(i) => Some(i),
                 None => {
-                    let names: Vec<&str> = self.names.keys().copied().collect();
                     self.report.error(
                         "/startNode",
                         None,
                         "unknown_start_node",
-                        format!("start node `{s}` matches no node{}", hint(s, &names)),
+                        format!("start node `{s}` matches no node{}", self.name_hint(s)),
                     );
                     None
                 }

@@ -456,3 +456,27 @@ fn shapes_and_limits() {
         "`start`",
     );
 }
+
+#[test]
+fn taint_flows_against_document_order_and_through_parents() {
+    // `copy` reads `stash` before (in document order) `stash` is set from the password; a
+    // loop makes that order real at run time, so the log of `copy` must still be refused.
+    let d = json!({
+        "name": "taint order", "startNode": "s",
+        "inputSchema": {"type": "object", "properties": {"pin": {"type": "string", "x-secure": true}}},
+        "nodes": {
+            "s": {"type": "start"},
+            "a": {"type": "setProperties", "properties": {"properties": [{"name": "copy", "value": "{{session}}"}]}},
+            "b": {"type": "setProperties", "properties": {"properties": [{"name": "session.stash", "value": "x{{pin}}"}]}},
+            "l": {"type": "log", "properties": {"message": "copy={{copy}}"}},
+            "e": {"type": "end"}
+        },
+        "edges": [{"source": "s", "target": "a"}, {"source": "a", "target": "b"}, {"source": "b", "target": "l"}, {"source": "l", "target": "e"}]
+    });
+    has_error(
+        &d,
+        "secure_value_logged",
+        "/nodes/l/properties/message",
+        "`copy`",
+    );
+}

@@ -1,0 +1,259 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Canary secrets sent through simulations of the real `ivrauth serve` process must appear
+//! in no response body, no line of the server's log output (at `trace` level, the most it
+//! says) and no byte of any file in its data directory.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+use serde_json::{json, Value};
+
+use ivrauth_testkit::identity::IdentityServer;
+
+const CANARY: &str = "Canary-Pw-7f3a9c1e";
+const CANARY_NEW: &str = "Canary-New-44d0b2";
+const CANARY_TOKEN: &str = "Canary-Token-91ee5c";
+
+fn ivrauth(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("IVRAUTH_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(cwd);
+    cmd
+}
+
+fn drain(r: impl std::io::Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut r = r;
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_secrets_appear_in_no_response_log_or_database_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = IdentityServer::start("canary-user", CANARY, CANARY_TOKEN)
+        .await
+        .unwrap();
+
+    let out = ivrauth(dir.path())
+        .args([
+            "client",
+            "create",
+            "--name",
+            "canary",
+            "--scopes",
+            "flow:read,flow:write,flow:simulate",
+            "--json",
+            "--data-dir",
+            "data",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (id, secret) = (
+        creds["client_id"].as_str().unwrap().to_owned(),
+        creds["client_secret"].as_str().unwrap().to_owned(),
+    );
+
+    let mut child = ivrauth(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let stdout_rest = drain(stdout);
+    let stderr = drain(child.stderr.take().unwrap());
+    let Some(addr) = first
+        .trim()
+        .strip_prefix("ivrauth listening on ")
+        .map(str::to_owned)
+    else {
+        stop(child);
+        panic!("unexpected first line {first:?}");
+    };
+
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{addr}/auth/v3/oauth/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_owned();
+
+    let mut flow: Value =
+        serde_json::from_str(include_str!("../../../examples/seed-auth-flow.json")).unwrap();
+    flow["nodes"]["http_auth"]["properties"]["url"] = json!(idp.url());
+    let mut masked_flow = flow;
+    masked_flow["nodes"]["http_auth"]["properties"]["secureOutput"] = json!(["body.token"]);
+
+    let mut responses: Vec<String> = Vec::new();
+    let post = |path: &str, body: Vec<u8>| {
+        http.post(format!("{addr}{path}"))
+            .bearer_auth(&access)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let created: Value = post("/api/v2/flows", masked_flow.to_string().into_bytes())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let flow_id = created["id"].as_str().unwrap().to_owned();
+
+    let requests: Vec<(&str, Value)> = vec![
+        (
+            "/api/v2/flows/simulate",
+            json!({"flowId": flow_id, "input": {"username": "canary-user", "password": CANARY, "newPassword": CANARY_NEW}}),
+        ),
+        (
+            "/api/v2/flows/simulate",
+            json!({"flowId": flow_id, "input": {"username": "canary-user", "password": format!("{CANARY}-wrong")}}),
+        ),
+        (
+            "/api/v2/flows/simulate",
+            json!({"flow": masked_flow, "input": {"username": "canary-user", "password": CANARY, "newPassword": CANARY_NEW}}),
+        ),
+        (
+            "/api/v2/flows/simulate",
+            json!({"flowId": flow_id, "input": {"username": 5, "password": CANARY}}),
+        ),
+        (
+            "/api/v2/flows/simulate",
+            json!({"flowId": flow_id, "input": {"password": [CANARY]}}),
+        ),
+        (
+            "/api/v2/flows/simulate",
+            json!({"flowId": flow_id, "input": {"username": "u", "password": CANARY}, "environment": 5}),
+        ),
+        (
+            "/api/v2/flows/simulate",
+            json!({"flowId": flow_id, "input": {"username": "u", "password": CANARY}, "surprise": CANARY}),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (path, body) in requests {
+        let res = post(path, body.to_string().into_bytes()).await.unwrap();
+        statuses.push(res.status().as_u16());
+        responses.push(res.text().await.unwrap());
+    }
+    // Malformed JSON that carries the canary.
+    let res = post(
+        "/api/v2/flows/simulate",
+        format!("{{\"input\": {{\"password\": \"{CANARY}\"").into_bytes(),
+    )
+    .await
+    .unwrap();
+    statuses.push(res.status().as_u16());
+    responses.push(res.text().await.unwrap());
+
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 400, 400, 400, 400, 400],
+        "{responses:#?}"
+    );
+    let success: Value = serde_json::from_str(&responses[0]).unwrap();
+    assert_eq!(success["outcome"]["endNode"], "end_success", "{success}");
+    let unsaved: Value = serde_json::from_str(&responses[2]).unwrap();
+    assert_eq!(unsaved["outcome"]["endNode"], "end_success", "{unsaved}");
+    assert_eq!(
+        idp.requests(),
+        3,
+        "the canary password really was sent to the identity provider"
+    );
+
+    stop(child);
+    let logs = [stdout_rest.join().unwrap(), stderr.join().unwrap()].concat();
+    assert!(
+        contains(&logs, "/api/v2/flows/simulate"),
+        "the log output was captured"
+    );
+
+    for (i, body) in responses.iter().enumerate() {
+        for canary in [
+            CANARY,
+            CANARY_NEW,
+            CANARY_TOKEN,
+            secret.as_str(),
+            access.as_str(),
+        ] {
+            assert!(
+                !body.contains(canary),
+                "response {i} contains a secret: {body}"
+            );
+        }
+    }
+    for canary in [
+        CANARY,
+        CANARY_NEW,
+        CANARY_TOKEN,
+        secret.as_str(),
+        access.as_str(),
+    ] {
+        assert!(
+            !contains(&logs, canary),
+            "the server's log output contains a secret"
+        );
+    }
+
+    let mut scanned = 0;
+    let mut saw_audit = false;
+    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += bytes.len();
+        saw_audit |= contains(&bytes, "simulation.run");
+        for canary in [
+            CANARY,
+            CANARY_NEW,
+            CANARY_TOKEN,
+            secret.as_str(),
+            access.as_str(),
+        ] {
+            assert!(
+                !contains(&bytes, canary),
+                "{} contains a secret",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        scanned > 0 && saw_audit,
+        "the scan read the database (and its WAL) that holds the audit records"
+    );
+}
