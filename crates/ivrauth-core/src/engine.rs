@@ -267,13 +267,30 @@ fn push_text(out: &mut String, v: Option<&Value>) {
 
 fn mask_paths(value: &mut Value, paths: &[Vec<String>]) {
     for path in paths {
-        let pointer: String = path
-            .iter()
-            .map(|seg| format!("/{}", seg.replace('~', "~0").replace('/', "~1")))
-            .collect();
-        if let Some(slot) = value.pointer_mut(&pointer) {
-            *slot = Value::String(MASK.to_owned());
+        mask_path(value, path);
+    }
+}
+
+/// Mask the value at `path`. Where the path runs into a string or number before it ends (a
+/// `body.token` whose body is plain text), that whole value is masked: it may hold the secret.
+fn mask_path(value: &mut Value, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        *value = Value::String(MASK.to_owned());
+        return;
+    };
+    match value {
+        Value::Object(o) => {
+            if let Some(v) = o.get_mut(first.as_str()) {
+                mask_path(v, rest);
+            }
         }
+        Value::Array(a) => {
+            if let Some(v) = first.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                mask_path(v, rest);
+            }
+        }
+        Value::Null => {}
+        _ => *value = Value::String(MASK.to_owned()),
     }
 }
 

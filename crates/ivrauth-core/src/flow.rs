@@ -18,7 +18,7 @@ use ivrauth_proto::flow::{
 };
 
 use crate::expr::{Condition, ConditionError, Template, VarPath};
-use crate::http::{is_loopback_host, DEFAULT_TIMEOUT_MS};
+use crate::http::{secure_transport, DEFAULT_TIMEOUT_MS};
 use crate::inputs::InputSchema;
 
 /// Outputs every http node exposes as `<node>.<field>`.
@@ -554,7 +554,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     true,
                     h.secure_output
                         .iter()
-                        .map(|s| s.split('.').map(str::to_owned).collect())
+                        .map(|s| secure_output_path(s))
                         .collect(),
                 ),
                 _ => (false, Vec::new()),
@@ -646,16 +646,16 @@ impl<'d, 'r> Compiler<'d, 'r> {
         }
 
         // Graph.
-        let next = self.edges(&kinds);
+        let (next, edges_ok) = self.edges(&kinds);
         let start = self.start_node();
-        if let (Some(start), Some(next)) = (start, next.as_ref()) {
-            self.reachability(start, next, &kinds);
+        if let Some(start) = start {
+            self.reachability(start, &next, &kinds, edges_ok);
         }
 
         if !self.report.is_valid() {
             return None;
         }
-        let (Some(start), Some(next)) = (start, next) else {
+        let Some(start) = start else {
             return None;
         };
         let mut nodes = Vec::with_capacity(kinds.len());
@@ -791,7 +791,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     secure_output: h
                         .secure_output
                         .iter()
-                        .map(|s| s.split('.').map(str::to_owned).collect())
+                        .map(|s| secure_output_path(s))
                         .collect(),
                 }))
             }
@@ -829,6 +829,12 @@ impl<'d, 'r> Compiler<'d, 'r> {
                             "invalid_template",
                             format!("condition `{}`: {e}", nc.name),
                         ),
+                        Err(ConditionError::TooComplex(m)) => self.report.error(
+                            format!("{path}/properties/conditions/{i}/expression"),
+                            Some(id),
+                            "condition_too_complex",
+                            format!("condition `{}`: {m}", nc.name),
+                        ),
                     }
                 }
                 Some(Kind::Condition(out))
@@ -858,6 +864,24 @@ impl<'d, 'r> Compiler<'d, 'r> {
             return None;
         };
         match ValueTemplate::parse(&a.value) {
+            Ok(value)
+                if a.secure && {
+                    let mut refs = Vec::new();
+                    value.refs(&mut refs);
+                    refs.is_empty()
+                } =>
+            {
+                self.report.error(
+                    format!("{at}/value"),
+                    Some(id),
+                    "secure_literal",
+                    format!(
+                        "secure property `{}` has a literal value; secrets do not belong in flow documents (they are stored and returned as written): take it from a secure input or a template",
+                        a.name
+                    ),
+                );
+                None
+            }
             Ok(value) => Some(Assign {
                 name,
                 value,
@@ -1031,7 +1055,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
         self.names.get(name).copied()
     }
 
-    fn edges(&mut self, kinds: &[Option<Kind>]) -> Option<Vec<Next>> {
+    fn edges(&mut self, kinds: &[Option<Kind>]) -> (Vec<Next>, bool) {
         let doc = self.doc;
         let n = doc.nodes.entries.len();
         let mut outgoing: Vec<Vec<(usize, Option<&str>, usize)>> = vec![Vec::new(); n];
@@ -1176,7 +1200,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 Some(_) => {}
             }
         }
-        ok.then_some(nexts)
+        (nexts, ok)
     }
 
     fn start_node(&mut self) -> Option<usize> {
@@ -1205,7 +1229,15 @@ impl<'d, 'r> Compiler<'d, 'r> {
         }
     }
 
-    fn reachability(&mut self, start: usize, next: &[Next], kinds: &[Option<Kind>]) {
+    /// Unreachable nodes are always reported; "no path to an end" only when every edge
+    /// resolved (a mistyped edge target would otherwise blame every node before it).
+    fn reachability(
+        &mut self,
+        start: usize,
+        next: &[Next],
+        kinds: &[Option<Kind>],
+        edges_ok: bool,
+    ) {
         let n = next.len();
         let succ = |i: usize| -> Vec<usize> {
             match &next[i] {
@@ -1256,7 +1288,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     "unreachable_node",
                     format!("node `{id}` cannot be reached from the start node"),
                 );
-            } else if !ends[i] && kinds[i].is_some() {
+            } else if edges_ok && !ends[i] && kinds[i].is_some() {
                 self.report.error(
                     self.node_paths[i].clone(),
                     Some(id),
@@ -1279,49 +1311,50 @@ fn type_name(kind: &Kind) -> &'static str {
     }
 }
 
-/// Why a URL template may not carry a secret, if it may not.
+/// An http node's `secureOutput` entry as path segments. Response header names are
+/// lower-cased by the host, so a `headers.<name>` entry is too.
+fn secure_output_path(s: &str) -> Vec<String> {
+    let mut segs: Vec<String> = s.split('.').map(str::to_owned).collect();
+    if segs.first().is_some_and(|f| f == "headers") {
+        if let Some(name) = segs.get_mut(1) {
+            *name = name.to_ascii_lowercase();
+        }
+    }
+    segs
+}
+
+/// Why a URL template may not carry a secret, if it may not. Decided with the same URL
+/// parser the host uses, on the literal part of the template.
 fn insecure_url(url: &Template) -> Option<String> {
     let prefix = url.literal_prefix();
+    let whole_literal = url.parts.len() == 1 && url.single_ref().is_none();
     let lower = prefix.to_ascii_lowercase();
     if lower.starts_with("https://") {
         return None;
     }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        // The host must be literal to know it is loopback.
-        let end = rest.find(['/', '?', '#']);
-        let Some(end) = end else {
-            if url.parts.len() == 1 {
-                return host_of(rest).filter(|h| is_loopback_host(h)).map_or_else(
-                    || {
-                        Some(format!(
-                            "`{prefix}` is plain http to a host that is not loopback"
-                        ))
-                    },
-                    |_| None,
-                );
-            }
+    if !lower.starts_with("http://") {
+        return Some(if prefix.is_empty() {
+            "the url does not start with a literal `https://`".to_owned()
+        } else {
+            "the url is not https".to_owned()
+        });
+    }
+    // Plain http is allowed to a loopback host only, and the host must be literal to know.
+    let rest = &prefix["http://".len()..];
+    let candidate = match rest.find(['/', '?', '#', '\\']) {
+        Some(end) => &prefix[.."http://".len() + end],
+        None if whole_literal => prefix,
+        None => {
             return Some(
                 "the url's host is not literal, so plain http cannot be allowed".to_owned(),
-            );
-        };
-        let authority = &rest[..end];
-        return match host_of(authority) {
-            Some(h) if is_loopback_host(h) => None,
-            _ => Some(format!(
-                "`http://{authority}` is plain http to a host that is not loopback"
-            )),
-        };
+            )
+        }
+    };
+    if secure_transport(&format!("{candidate}/")) {
+        None
+    } else {
+        Some(format!(
+            "`{candidate}` is plain http to a host that is not loopback"
+        ))
     }
-    if prefix.is_empty() {
-        return Some("the url does not start with a literal `https://`".to_owned());
-    }
-    Some("the url is not https".to_owned())
-}
-
-fn host_of(authority: &str) -> Option<&str> {
-    let authority = authority.rsplit('@').next()?;
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.find(']').map(|e| &authority[..e + 2]);
-    }
-    Some(authority.split(':').next().unwrap_or(authority))
 }

@@ -43,12 +43,17 @@ impl InputSchema {
             .map_err(|e| format!("`inputSchema` is not a valid JSON Schema: {}", e.masked()))?;
         let mut names = BTreeSet::new();
         let mut secure = BTreeSet::new();
+        // Names marked secure anywhere (inside `allOf`, `definitions`...): an input of the same
+        // name is secure too.
+        let mut marked_anywhere = BTreeSet::new();
+        collect_marked_names(schema, &mut marked_anywhere, 0);
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for (name, def) in props {
                 names.insert(name.clone());
-                if SECURE_KEYWORDS
-                    .iter()
-                    .any(|k| def.get(*k).and_then(Value::as_bool) == Some(true))
+                // A mark anywhere inside an input's schema (a nested field, an item, a `$ref`
+                // target) makes the whole input secure: masking too much is safe, too little
+                // is a leak.
+                if marked_anywhere.contains(name) || contains_mark(def, schema, &mut Vec::new(), 0)
                 {
                     secure.insert(name.clone());
                 }
@@ -103,9 +108,16 @@ impl InputSchema {
                         path = format!("{path}/{p}");
                     }
                 }
+                use jsonschema::error::ValidationErrorKind as K;
+                // `masked()` replaces the value with the word "value", but some messages also
+                // quote object keys, which may be secret too: those get a fixed text.
                 let message = match &e.kind {
-                    jsonschema::error::ValidationErrorKind::Required { .. } => {
-                        "is required".to_owned()
+                    K::Required { .. } => "is required".to_owned(),
+                    K::AdditionalProperties { .. } | K::UnevaluatedProperties { .. } => {
+                        "has properties the schema does not allow".to_owned()
+                    }
+                    K::PropertyNames { .. } => {
+                        "has a property name the schema does not allow".to_owned()
                     }
                     _ => e.masked().to_string(),
                 };
@@ -125,6 +137,70 @@ impl InputSchema {
     }
 }
 
+/// Deepest schema nesting searched for secure marks (documents are parsed with serde_json's
+/// own depth limit of 128, so this is never the binding limit in practice).
+const MAX_SCHEMA_DEPTH: usize = 256;
+
+fn is_marked(v: &Value) -> bool {
+    SECURE_KEYWORDS
+        .iter()
+        .any(|k| v.get(*k).and_then(Value::as_bool) == Some(true))
+}
+
+/// Whether `v` or anything inside it, following local `$ref`s (once each), is marked secure.
+fn contains_mark<'a>(v: &'a Value, root: &'a Value, seen: &mut Vec<&'a str>, depth: usize) -> bool {
+    if depth > MAX_SCHEMA_DEPTH {
+        return true;
+    }
+    match v {
+        Value::Object(o) => {
+            if is_marked(v) {
+                return true;
+            }
+            if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+                if let Some(pointer) = r.strip_prefix('#') {
+                    if !seen.contains(&r) {
+                        seen.push(r);
+                        if let Some(target) = root.pointer(pointer) {
+                            if contains_mark(target, root, seen, depth + 1) {
+                                return true;
+                            }
+                        }
+                    }
+                }
+            }
+            o.values().any(|c| contains_mark(c, root, seen, depth + 1))
+        }
+        Value::Array(a) => a.iter().any(|c| contains_mark(c, root, seen, depth + 1)),
+        _ => false,
+    }
+}
+
+/// Every property name, anywhere in the schema, whose own schema carries a secure mark.
+fn collect_marked_names(v: &Value, out: &mut BTreeSet<String>, depth: usize) {
+    if depth > MAX_SCHEMA_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            if let Some(props) = o.get("properties").and_then(Value::as_object) {
+                for (name, def) in props {
+                    if is_marked(def) {
+                        out.insert(name.clone());
+                    }
+                }
+            }
+            for c in o.values() {
+                collect_marked_names(c, out, depth + 1);
+            }
+        }
+        Value::Array(a) => a
+            .iter()
+            .for_each(|c| collect_marked_names(c, out, depth + 1)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +214,8 @@ mod tests {
                 "password": {"type": "string", "x-genesys-secure": true},
                 "pin": {"type": "string", "x-secure": true, "pattern": "^[0-9]{4,8}$"}
             },
-            "required": ["username", "password"]
+            "required": ["username", "password"],
+            "additionalProperties": false
         })))
         .unwrap_or_else(|e| panic!("{e}"))
     }
@@ -157,7 +234,7 @@ mod tests {
     fn problems_list_paths_and_keywords_but_never_values() {
         let s = schema();
         let errs = s
-            .check(&json!({"password": 12345, "pin": "canary-pin-value"}))
+            .check(&json!({"password": 12345, "pin": "canary-pin-value", "canary-key": 1}))
             .err()
             .unwrap_or_default();
         let summary: Vec<(String, String)> = errs
@@ -176,10 +253,38 @@ mod tests {
             summary.contains(&("/input/pin".into(), "pattern".into())),
             "{summary:?}"
         );
+        assert!(
+            summary.contains(&("/input".into(), "additionalProperties".into())),
+            "{summary:?}"
+        );
         let text = serde_json::to_string(&errs).unwrap_or_default();
         assert!(
-            !text.contains("12345") && !text.contains("canary-pin-value"),
+            !text.contains("12345")
+                && !text.contains("canary-pin-value")
+                && !text.contains("canary-key"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn marks_below_the_top_level_make_the_input_secure() {
+        let s = InputSchema::compile(Some(&json!({
+            "type": "object",
+            "definitions": {"secret": {"type": "string", "x-secure": true}},
+            "properties": {
+                "creds": {"type": "object", "properties": {"pin": {"type": "string", "x-secure": true}}},
+                "viaRef": {"$ref": "#/definitions/secret"},
+                "viaAllOf": {"allOf": [{"type": "string"}, {"x-genesys-secure": true}]},
+                "list": {"type": "array", "items": {"type": "string", "x-secure": true}},
+                "token": {"type": "string"},
+                "plain": {"type": "string"}
+            },
+            "allOf": [{"properties": {"token": {"x-secure": true}}}]
+        })))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.secure_names().collect::<Vec<_>>(),
+            vec!["creds", "list", "token", "viaAllOf", "viaRef"]
         );
     }
 

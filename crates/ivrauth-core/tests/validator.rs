@@ -480,3 +480,82 @@ fn taint_flows_against_document_order_and_through_parents() {
         "`copy`",
     );
 }
+
+#[test]
+fn url_authority_tricks_do_not_pass_as_loopback() {
+    // WHATWG URL parsing reads `\` as `/`: the host here is evil.example, not localhost.
+    for url in [
+        "http://evil.example\\@localhost/x",
+        "http://evil.example\\@localhost:3999/{{username}}",
+        "http://localhost.evil.example/x",
+        "http://127.0.0.1.evil.example/x",
+    ] {
+        has_error(
+            &edit(|d| d["nodes"]["http_auth"]["properties"]["url"] = json!(url)),
+            "secure_value_insecure_url",
+            "/nodes/http_auth/properties/url",
+            "not loopback",
+        );
+    }
+    let r = report(&edit(|d| {
+        d["nodes"]["http_auth"]["properties"]["url"] = json!("http://localhost:3999/u/{{username}}")
+    }));
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+}
+
+#[test]
+fn secure_literals_are_refused() {
+    has_error(
+        &edit(|d| {
+            d["nodes"]["handle_reset"]["properties"]["properties"][1]["value"] = json!("hunter2")
+        }),
+        "secure_literal",
+        "/nodes/handle_reset/properties/properties/1/value",
+        "`secureNewPassword`",
+    );
+}
+
+#[test]
+fn secure_output_header_names_match_any_case() {
+    let d = edit(|d| {
+        d["nodes"]["http_auth"]["properties"]["secureOutput"] = json!(["headers.X-Token"]);
+        d["nodes"]["audit_log"]["properties"]["message"] =
+            json!("tok={{http_auth_provider.headers.x-token}}");
+    });
+    has_error(
+        &d,
+        "secure_value_logged",
+        "/nodes/audit_log/properties/message",
+        "x-token",
+    );
+}
+
+#[test]
+fn unreachable_nodes_are_reported_even_with_a_bad_edge() {
+    let d = edit(|d| {
+        d["edges"][6]["target"] = json!("end_sucess");
+        d["nodes"]["orphan"] =
+            json!({"id": "orphan", "type": "log", "properties": {"message": "x"}});
+    });
+    has_error(&d, "unknown_edge_target", "/edges/6/target", "end_sucess");
+    has_error(&d, "unreachable_node", "/nodes/orphan", "`orphan`");
+    // ...without blaming every node upstream of the mistyped edge.
+    assert!(!report(&d).errors.iter().any(|e| e.code == "no_path_to_end"));
+}
+
+#[test]
+fn hostile_conditions_are_reported() {
+    let deep = format!(
+        "{}{{{{http_auth_provider.statusCode}}}}{} == 200",
+        "(".repeat(100),
+        ")".repeat(100)
+    );
+    has_error(
+        &edit(|d| {
+            d["nodes"]["check_auth"]["properties"]["conditions"][0]["expression"] = json!(deep)
+        }),
+        "condition_too_complex",
+        "/nodes/check_auth/properties/conditions/0/expression",
+        "levels deep",
+    );
+}

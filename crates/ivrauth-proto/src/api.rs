@@ -18,7 +18,8 @@ pub struct Diagnostic {
     pub path: String,
     /// The node the problem is about, when there is one.
     pub node_id: Option<String>,
-    /// A stable machine-readable code, such as `unknown_edge_target`.
+    /// A stable machine-readable code, such as `unknown_edge_target`. For problems with a
+    /// run's input (`invalid_input`), the JSON Schema keyword that failed (`required`, `type`).
     pub code: String,
     pub message: String,
 }
@@ -175,14 +176,4 @@ pub struct OAuthError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
-}
-
-/// Input validation failure of a run: the field's path and the JSON Schema keyword that
-/// failed. The value given is never echoed (it may be a secret).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct InputProblem {
-    pub path: String,
-    pub keyword: String,
-    pub message: String,
 }
