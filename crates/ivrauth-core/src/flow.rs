@@ -655,9 +655,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
         if !self.report.is_valid() {
             return None;
         }
-        let Some(start) = start else {
-            return None;
-        };
+        let start = start?;
         let mut nodes = Vec::with_capacity(kinds.len());
         for ((e, kind), next) in doc.nodes.entries.iter().zip(kinds).zip(next) {
             let kind = kind?;
