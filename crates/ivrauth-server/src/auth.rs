@@ -1,6 +1,6 @@
-//! Authentication: the OAuth2 client-credentials token endpoint (RFC 6749 §4.4) and the
-//! [`Scoped`] extractor that guards API routes with a bearer token, a scope and the
-//! per-client rate limit.
+//! Authentication: the OAuth2 client-credentials token endpoint (RFC 6749 §4.4), rate
+//! limited per presented client id, and the [`Scoped`] extractor that guards API routes with
+//! a bearer token, a scope and the per-client rate limit.
 //!
 //! Secrets and tokens are only ever handled as SHA-256 hashes once they arrive; neither is
 //! logged, audited or echoed.
@@ -241,6 +241,7 @@ impl Refusal {
         (status = 401, description = "`invalid_client`: unknown or revoked client, or wrong secret", body = crate::openapi::schema::OAuthError),
         (status = 413, description = "Body too large", body = crate::openapi::schema::ErrorBody),
         (status = 415, description = "Body is not `application/x-www-form-urlencoded`", body = crate::openapi::schema::ErrorBody),
+        (status = 429, description = "Too many requests for this client id (`Retry-After` says when to retry)", body = crate::openapi::schema::ErrorBody),
     )
 )]
 pub async fn token(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -252,6 +253,12 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
     let basic = basic_credentials(req.headers());
     let body = read_body(req, &state, state.config.max_body_bytes).await?;
     let now = state.clock.now();
+    // Limit guessing before any secret is checked. Requests over the limit are not audited
+    // one by one (that would let a guesser grow the audit log without bound).
+    state
+        .rate_limiter
+        .check(&token_rate_limit_key(basic.as_ref(), &body), now)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
 
     let mut actor: Option<String> = None;
     let result = issue(&state, basic, &body, now, &mut actor).await;
@@ -296,6 +303,32 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
                     && used == AuthMethod::Basic,
             })
         }
+    }
+}
+
+/// The token endpoint's rate-limit bucket: `token:{client_id}` for the client id presented
+/// (HTTP Basic, else the `client_id` form field), or `token:invalid` for every request whose
+/// client id is missing or cannot be one. The prefix keeps these buckets apart from those of
+/// bearer-authenticated requests.
+fn token_rate_limit_key(basic: Option<&Result<(String, String), ()>>, body: &[u8]) -> String {
+    let presented = match basic {
+        Some(Ok((id, _))) => Some(id.clone()),
+        Some(Err(())) => None,
+        None => url::form_urlencoded::parse(body)
+            .find(|(k, _)| k == "client_id")
+            .map(|(_, v)| v.into_owned()),
+    };
+    match presented {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            format!("token:{id}")
+        }
+        _ => "token:invalid".to_owned(),
     }
 }
 

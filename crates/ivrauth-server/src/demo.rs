@@ -15,6 +15,7 @@ use ivrauth_core::clients::{hash_credential, SCOPES};
 use ivrauth_core::ports::ClientRecord;
 
 use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::AppState;
 
 /// The demo identity provider's one account (the seed's test user).
@@ -43,8 +44,9 @@ struct Credentials {
 }
 
 /// Seed 000's identity contract: `POST {username, password, grant_type: "password"}` →
-/// 200 `{token, expires_in}` or 401.
-async fn identity_token(Json(c): Json<Credentials>) -> Response {
+/// 200 `{token, expires_in}` or 401. A body that is not such JSON gets the API's 4xx (which
+/// never quotes what was sent: it may be a password).
+async fn identity_token(ApiJson(c): ApiJson<Credentials>) -> Response {
     let ok = c.grant_type == "password"
         && subtle_eq(c.username.as_bytes(), DEMO_USERNAME.as_bytes())
         && subtle_eq(c.password.as_bytes(), DEMO_PASSWORD.as_bytes());

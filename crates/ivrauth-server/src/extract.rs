@@ -1,11 +1,17 @@
 //! Request extractors whose every rejection is an [`ApiError`]: [`ApiJson`] for JSON bodies,
-//! and the Content-Length guard that turns oversized bodies into 413 before they are read.
+//! [`ApiPath`] and [`ApiQuery`] for path parameters and query strings, and the
+//! Content-Length guard that turns oversized bodies into 413 before they are read.
 //!
-//! Deserialization errors name the JSON path and what was expected, never the value sent
-//! (it may be a password).
+//! Deserialization errors name the JSON path or the parameter and what was expected, never
+//! the value sent (it may be a password).
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, Request, State};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{
+    FromRef, FromRequest, FromRequestParts, Path, Query, RawPathParams, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,6 +52,116 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// Path parameters deserialized into `T`; a failure is 400 `invalid_path` naming the
+/// parameter (never its value).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let err = match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => return Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => e.into_kind(),
+            Err(other) => {
+                return Err(ApiError::Internal(format!(
+                    "path parameters: {}",
+                    other.body_text()
+                )))
+            }
+        };
+        // The route's own parameter names, to name the one at fault when serde did not.
+        let names: Vec<String> = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map(|raw| raw.iter().map(|(k, _)| k.to_owned()).collect())
+            .unwrap_or_default();
+        let named = |key: Option<&str>, problem: &str| {
+            let message = match key {
+                Some(k) => format!("invalid path parameter `{k}`: {problem}"),
+                None => format!("invalid path parameter: {problem}"),
+            };
+            ApiError::bad_request("invalid_path", message)
+        };
+        Err(match err {
+            ErrorKind::InvalidUtf8InPathParam { key } => {
+                named(Some(&key), "not valid UTF-8 once percent-decoded")
+            }
+            ErrorKind::ParseErrorAtKey {
+                key, expected_type, ..
+            } => named(Some(&key), &format!("expected {expected_type}")),
+            ErrorKind::ParseErrorAtIndex {
+                index,
+                expected_type,
+                ..
+            } => named(
+                names.get(index).map(String::as_str),
+                &format!("expected {expected_type}"),
+            ),
+            ErrorKind::ParseError { expected_type, .. } => named(
+                names
+                    .first()
+                    .map(String::as_str)
+                    .filter(|_| names.len() == 1),
+                &format!("expected {expected_type}"),
+            ),
+            // A custom message may quote the value.
+            ErrorKind::DeserializeError { key, .. } => named(Some(&key), "invalid value"),
+            ErrorKind::Message(_) => named(None, "invalid value"),
+            // Wrong number of parameters, unsupported type: the handler's type does not fit
+            // its route, a programming error.
+            other => ApiError::Internal(format!("path parameters: {other}")),
+        })
+    }
+}
+
+/// The query string deserialized into `T`; a failure is 400 `invalid_query` naming the
+/// parameter (never its value).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::try_from_uri(&parts.uri) {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => {
+                let query = parts.uri.query().unwrap_or_default();
+                let message = match query_parameter_at_fault(&rejection.body_text(), query) {
+                    Some(name) => format!("invalid query parameter `{name}`: invalid value"),
+                    None => "invalid query string".to_owned(),
+                };
+                Err(ApiError::bad_request("invalid_query", message))
+            }
+        }
+    }
+}
+
+/// The parameter a query-string rejection is about. axum's text reads
+/// `Failed to deserialize query string: PATH: PROBLEM` (`PATH: ` only when serde knew where);
+/// the path is kept only when it is a parameter name actually present in `query`, so no
+/// value, and nothing from the problem text, is ever quoted.
+fn query_parameter_at_fault(rejection_text: &str, query: &str) -> Option<String> {
+    let rest = rejection_text.split_once(": ")?.1;
+    let (path, _) = rest.split_once(": ")?;
+    let plain = !path.is_empty()
+        && path.len() <= 64
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let present = url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == path);
+    (plain && present).then(|| path.to_owned())
 }
 
 /// Buffer a body (honouring [`axum::extract::DefaultBodyLimit`]); 413 when over `limit`.
@@ -286,6 +402,20 @@ mod tests {
     fn missing_field_is_named() {
         let (_, msg) = message(parse_json::<Outer>(br#"{"items":[]}"#).unwrap_err());
         assert!(msg.contains("missing field `name`"), "{msg}");
+    }
+
+    #[test]
+    fn query_rejection_names_only_a_parameter_that_was_sent() {
+        let text = "Failed to deserialize query string: version: invalid digit found in string";
+        assert_eq!(
+            query_parameter_at_fault(text, "version=abc").as_deref(),
+            Some("version")
+        );
+        // No path (serde did not know where): nothing is named, whatever the problem says.
+        let text = "Failed to deserialize query string: abc: invalid digit found in string";
+        assert_eq!(query_parameter_at_fault(text, "version=abc"), None);
+        let text = "Failed to deserialize query string: unknown variant `x: y`";
+        assert_eq!(query_parameter_at_fault(text, "v=x: y"), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! documents, and simulate runs. Handlers are thin: parsing and validation are the core's,
 //! storage the store's, running the [`crate::runtime`]'s; errors map in [`ApiError`].
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +20,7 @@ use ivrauth_proto::flow::{document_from_value, FlowDocument};
 
 use crate::auth::{FlowRead, FlowSimulate, FlowWrite, Scoped};
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::runtime::{self, RunRequest};
 use crate::AppState;
 
@@ -192,12 +192,14 @@ fn printable(id: &str) -> String {
 /// One flow: document and metadata.
 #[utoipa::path(get, path = "/api/v2/flows/{id}", tag = "flows", security(("bearer" = ["flow:read"])),
     params(("id" = String, Path, description = "Flow id"), VersionQuery),
-    responses((status = 200, description = "The flow", body = FlowDetail), (status = 404, description = "No such flow or version")))]
+    responses((status = 200, description = "The flow", body = FlowDetail),
+              (status = 400, description = "`invalid_path` or `invalid_query`", body = ivrauth_proto::api::ErrorBody),
+              (status = 404, description = "No such flow or version")))]
 pub async fn get_flow(
     _caller: Scoped<FlowRead>,
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<Json<FlowDetail>, ApiError> {
     let stored = load(&state, &id, q.version).await?;
     let warnings = parse(&serde_json::from_str(&stored.document).unwrap_or(Value::Null))
@@ -216,7 +218,7 @@ pub async fn get_flow(
 pub async fn update_flow(
     caller: Scoped<FlowWrite>,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<FlowDetail>, ApiError> {
     let (name, warnings) = check_for_deploy(&body)?;
@@ -256,7 +258,7 @@ pub async fn update_flow(
 pub async fn delete_flow(
     caller: Scoped<FlowWrite>,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if !state.store.delete_flow(&id, state.clock.now()).await? {
         return Err(ApiError::NotFound(format!("no flow `{}`", printable(&id))));
@@ -299,12 +301,14 @@ pub async fn validate_document(
 /// Validate a stored flow again (for example after the server learnt new rules).
 #[utoipa::path(post, path = "/api/v2/flows/{id}/validate", tag = "flows", security(("bearer" = ["flow:read"])),
     params(("id" = String, Path, description = "Flow id"), VersionQuery),
-    responses((status = 200, description = "Every problem found", body = ValidationReport), (status = 404, description = "No such flow")))]
+    responses((status = 200, description = "Every problem found", body = ValidationReport),
+              (status = 400, description = "`invalid_path` or `invalid_query`", body = ivrauth_proto::api::ErrorBody),
+              (status = 404, description = "No such flow")))]
 pub async fn validate_stored(
     _caller: Scoped<FlowRead>,
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<Json<ValidationReport>, ApiError> {
     let stored = load(&state, &id, q.version).await?;
     let body: Value = serde_json::from_str(&stored.document)

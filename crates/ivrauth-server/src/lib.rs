@@ -34,7 +34,7 @@ pub mod runtime;
 
 pub use auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
 pub use error::ApiError;
-pub use extract::ApiJson;
+pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use ratelimit::RateLimiter;
 
 /// Settings of the HTTP server. The binary layers file, environment and flags into this.
@@ -42,7 +42,8 @@ pub use ratelimit::RateLimiter;
 pub struct ServerConfig {
     /// Lifetime of issued access tokens.
     pub token_ttl_secs: u64,
-    /// Sustained requests per second each client may make on token-protected routes.
+    /// Sustained requests per second each client may make on token-protected routes, and
+    /// to the token endpoint per presented client id.
     pub rate_limit_per_sec: u32,
     /// Requests a client may make in a burst before the sustained rate applies.
     pub rate_limit_burst: u32,
@@ -54,8 +55,6 @@ pub struct ServerConfig {
     pub demo: bool,
     /// The URL clients reach this server at, when it differs from the listen address.
     pub public_base_url: Option<String>,
-    /// Timeout of a flow `http` node that sets none.
-    pub default_http_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,7 +67,6 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             demo: false,
             public_base_url: None,
-            default_http_timeout_ms: ivrauth_core::http::DEFAULT_TIMEOUT_MS,
         }
     }
 }

@@ -671,3 +671,126 @@ async fn no_response_body_contains_the_secret() {
     let audit = s.store().read_audit().await.unwrap();
     assert!(!format!("{audit:?}").contains(&secret));
 }
+
+#[tokio::test]
+async fn token_endpoint_is_rate_limited_per_presented_client_id() {
+    let s = TestServer::builder()
+        .config(|c| {
+            c.rate_limit_burst = 3;
+            c.rate_limit_per_sec = 1;
+        })
+        .start()
+        .await
+        .unwrap();
+    let (id, secret) = s.create_client("target", &["flow:read"]).await.unwrap();
+    let (other_id, other_secret) = s.create_client("bystander", &["flow:read"]).await.unwrap();
+    let wrong = format!("{secret}x");
+    let guess = |client: &str, secret: &str| {
+        let form = [
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", client.to_owned()),
+            ("client_secret", secret.to_owned()),
+        ];
+        s.http().post(s.url(TOKEN)).form(&form).send()
+    };
+
+    for i in 0..3 {
+        let res = guess(&id, &wrong).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let res = guess(&id, &wrong).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()[RETRY_AFTER], "1");
+    assert_eq!(body_json(res).await["code"], "rate_limited");
+    // The limit holds whatever the method: Basic with the same client id counts too, and the
+    // right secret is not even looked at.
+    let res = token_form(
+        &s,
+        Some(basic(&id, &secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another client id has its own bucket.
+    assert_eq!(
+        guess(&other_id, &wrong).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(s.token(&other_id, &other_secret, None).await.is_ok());
+
+    // One second refills one attempt.
+    s.clock().advance(Duration::from_secs(1));
+    assert_eq!(
+        guess(&id, &wrong).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        guess(&id, &wrong).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Only the attempts that were let through are audited.
+    let audit = s.store().read_audit().await.unwrap();
+    let refused = audit
+        .iter()
+        .filter(|r| r.event == "token.refused" && r.actor == id)
+        .count();
+    assert_eq!(refused, 4);
+
+    // Requests without a usable client id share one bucket.
+    for _ in 0..3 {
+        let res = token_form(&s, None, &[("grant_type", "client_credentials")]).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = token_form(
+        &s,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "not a client id!"),
+            ("client_secret", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn demo_identity_endpoint_does_not_echo_rejected_values() {
+    let s = TestServer::builder()
+        .config(|c| c.demo = true)
+        .start()
+        .await
+        .unwrap();
+    for body in [
+        r#"{"username":"testuser","password":12345678,"grant_type":"password"}"#,
+        r#"{"username":"testuser","password":"12345678","grant_type":"password",,}"#,
+        r#"[12345678]"#,
+    ] {
+        let res = s
+            .http()
+            .post(s.url(ivrauth_server::demo::DEMO_IDENTITY_PATH))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        assert!(status.is_client_error(), "{body} → {status}");
+        assert_eq!(res.headers()[CONTENT_TYPE], "application/json", "{body}");
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("12345678"), "{body} → {text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert!(parsed["code"].is_string(), "{text}");
+    }
+    // The contract still holds.
+    let res = s
+        .http()
+        .post(s.url(ivrauth_server::demo::DEMO_IDENTITY_PATH))
+        .json(&json!({"username": "testuser", "password": "correctpassword", "grant_type": "password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

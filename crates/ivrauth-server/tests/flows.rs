@@ -565,3 +565,71 @@ async fn openapi_documents_the_flow_api() {
     }
     assert!(doc["components"]["schemas"]["SimulateResponse"].is_object());
 }
+
+#[tokio::test]
+async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
+    let idp = IdentityServer::start("testuser", "correctpassword", "tok")
+        .await
+        .unwrap();
+    let api = Api::start().await;
+    let (status, created) = api.post("/api/v2/flows", &seed_flow(&idp.url())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let get = |path: String, method: reqwest::Method| {
+        let req = api
+            .server
+            .http()
+            .request(method, api.server.url(&path))
+            .bearer_auth(&api.token);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+            (status, content_type, res.text().await.unwrap())
+        }
+    };
+
+    for (path, method) in [
+        (
+            format!("/api/v2/flows/{id}?version=abc"),
+            reqwest::Method::GET,
+        ),
+        (
+            format!("/api/v2/flows/{id}/validate?version=abc"),
+            reqwest::Method::POST,
+        ),
+    ] {
+        let (status, content_type, text) = get(path.clone(), method).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {text}");
+        assert_eq!(content_type, "application/json", "{path}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["code"], "invalid_query", "{text}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("`version`"), "{message}");
+        assert!(!text.contains("abc"), "{text}");
+    }
+    // A good version still works.
+    let (status, _, text) = get(
+        format!("/api/v2/flows/{id}?version=1"),
+        reqwest::Method::GET,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
+    // An id that is not UTF-8 once percent-decoded.
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let (status, content_type, text) =
+            get("/api/v2/flows/zz%FFqq".to_owned(), method.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {text}");
+        assert_eq!(content_type, "application/json", "{method}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["code"], "invalid_path", "{text}");
+        assert!(body["message"].as_str().unwrap().contains("`id`"), "{text}");
+        assert!(!text.contains("zz") && !text.contains("qq"), "{text}");
+    }
+}

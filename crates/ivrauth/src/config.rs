@@ -27,7 +27,6 @@ pub struct Settings {
     pub secret_rotation_overlap_secs: u64,
     /// `None`: flows may call any host; `Some(list)`: only these (empty: none).
     pub http_allowed_hosts: Option<Vec<String>>,
-    pub http_default_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -43,7 +42,6 @@ impl Default for Settings {
             rate_limit_burst: server.rate_limit_burst,
             secret_rotation_overlap_secs: server.secret_rotation_overlap_secs,
             http_allowed_hosts: None,
-            http_default_timeout_ms: server.default_http_timeout_ms,
         }
     }
 }
@@ -59,7 +57,6 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             demo,
             public_base_url: self.public_url.clone(),
-            default_http_timeout_ms: self.http_default_timeout_ms,
         }
     }
 }
@@ -104,7 +101,6 @@ enum Key {
     RateLimitBurst,
     SecretRotationOverlapSecs,
     HttpAllowedHosts,
-    HttpDefaultTimeoutMs,
 }
 
 /// (section, key, environment variable, key).
@@ -147,12 +143,6 @@ const KEYS: &[(&str, &str, &str, Key)] = &[
         "allowed_hosts",
         "IVRAUTH_HTTP_ALLOWED_HOSTS",
         Key::HttpAllowedHosts,
-    ),
-    (
-        "http",
-        "default_timeout_ms",
-        "IVRAUTH_HTTP_DEFAULT_TIMEOUT_MS",
-        Key::HttpDefaultTimeoutMs,
     ),
 ];
 
@@ -284,9 +274,6 @@ fn apply(settings: &mut Settings, key: Key, raw: &Raw<'_>) -> Result<(), String>
                 }
                 settings.http_allowed_hosts = Some(hosts);
             }
-        }
-        Key::HttpDefaultTimeoutMs => {
-            settings.http_default_timeout_ms = raw.integer(1, 24 * 60 * 60 * 1000)?
         }
     }
     Ok(())
@@ -507,6 +494,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(errors.to_string().contains("cannot read"));
+    }
+
+    #[test]
+    fn http_default_timeout_is_not_an_option() {
+        // Flows without a node timeout get the compiler's fixed default; the server never
+        // had a setting for it, so none is accepted.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeout.toml");
+        std::fs::write(&path, "[http]\ndefault_timeout_ms = 5000\n").unwrap();
+        let errors = load(&flags_for(&path), dir.path(), &[]).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(
+            errors.0[0].contains("unknown key `default_timeout_ms`"),
+            "{errors}"
+        );
+        let (settings, warnings) = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[("IVRAUTH_HTTP_DEFAULT_TIMEOUT_MS", "100")]),
+        )
+        .unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(
+            warnings,
+            vec![
+                "ignoring unknown environment variable IVRAUTH_HTTP_DEFAULT_TIMEOUT_MS".to_owned()
+            ]
+        );
     }
 
     #[test]
