@@ -236,12 +236,12 @@ impl Refusal {
     request_body(content = crate::openapi::schema::TokenRequest, content_type = "application/x-www-form-urlencoded"),
     security((), ("client_basic" = [])),
     responses(
-        (status = 200, description = "Token issued (`Cache-Control: no-store`)", body = crate::openapi::schema::TokenResponse),
-        (status = 400, description = "`invalid_request`, `unsupported_grant_type` or `invalid_scope`", body = crate::openapi::schema::OAuthError),
-        (status = 401, description = "`invalid_client`: unknown or revoked client, or wrong secret", body = crate::openapi::schema::OAuthError),
-        (status = 413, description = "Body too large", body = crate::openapi::schema::ErrorBody),
-        (status = 415, description = "Body is not `application/x-www-form-urlencoded`", body = crate::openapi::schema::ErrorBody),
-        (status = 429, description = "Too many requests for this client id (`Retry-After` says when to retry)", body = crate::openapi::schema::ErrorBody),
+        (status = 200, description = "Token issued (`Cache-Control: no-store`)", body = ivrauth_proto::api::TokenResponse),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type` or `invalid_scope`", body = ivrauth_proto::api::OAuthError),
+        (status = 401, description = "`invalid_client`: unknown or revoked client, or wrong secret", body = ivrauth_proto::api::OAuthError),
+        (status = 413, description = "Body too large", body = ivrauth_proto::api::ErrorBody),
+        (status = 415, description = "Body is not `application/x-www-form-urlencoded`", body = ivrauth_proto::api::ErrorBody),
+        (status = 429, description = "Too many requests for this client id (`Retry-After` says when to retry)", body = ivrauth_proto::api::ErrorBody),
     )
 )]
 pub async fn token(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {

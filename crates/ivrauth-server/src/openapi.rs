@@ -3,8 +3,8 @@
 //!
 //! To document a new route: annotate the handler with `#[utoipa::path(...)]` and add it to
 //! the `paths(...)` list of [`ApiDoc`]; add its body types to `components(schemas(...))`.
-//! Types of `ivrauth-proto` do not derive `ToSchema` (that crate knows no HTTP library), so
-//! their documented shapes are mirrored in [`schema`].
+//! The REST bodies are `ivrauth-proto` types, which derive `ToSchema` behind that crate's
+//! `openapi` feature; only the form-encoded token request is described in [`schema`].
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,10 +31,20 @@ use crate::AppState;
     components(schemas(
         crate::Health,
         schema::TokenRequest,
-        schema::TokenResponse,
-        schema::OAuthError,
-        schema::ErrorBody,
-        schema::Diagnostic,
+        ivrauth_proto::api::TokenResponse,
+        ivrauth_proto::api::OAuthError,
+        ivrauth_proto::api::ErrorBody,
+        ivrauth_proto::api::Diagnostic,
+        ivrauth_proto::api::ValidationReport,
+        ivrauth_proto::api::FlowSummary,
+        ivrauth_proto::api::FlowDetail,
+        ivrauth_proto::api::FlowList,
+        ivrauth_proto::api::SimulateRequest,
+        ivrauth_proto::api::SimulateResponse,
+        ivrauth_proto::api::Outcome,
+        ivrauth_proto::api::RunFailure,
+        ivrauth_proto::api::TraceEntry,
+        ivrauth_proto::api::TraceRequest,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -70,7 +80,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Documentation mirrors of the `ivrauth-proto` bodies (same field names and meaning).
+/// Bodies that have no Rust type of their own (the token request is parsed by hand).
 pub mod schema {
     use utoipa::ToSchema;
 
@@ -86,50 +96,5 @@ pub mod schema {
         pub client_id: Option<String>,
         /// When not using HTTP Basic.
         pub client_secret: Option<String>,
-    }
-
-    /// RFC 6749 §5.1 access token response.
-    #[allow(dead_code)]
-    #[derive(ToSchema)]
-    pub struct TokenResponse {
-        pub access_token: String,
-        /// Always `bearer`.
-        pub token_type: String,
-        /// Seconds until the token expires.
-        pub expires_in: u64,
-        /// Space-separated scopes of the token.
-        pub scope: String,
-    }
-
-    /// RFC 6749 §5.2 error response of the token endpoint.
-    #[allow(dead_code)]
-    #[derive(ToSchema)]
-    pub struct OAuthError {
-        /// `invalid_request`, `invalid_client`, `unsupported_grant_type`, `invalid_scope`.
-        pub error: String,
-        pub error_description: Option<String>,
-    }
-
-    /// Every other error body.
-    #[allow(dead_code)]
-    #[derive(ToSchema)]
-    pub struct ErrorBody {
-        /// Stable snake_case code, such as `malformed_json` or `insufficient_scope`.
-        pub code: String,
-        pub message: String,
-        /// Present when there are detailed problems (validation diagnostics).
-        pub errors: Option<Vec<Diagnostic>>,
-    }
-
-    /// One problem found in a document or body.
-    #[allow(dead_code)]
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct Diagnostic {
-        /// JSON pointer into the document.
-        pub path: String,
-        pub node_id: Option<String>,
-        pub code: String,
-        pub message: String,
     }
 }

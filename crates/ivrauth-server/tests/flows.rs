@@ -633,3 +633,83 @@ async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
         assert!(!text.contains("zz") && !text.contains("qq"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
+    let s = TestServer::builder()
+        .config(|c| c.demo = true)
+        .start()
+        .await
+        .unwrap();
+    let info = ivrauth_server::demo::install(s.state(), s.base_url())
+        .await
+        .unwrap();
+    assert_eq!(info.flow_ids, vec!["demo-auth", "demo-auth-masked"]);
+    let token = s
+        .token(info.client_id, &info.client_secret, None)
+        .await
+        .unwrap();
+    let simulate = |flow_id: &'static str, password: &'static str| {
+        s.http()
+            .post(s.url("/api/v2/flows/simulate"))
+            .bearer_auth(&token)
+            .json(&json!({"flowId": flow_id, "input": {"username": "testuser", "password": password}}))
+            .send()
+    };
+    let sim: Value = simulate("demo-auth", "correctpassword")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sim["outcome"],
+        json!({"endNode": "end_success", "statusCode": 200}),
+        "{sim}"
+    );
+    let token_value = trace_entry(&sim, "bind_session")["properties"]["session.authToken"].clone();
+    assert!(
+        token_value.as_str().unwrap().starts_with("demo."),
+        "{token_value}"
+    );
+    let sim: Value = simulate("demo-auth-masked", "correctpassword")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        trace_entry(&sim, "bind_session")["properties"]["session.authToken"],
+        "********"
+    );
+    let sim: Value = simulate("demo-auth", "wrong")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sim["outcome"]["endNode"], "end_failure");
+
+    // A restart installs again: same flow versions, a new secret, and the old one is dead.
+    let again = ivrauth_server::demo::install(s.state(), s.base_url())
+        .await
+        .unwrap();
+    assert_ne!(again.client_secret, info.client_secret);
+    assert!(s
+        .token(info.client_id, &info.client_secret, None)
+        .await
+        .is_err());
+    let token = s
+        .token(again.client_id, &again.client_secret, None)
+        .await
+        .unwrap();
+    let res = s
+        .http()
+        .get(s.url("/api/v2/flows/demo-auth"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let flow: Value = res.json().await.unwrap();
+    assert_eq!(flow["version"], 1);
+}

@@ -4,7 +4,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -288,17 +288,23 @@ fn serve_prints_the_listening_line_and_stops_on_sigterm() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     if term.map(|s| s.success()).unwrap_or(false) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
+        // Wait for the exit on another thread, so the test waits for the event, not for time.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(status) => {
+                let status = status.unwrap();
                 assert!(status.success(), "{status}");
-                break;
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 panic!("server did not stop on SIGTERM");
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     } else {
         child.kill().unwrap();
