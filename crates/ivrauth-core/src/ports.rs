@@ -149,6 +149,15 @@ pub trait RunStore: Send + Sync {
         outcome: &Value,
         now: UnixMillis,
     ) -> Result<(), StoreError>;
+    /// Record a whole run (already finished) and append its audit events to the chain, in
+    /// order, in one durable commit. A run that answers only when it ends (a simulation) pays
+    /// for one disk flush instead of one per record, and is still recorded before it answers.
+    async fn record_run(
+        &self,
+        run: &RunRecord,
+        events: &[AuditEvent],
+        now: UnixMillis,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Everything the server needs from storage.

@@ -92,27 +92,17 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
             return Err(invalid_input(problems));
         }
     };
-    state
-        .store
-        .start_run(&RunRecord {
-            id: trace_id.clone(),
-            flow_id: req.flow_id.clone(),
-            flow_version: req.version,
-            kind: "simulation".to_owned(),
-            started_at: now,
-            finished_at: None,
-            outcome: None,
-        })
-        .await?;
-
+    let started_at = now;
+    // The run's audit records are collected and written with the run in one commit before
+    // the response goes out: durable before anyone is told, one disk flush per simulation.
+    let mut events: Vec<AuditEvent> = Vec::new();
     let outcome: Outcome = loop {
         let event = match cmd {
             Command::Finish(outcome) => break outcome,
             Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
             Command::Log(line) => {
                 tracing::info!(target: "ivrauth::flow_log", trace_id = %trace_id, node = %line.node_id, level = %line.level, "{}", line.message);
-                audit(
-                    state,
+                events.push(audit_event(
                     "flow.log",
                     "success",
                     req.actor,
@@ -123,8 +113,7 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
                         "level": line.level,
                         "message": line.message,
                     }),
-                )
-                .await?;
+                ));
                 Event::LogWritten
             }
         };
@@ -138,11 +127,7 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
         "error": outcome.error.as_ref().map(|e| e.code.clone()),
         "steps": run.trace().len(),
     });
-    state
-        .store
-        .finish_run(&trace_id, &summary, state.clock.now())
-        .await?;
-    let mut detail = summary;
+    let mut detail = summary.clone();
     if let Value::Object(o) = &mut detail {
         o.insert("version".into(), json!(req.version));
         o.insert("environment".into(), json!(req.environment));
@@ -152,16 +137,28 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
     } else {
         "success"
     };
-    audit(
-        state,
+    events.push(audit_event(
         "simulation.run",
         result,
         req.actor,
         &subject,
         Some(&trace_id),
         detail,
-    )
-    .await?;
+    ));
+    let finished_at = state.clock.now();
+    let record = RunRecord {
+        id: trace_id.clone(),
+        flow_id: req.flow_id.clone(),
+        flow_version: req.version,
+        kind: "simulation".to_owned(),
+        started_at,
+        finished_at: Some(finished_at),
+        outcome: Some(summary),
+    };
+    state
+        .store
+        .record_run(&record, &events, finished_at)
+        .await?;
 
     Ok(SimulateResponse {
         flow_id: req.flow_id,
@@ -184,6 +181,26 @@ fn invalid_input(problems: Vec<Diagnostic>) -> ApiError {
     }
 }
 
+/// An audit event with a fresh id.
+fn audit_event(
+    event: &str,
+    outcome: &str,
+    actor: &str,
+    subject: &str,
+    trace_id: Option<&str>,
+    detail: Value,
+) -> AuditEvent {
+    AuditEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        event: event.to_owned(),
+        outcome: outcome.to_owned(),
+        actor: actor.to_owned(),
+        subject: subject.to_owned(),
+        trace_id: trace_id.map(str::to_owned),
+        detail,
+    }
+}
+
 /// Append an audit record now; an audit failure fails the request (nothing goes unrecorded).
 pub async fn audit(
     state: &AppState,
@@ -194,15 +211,7 @@ pub async fn audit(
     trace_id: Option<&str>,
     detail: Value,
 ) -> Result<(), ApiError> {
-    let ev = AuditEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: event.to_owned(),
-        outcome: outcome.to_owned(),
-        actor: actor.to_owned(),
-        subject: subject.to_owned(),
-        trace_id: trace_id.map(str::to_owned),
-        detail,
-    };
+    let ev = audit_event(event, outcome, actor, subject, trace_id, detail);
     state.store.append_audit(&ev, state.clock.now()).await?;
     Ok(())
 }

@@ -35,6 +35,52 @@ fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// The newest record, read inside the caller's write transaction.
+pub(crate) async fn last_record(
+    tx: &mut sqlx::SqliteConnection,
+) -> Result<Option<AuditRecord>, StoreError> {
+    let sql = format!("{SELECT_AUDIT} ORDER BY seq DESC LIMIT 1");
+    sqlx::query(&sql)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(record_from_row)
+        .transpose()
+}
+
+/// Append `event` after `last` inside the caller's write transaction (which must have been
+/// started with `BEGIN IMMEDIATE`, so that `last` is still the newest record).
+pub(crate) async fn insert_next(
+    tx: &mut sqlx::SqliteConnection,
+    last: Option<&AuditRecord>,
+    event: &AuditEvent,
+    now: UnixMillis,
+) -> Result<AuditRecord, StoreError> {
+    let detail = serde_json::to_string(&event.detail)
+        .map_err(|e| StoreError::Backend(format!("cannot encode audit detail: {e}")))?;
+    let record = AuditRecord::next(last, event, now);
+    sqlx::query(
+        "INSERT INTO audit (seq, id, time, event, outcome, actor, subject, trace_id, \
+         detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(record.seq)
+    .bind(&record.id)
+    .bind(record.time.0)
+    .bind(&record.event)
+    .bind(&record.outcome)
+    .bind(&record.actor)
+    .bind(&record.subject)
+    .bind(&record.trace_id)
+    .bind(detail)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    Ok(record)
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     /// `BEGIN IMMEDIATE` takes the database's write lock before the last record is read, so
@@ -45,40 +91,13 @@ impl AuditStore for SqliteStore {
         event: &AuditEvent,
         now: UnixMillis,
     ) -> Result<AuditRecord, StoreError> {
-        let detail = serde_json::to_string(&event.detail)
-            .map_err(|e| StoreError::Backend(format!("cannot encode audit detail: {e}")))?;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        let sql = format!("{SELECT_AUDIT} ORDER BY seq DESC LIMIT 1");
-        let last = sqlx::query(&sql)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(record_from_row)
-            .transpose()?;
-        let record = AuditRecord::next(last.as_ref(), event, now);
-        sqlx::query(
-            "INSERT INTO audit (seq, id, time, event, outcome, actor, subject, trace_id, \
-             detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .bind(record.seq)
-        .bind(&record.id)
-        .bind(record.time.0)
-        .bind(&record.event)
-        .bind(&record.outcome)
-        .bind(&record.actor)
-        .bind(&record.subject)
-        .bind(&record.trace_id)
-        .bind(detail)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        let last = last_record(&mut tx).await?;
+        let record = insert_next(&mut tx, last.as_ref(), event, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(record)
     }

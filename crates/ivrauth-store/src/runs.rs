@@ -1,10 +1,12 @@
 //! `RunStore`: one `runs` row per run; the outcome is stored as JSON text.
 
 use async_trait::async_trait;
+use ivrauth_core::audit::{AuditEvent, AuditRecord};
 use ivrauth_core::ports::{RunRecord, RunStore, StoreError};
 use ivrauth_core::time::UnixMillis;
 use serde_json::Value;
 
+use crate::audit::{insert_next, last_record};
 use crate::error::backend;
 use crate::SqliteStore;
 
@@ -13,26 +15,32 @@ fn json_text(value: &Value) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Backend(format!("cannot encode run outcome: {e}")))
 }
 
+/// Insert a run row; `Conflict` if a run with this id exists.
+async fn insert_run(conn: &mut sqlx::SqliteConnection, run: &RunRecord) -> Result<(), StoreError> {
+    let outcome = run.outcome.as_ref().map(json_text).transpose()?;
+    sqlx::query(
+        "INSERT INTO runs (id, flow_id, flow_version, kind, started_at, finished_at, outcome) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(&run.id)
+    .bind(&run.flow_id)
+    .bind(run.flow_version)
+    .bind(&run.kind)
+    .bind(run.started_at.0)
+    .bind(run.finished_at.map(|t| t.0))
+    .bind(outcome)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     /// `Conflict` if a run with this id exists.
     async fn start_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let outcome = run.outcome.as_ref().map(json_text).transpose()?;
-        sqlx::query(
-            "INSERT INTO runs (id, flow_id, flow_version, kind, started_at, finished_at, outcome) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(&run.id)
-        .bind(&run.flow_id)
-        .bind(run.flow_version)
-        .bind(&run.kind)
-        .bind(run.started_at.0)
-        .bind(run.finished_at.map(|t| t.0))
-        .bind(outcome)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        insert_run(&mut conn, run).await
     }
 
     /// `NotFound` if there is no such run, `Conflict` if it already finished.
@@ -66,5 +74,30 @@ impl RunStore for SqliteStore {
         } else {
             StoreError::NotFound
         })
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: the run row, then each event after the newest
+    /// audit record; nothing is written if any part fails.
+    async fn record_run(
+        &self,
+        run: &RunRecord,
+        events: &[AuditEvent],
+        now: UnixMillis,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        insert_run(&mut tx, run).await?;
+        let mut last = last_record(&mut tx).await?;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let record = insert_next(&mut tx, last.as_ref(), event, now).await?;
+            last = Some(record.clone());
+            out.push(record);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
     }
 }

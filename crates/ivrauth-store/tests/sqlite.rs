@@ -102,6 +102,12 @@ async fn runs_lifecycle() {
 }
 
 #[tokio::test]
+async fn record_run_is_one_commit() {
+    let (_dir, store) = fresh().await;
+    conformance::record_run_is_one_commit(&store).await;
+}
+
+#[tokio::test]
 async fn audit_chain() {
     let (_dir, store) = fresh().await;
     conformance::audit_chain(&store).await;

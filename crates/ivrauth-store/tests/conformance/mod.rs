@@ -327,6 +327,44 @@ pub async fn runs_lifecycle(store: &dyn Store) {
         .unwrap();
 }
 
+/// A finished run and its audit events land together, after the existing chain; a run that
+/// cannot be recorded writes none of its events.
+pub async fn record_run_is_one_commit(store: &dyn Store) {
+    store.append_audit(&event("before", 1), T0).await.unwrap();
+    let run = RunRecord {
+        id: "whole".into(),
+        flow_id: Some("f1".into()),
+        flow_version: Some(2),
+        kind: "simulation".into(),
+        started_at: T0,
+        finished_at: Some(T0.plus_secs(1)),
+        outcome: Some(json!({"endNode": "done"})),
+    };
+    let events = [event("log-1", 2), event("log-2", 3), event("run", 4)];
+    let written = store
+        .record_run(&run, &events, T0.plus_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        written.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    let all = store.read_audit().await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["before", "log-1", "log-2", "run"]
+    );
+    assert_eq!(verify_chain(&all), Ok(4));
+
+    // Same run id again: Conflict, and the chain did not grow.
+    let again = [event("orphan", 5)];
+    assert!(matches!(
+        store.record_run(&run, &again, T0.plus_secs(2)).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.read_audit().await.unwrap().len(), 4);
+}
+
 /// Appends form a chain that reads back identical and verifies.
 pub async fn audit_chain(store: &dyn Store) {
     assert!(store.read_audit().await.unwrap().is_empty());
