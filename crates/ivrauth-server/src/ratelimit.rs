@@ -3,6 +3,10 @@
 //! Each client id has a bucket of `burst` tokens refilled at `per_sec` tokens a second; a
 //! request takes one. State is per process: a restart forgets it, which is acceptable for a
 //! limit meant to stop runaway scripts, not to meter billing.
+//!
+//! Keys can come from unauthenticated requests (the token endpoint keys by the presented
+//! client id), so the map is pruned: a bucket that has refilled to full is the same as no
+//! bucket, and is dropped once the map grows past a threshold.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,8 +23,18 @@ struct Bucket {
 pub struct RateLimiter {
     per_sec: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
+
+#[derive(Debug)]
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    /// Prune when the map grows past this; doubles when pruning frees too little, so a
+    /// sustained flood costs amortised O(1) per request.
+    prune_at: usize,
+}
+
+const PRUNE_AT: usize = 4_096;
 
 impl RateLimiter {
     /// `per_sec` and `burst` below 1 are treated as 1.
@@ -28,7 +42,10 @@ impl RateLimiter {
         RateLimiter {
             per_sec: f64::from(per_sec.max(1)),
             burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
         }
     }
 
@@ -40,7 +57,14 @@ impl RateLimiter {
             // A panic while holding the lock cannot leave a bucket half-written.
             Err(poisoned) => poisoned.into_inner(),
         };
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        if buckets.map.len() >= buckets.prune_at && !buckets.map.contains_key(key) {
+            buckets.map.retain(|_, b| {
+                let elapsed = (now.0 - b.last.0).max(0) as f64;
+                b.tokens + elapsed * self.per_sec / 1000.0 < self.burst
+            });
+            buckets.prune_at = (buckets.map.len() * 2).max(PRUNE_AT);
+        }
+        let bucket = buckets.map.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             last: now,
         });
@@ -66,6 +90,29 @@ impl RateLimiter {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn idle_buckets_are_pruned_without_changing_any_answer() {
+        let rl = RateLimiter::new(10, 2);
+        let t = UnixMillis(1_000_000);
+        // A flood of one-off keys (each takes one of its two tokens).
+        for i in 0..(PRUNE_AT - 1) {
+            assert_eq!(rl.check(&format!("flood-{i}"), t), Ok(()));
+        }
+        // An active client, drained.
+        assert_eq!(rl.check("busy", t), Ok(()));
+        assert_eq!(rl.check("busy", t), Ok(()));
+        assert_eq!(rl.check("busy", t), Err(1));
+        // 100 ms later the flood's buckets are full again (indistinguishable from new ones);
+        // busy has refilled one token only.
+        let later = UnixMillis(t.0 + 100);
+        assert_eq!(rl.check("new-key", later), Ok(()));
+        let len = rl.buckets.lock().unwrap().map.len();
+        assert_eq!(len, 2, "only busy and new-key remain");
+        // busy kept its state: one token, then refused (a fresh bucket would allow two).
+        assert_eq!(rl.check("busy", later), Ok(()));
+        assert_eq!(rl.check("busy", later), Err(1));
+    }
 
     #[test]
     fn burst_then_refill() {
