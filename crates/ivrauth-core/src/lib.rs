@@ -11,6 +11,7 @@ pub mod engine;
 pub mod expr;
 pub mod flow;
 pub mod http;
+pub mod identity;
 pub mod inputs;
 pub mod ports;
 pub mod secret;

@@ -163,3 +163,104 @@ pub trait RunStore: Send + Sync {
 /// Everything the server needs from storage.
 pub trait Store: FlowStore + ClientStore + AuditStore + RunStore {}
 impl<T: FlowStore + ClientStore + AuditStore + RunStore> Store for T {}
+
+/// An account of the built-in directory, as stored. `pin_hash` and `pin_history` are PHC
+/// strings (argon2id), never secrets in plain text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountRecord {
+    pub account: crate::identity::AccountNumber,
+    pub name: String,
+    /// Defaults to the first word of the name.
+    pub greeting: Option<String>,
+    /// E.164.
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub phone_verified: bool,
+    pub email_verified: bool,
+    pub disabled: bool,
+    pub pin_hash: Option<String>,
+    /// The last hashes replaced (newest first), at most [`PIN_HISTORY`].
+    pub pin_history: Vec<String>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// How many previous PIN hashes are kept (a new PIN may not repeat them).
+pub const PIN_HISTORY: usize = 5;
+
+/// The built-in directory's accounts.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// `Conflict` if the account exists.
+    async fn create_account(&self, account: &AccountRecord) -> Result<(), StoreError>;
+    async fn get_account(&self, account: &str) -> Result<Option<AccountRecord>, StoreError>;
+    /// Accounts ordered by number, after `after`, at most `limit`.
+    async fn list_accounts(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AccountRecord>, StoreError>;
+    /// Replace the PIN hash; the old one goes to the front of the history (trimmed to
+    /// [`PIN_HISTORY`]). `NotFound` if absent.
+    async fn set_pin_hash(
+        &self,
+        account: &str,
+        hash: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Replace the PIN hash with a re-hash of the same PIN (new parameters): no history entry.
+    async fn rehash_pin(
+        &self,
+        account: &str,
+        hash: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// False if absent.
+    async fn set_disabled(
+        &self,
+        account: &str,
+        disabled: bool,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Lockout counters and caller-number activity, for every provider (keyed by account number
+/// as keyed in, whether or not the account exists, so unknown accounts count alike).
+/// Every update is atomic across processes sharing the store.
+#[async_trait]
+pub trait LockoutStore: Send + Sync {
+    async fn counters(&self, account: &str)
+        -> Result<crate::identity::AccountCounters, StoreError>;
+    /// Apply one failure with `policy` in one transaction and return the new counters and
+    /// what the failure did. Twenty concurrent failures are twenty failures.
+    async fn record_failure(
+        &self,
+        account: &str,
+        policy: &crate::identity::LockoutPolicy,
+        now: UnixMillis,
+    ) -> Result<
+        (
+            crate::identity::AccountCounters,
+            crate::identity::FailureEffect,
+        ),
+        StoreError,
+    >;
+    async fn record_success(&self, account: &str) -> Result<(), StoreError>;
+    /// Operator unlock: resets the counters. False if there were none.
+    async fn unlock(&self, account: &str) -> Result<bool, StoreError>;
+    /// Failures from `ani_key` since `since`, and whether `account` is among them.
+    async fn ani_activity(
+        &self,
+        ani_key: &str,
+        account: &str,
+        since: UnixMillis,
+    ) -> Result<crate::identity::AniActivity, StoreError>;
+    async fn record_ani_failure(
+        &self,
+        ani_key: &str,
+        account: &str,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Forget caller-number failures older than `before`; returns how many.
+    async fn purge_ani_failures(&self, before: UnixMillis) -> Result<u64, StoreError>;
+}

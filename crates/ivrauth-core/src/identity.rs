@@ -1,0 +1,557 @@
+//! Identity: account numbers and profiles, the provider port every directory implements
+//! (built-in, LDAP, OAuth2/OIDC, HTTP), secret hashing rules, and the lockout state machine.
+//!
+//! No I/O: providers are implemented elsewhere (`ivrauth-store` for the built-in directory,
+//! `ivrauth-connect` for the others). Hashing takes its salt as an argument; lockout takes
+//! `now`. Nothing here decides what a caller hears: the caller-facing result of every
+//! failure is the same, and only [`RejectReason`] (for the audit) tells them apart.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::secret::Secret;
+use crate::time::UnixMillis;
+
+/// An account number as keyed in by a caller or an operator: 1–64 characters of
+/// `[A-Za-z0-9._-]`. Anything else is refused before it reaches a directory (so no LDAP
+/// filter or URL can be smuggled in through it; providers still escape it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountNumber(String);
+
+impl AccountNumber {
+    pub fn parse(s: &str) -> Result<AccountNumber, IdentityError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        if ok {
+            Ok(AccountNumber(s.to_owned()))
+        } else {
+            Err(IdentityError::InvalidAccountNumber)
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// E.164 syntax: `+` and 8–15 digits (no carrier-range validation).
+pub fn is_e164(phone: &str) -> bool {
+    phone.strip_prefix('+').is_some_and(|d| {
+        (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+    })
+}
+
+/// The greeting used when a profile has none: the first word of the name.
+pub fn default_greeting(name: &str) -> Option<String> {
+    name.split_whitespace().next().map(str::to_owned)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Locked,
+    Disabled,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Locked => "locked",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// What a directory knows about an account. Never holds a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub account: AccountNumber,
+    pub name: Option<String>,
+    pub greeting: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub phone_verified: bool,
+    pub email_verified: bool,
+    pub status: AccountStatus,
+}
+
+/// Why a verification was refused: for the audit and the agent only, never the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    UnknownAccount,
+    WrongSecret,
+    Locked,
+    Disabled,
+    /// An empty secret is refused before any directory sees it (an empty-password LDAP bind
+    /// is an anonymous bind that "succeeds").
+    EmptySecret,
+    /// Too many failures in this call, from this caller number, or across accounts.
+    RateLimited,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::UnknownAccount => "unknown_account",
+            RejectReason::WrongSecret => "wrong_secret",
+            RejectReason::Locked => "locked",
+            RejectReason::Disabled => "disabled",
+            RejectReason::EmptySecret => "empty_secret",
+            RejectReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    Verified,
+    Rejected(RejectReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the account number is not 1–64 characters of letters, digits, `.`, `_` or `-`")]
+    InvalidAccountNumber,
+    /// The directory could not be reached or answered nonsense; the text is for operators.
+    #[error("identity provider unavailable: {0}")]
+    Unavailable(String),
+    /// Hashing capacity is saturated: try again later (never queued without bound).
+    #[error("busy: try again later")]
+    Busy,
+    #[error("not supported by this identity provider: {0}")]
+    Unsupported(&'static str),
+    #[error("invalid secret: {0}")]
+    InvalidSecret(String),
+}
+
+/// A directory of accounts. Implementations must not log or store the secret in plain
+/// text, must refuse an empty secret before contacting anything, and must not reveal through
+/// an error which of unknown account and wrong secret happened (that is the `Verification`).
+#[async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// `builtin`, `ldap`, `oauth2`, `http`: recorded in the audit.
+    fn kind(&self) -> &'static str;
+    async fn lookup(&self, account: &AccountNumber) -> Result<Option<Profile>, IdentityError>;
+    async fn verify(
+        &self,
+        account: &AccountNumber,
+        secret: &Secret<String>,
+    ) -> Result<Verification, IdentityError>;
+    async fn change_secret(
+        &self,
+        account: &AccountNumber,
+        new_secret: &Secret<String>,
+    ) -> Result<(), IdentityError>;
+    /// Checked at start-up: a misconfigured directory stops the server early.
+    async fn health(&self) -> Result<(), IdentityError>;
+}
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl Default for HashParams {
+    /// OWASP's argon2id recommendation: m=19456 KiB, t=2, p=1.
+    fn default() -> Self {
+        HashParams {
+            m_kib: 19_456,
+            t: 2,
+            p: 1,
+        }
+    }
+}
+
+fn argon2(params: HashParams) -> Result<argon2::Argon2<'static>, IdentityError> {
+    let p = argon2::Params::new(params.m_kib, params.t, params.p, None)
+        .map_err(|e| IdentityError::Unavailable(format!("invalid argon2 parameters: {e}")))?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        p,
+    ))
+}
+
+/// Hash a secret into a PHC string (`$argon2id$v=19$m=...`), which carries its parameters.
+/// `salt` must be fresh random bytes from the host (16 recommended).
+pub fn hash_secret(
+    secret: &Secret<String>,
+    salt: &[u8],
+    params: HashParams,
+) -> Result<String, IdentityError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(salt)
+        .map_err(|e| IdentityError::Unavailable(format!("invalid salt: {e}")))?;
+    argon2(params)?
+        .hash_password(secret.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| IdentityError::Unavailable(format!("hashing failed: {e}")))
+}
+
+/// Check a secret against a PHC string, with the parameters the string carries.
+pub fn verify_secret(secret: &Secret<String>, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(secret.expose().as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Whether a stored hash was made with other parameters than `params` (re-hash it after a
+/// successful verification).
+pub fn needs_rehash(phc: &str, params: HashParams) -> bool {
+    use argon2::password_hash::PasswordHash;
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return true;
+    };
+    let get = |k: &str| parsed.params.get_decimal(k);
+    parsed.algorithm.as_str() != "argon2id"
+        || get("m") != Some(params.m_kib)
+        || get("t") != Some(params.t)
+        || get("p") != Some(params.p)
+}
+
+/// Lockout settings; see [`AccountCounters`] for the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures that lock an account.
+    pub max_failures: u32,
+    /// First lock period, in seconds; each further lock doubles it.
+    pub base_lock_secs: i64,
+    /// Longest lock period, in seconds.
+    pub max_lock_secs: i64,
+    /// Lock until an operator unlocks, instead of for a period.
+    pub permanent: bool,
+    /// Failed secrets allowed in one call.
+    pub per_call_failures: u32,
+    /// Failures allowed per caller number per hour.
+    pub per_ani_failures_per_hour: u32,
+    /// Distinct accounts a caller number may try per hour (password spraying).
+    pub per_ani_accounts_per_hour: u32,
+    /// The same two limits for withheld caller numbers, which share one bucket.
+    pub withheld_failures_per_hour: u32,
+    pub withheld_accounts_per_hour: u32,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            max_failures: 5,
+            base_lock_secs: 15 * 60,
+            max_lock_secs: 24 * 60 * 60,
+            permanent: false,
+            per_call_failures: 3,
+            per_ani_failures_per_hour: 20,
+            per_ani_accounts_per_hour: 10,
+            withheld_failures_per_hour: 10,
+            withheld_accounts_per_hour: 5,
+        }
+    }
+}
+
+/// An account's failure counters, as stored.
+///
+/// State machine: each failure increments `failed_attempts`. When it reaches
+/// `max_failures`, and on every failure after that, the account locks — for
+/// `base_lock_secs · 2^(locks so far)`, capped at `max_lock_secs`, or until unlocked in
+/// permanent mode. Attempts while locked are counted but do not extend the lock. A success
+/// resets the count and the lock level; locking does not (an operator sees every attempt).
+/// An operator's unlock resets everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountCounters {
+    pub failed_attempts: u32,
+    /// How many times the account has locked since its last success or unlock.
+    pub locks: u32,
+    pub locked_until: Option<UnixMillis>,
+    pub locked_permanently: bool,
+}
+
+/// What a failure did to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureEffect {
+    Counted,
+    LockedUntil(UnixMillis),
+    LockedPermanently,
+}
+
+impl AccountCounters {
+    pub fn is_locked(&self, now: UnixMillis) -> bool {
+        self.locked_permanently || self.locked_until.is_some_and(|t| now < t)
+    }
+
+    pub fn on_failure(&mut self, policy: &LockoutPolicy, now: UnixMillis) -> FailureEffect {
+        let was_locked = self.is_locked(now);
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        if was_locked || self.failed_attempts < policy.max_failures.max(1) {
+            return FailureEffect::Counted;
+        }
+        if policy.permanent {
+            self.locked_permanently = true;
+            self.locks = self.locks.saturating_add(1);
+            return FailureEffect::LockedPermanently;
+        }
+        let factor = 1i64.checked_shl(self.locks.min(30)).unwrap_or(i64::MAX);
+        let secs = policy
+            .base_lock_secs
+            .saturating_mul(factor)
+            .min(policy.max_lock_secs);
+        let until = now.plus_secs(secs);
+        self.locks = self.locks.saturating_add(1);
+        self.locked_until = Some(until);
+        FailureEffect::LockedUntil(until)
+    }
+
+    pub fn on_success(&mut self) {
+        *self = AccountCounters::default();
+    }
+
+    pub fn unlock(&mut self) {
+        *self = AccountCounters::default();
+    }
+}
+
+/// A caller number (ANI), with withheld numbers folded into one shared bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Ani {
+    Known(String),
+    Withheld,
+}
+
+impl Ani {
+    pub fn parse(raw: &str) -> Ani {
+        let t = raw.trim();
+        let withheld = t.is_empty()
+            || [
+                "anonymous",
+                "restricted",
+                "unknown",
+                "private",
+                "unavailable",
+            ]
+            .iter()
+            .any(|w| t.eq_ignore_ascii_case(w));
+        if withheld {
+            Ani::Withheld
+        } else {
+            Ani::Known(t.to_owned())
+        }
+    }
+
+    /// The key counters are stored under.
+    pub fn key(&self) -> &str {
+        match self {
+            Ani::Known(s) => s,
+            Ani::Withheld => "(withheld)",
+        }
+    }
+}
+
+/// Failures from one caller number in the last hour, as read from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AniActivity {
+    pub failures: u32,
+    pub distinct_accounts: u32,
+    /// Whether this account is already among `distinct_accounts`.
+    pub includes_account: bool,
+}
+
+/// Whether another attempt is allowed before any directory is asked: `None` to proceed,
+/// or the reason to refuse (recorded in the audit; the caller hears the usual failure).
+pub fn refuse_before_verify(
+    policy: &LockoutPolicy,
+    call_failures: u32,
+    ani: &Ani,
+    activity: AniActivity,
+) -> Option<RejectReason> {
+    let (max_failures, max_accounts) = match ani {
+        Ani::Known(_) => (
+            policy.per_ani_failures_per_hour,
+            policy.per_ani_accounts_per_hour,
+        ),
+        Ani::Withheld => (
+            policy.withheld_failures_per_hour,
+            policy.withheld_accounts_per_hour,
+        ),
+    };
+    let new_account = !activity.includes_account;
+    if call_failures >= policy.per_call_failures
+        || activity.failures >= max_failures
+        || (new_account && activity.distinct_accounts >= max_accounts)
+    {
+        return Some(RejectReason::RateLimited);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    #[test]
+    fn account_numbers_and_phones() {
+        assert!(AccountNumber::parse("12345678").is_ok());
+        assert!(AccountNumber::parse("ACC-1.2_3").is_ok());
+        for bad in ["", "*)(uid=*", "a b", "a/b", &"9".repeat(65)] {
+            assert_eq!(
+                AccountNumber::parse(bad),
+                Err(IdentityError::InvalidAccountNumber),
+                "{bad}"
+            );
+        }
+        assert!(is_e164("+15550100123"));
+        assert!(is_e164("+4930123456"));
+        assert!(!is_e164("15550100123"));
+        assert!(!is_e164("+1555"));
+        assert!(!is_e164("+1234567890123456"));
+        assert!(!is_e164("+0123456789"));
+        assert!(!is_e164("+1 555 0100"));
+        assert_eq!(default_greeting("Ada Lovelace").as_deref(), Some("Ada"));
+        assert_eq!(default_greeting("  "), None);
+    }
+
+    #[test]
+    fn hashes_carry_their_parameters() {
+        let fast = HashParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let pin = Secret::new("4321".to_owned());
+        let phc = hash_secret(&pin, b"0123456789abcdef", fast).unwrap_or_default();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
+        assert!(!phc.contains("4321"));
+        assert!(verify_secret(&pin, &phc));
+        assert!(!verify_secret(&Secret::new("4322".to_owned()), &phc));
+        assert!(!verify_secret(&pin, "not a hash"));
+        assert!(!needs_rehash(&phc, fast));
+        assert!(needs_rehash(&phc, HashParams { m_kib: 128, ..fast }));
+        assert!(needs_rehash("garbage", fast));
+    }
+
+    #[test]
+    fn lockout_grows_and_caps() {
+        let policy = LockoutPolicy {
+            base_lock_secs: 900,
+            max_lock_secs: 3_600,
+            ..Default::default()
+        };
+        let mut c = AccountCounters::default();
+        for _ in 0..4 {
+            assert_eq!(c.on_failure(&policy, T0), FailureEffect::Counted);
+        }
+        assert!(!c.is_locked(T0));
+        assert_eq!(
+            c.on_failure(&policy, T0),
+            FailureEffect::LockedUntil(T0.plus_secs(900))
+        );
+        assert!(c.is_locked(T0.plus_secs(899)));
+        // Attempts while locked are counted but do not extend the lock.
+        assert_eq!(
+            c.on_failure(&policy, T0.plus_secs(10)),
+            FailureEffect::Counted
+        );
+        assert_eq!(c.failed_attempts, 6);
+        assert_eq!(c.locked_until, Some(T0.plus_secs(900)));
+        // After the lock, the next failure locks again, for twice as long; then capped.
+        let t1 = T0.plus_secs(900);
+        assert!(!c.is_locked(t1));
+        assert_eq!(
+            c.on_failure(&policy, t1),
+            FailureEffect::LockedUntil(t1.plus_secs(1_800))
+        );
+        let t2 = t1.plus_secs(1_800);
+        assert_eq!(
+            c.on_failure(&policy, t2),
+            FailureEffect::LockedUntil(t2.plus_secs(3_600))
+        );
+        let t3 = t2.plus_secs(3_600);
+        assert_eq!(
+            c.on_failure(&policy, t3),
+            FailureEffect::LockedUntil(t3.plus_secs(3_600))
+        );
+        assert_eq!(c.failed_attempts, 9, "locking never resets the count");
+        // A success resets everything.
+        c.on_success();
+        assert_eq!(c, AccountCounters::default());
+    }
+
+    #[test]
+    fn permanent_lockout_needs_an_unlock() {
+        let policy = LockoutPolicy {
+            permanent: true,
+            max_failures: 2,
+            ..Default::default()
+        };
+        let mut c = AccountCounters::default();
+        assert_eq!(c.on_failure(&policy, T0), FailureEffect::Counted);
+        assert_eq!(c.on_failure(&policy, T0), FailureEffect::LockedPermanently);
+        assert!(c.is_locked(T0.plus_secs(10 * 365 * 24 * 3600)));
+        c.unlock();
+        assert!(!c.is_locked(T0));
+        assert_eq!(c.failed_attempts, 0);
+    }
+
+    #[test]
+    fn call_and_caller_number_limits() {
+        let p = LockoutPolicy::default();
+        let ani = Ani::parse("+15550100");
+        let quiet = AniActivity::default();
+        assert_eq!(refuse_before_verify(&p, 0, &ani, quiet), None);
+        assert_eq!(
+            refuse_before_verify(&p, 3, &ani, quiet),
+            Some(RejectReason::RateLimited)
+        );
+        let busy = AniActivity {
+            failures: 20,
+            ..quiet
+        };
+        assert_eq!(
+            refuse_before_verify(&p, 0, &ani, busy),
+            Some(RejectReason::RateLimited)
+        );
+        // Spraying: a new account beyond 10 distinct ones is refused; a known one is not.
+        let spray = AniActivity {
+            failures: 10,
+            distinct_accounts: 10,
+            includes_account: false,
+        };
+        assert_eq!(
+            refuse_before_verify(&p, 0, &ani, spray),
+            Some(RejectReason::RateLimited)
+        );
+        let again = AniActivity {
+            includes_account: true,
+            ..spray
+        };
+        assert_eq!(refuse_before_verify(&p, 0, &ani, again), None);
+        // Withheld numbers share a stricter bucket.
+        for raw in ["", "anonymous", "Restricted", "  "] {
+            assert_eq!(Ani::parse(raw), Ani::Withheld, "{raw:?}");
+        }
+        let withheld = AniActivity {
+            failures: 10,
+            ..quiet
+        };
+        assert_eq!(
+            refuse_before_verify(&p, 0, &Ani::Withheld, withheld),
+            Some(RejectReason::RateLimited)
+        );
+        assert_eq!(refuse_before_verify(&p, 0, &ani, withheld), None);
+    }
+}
