@@ -38,6 +38,7 @@ fn seed_run(c: &mut Criterion) {
                     }
                     Command::Http(_) => Event::HttpCompleted(HttpResult::Response(reply.clone())),
                     Command::Log(_) => Event::LogWritten,
+                    Command::Action(_) => Event::ActionCompleted(Ok(Default::default())),
                 };
                 (state, cmd) = engine::step(&flow, state, ev, now);
             }

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use ivrauth_proto::api::{Diagnostic, Outcome, RunFailure, TraceEntry, TraceRequest, MASK};
+use ivrauth_proto::api::{
+    Diagnostic, Outcome, RunFailure, TraceAction, TraceEntry, TraceRequest, MASK,
+};
 
 use crate::expr::{binding_name, json_to_cel, Condition, Part, Template, VarPath};
 use crate::flow::{Flow, Kind, Next, ValueTemplate};
@@ -51,6 +53,41 @@ impl RunContext {
 pub enum Event {
     HttpCompleted(HttpResult),
     LogWritten,
+    /// The action's outputs (by the names its spec declares), or why it could not be done.
+    ActionCompleted(Result<Map<String, Value>, ActionFailure>),
+}
+
+/// The host could not perform an action (a directory down, hashing saturated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionFailure {
+    pub code: String,
+    /// Safe to show: never a secret.
+    pub message: String,
+}
+
+/// A built-in action the host must perform.
+#[derive(Debug)]
+pub struct ActionCall {
+    pub node_id: String,
+    pub action: &'static str,
+    /// Inputs that are not secure.
+    pub inputs: Map<String, Value>,
+    /// Inputs the action declares secret, or whose value is secure, as text.
+    pub secrets: Vec<(&'static str, Secret<String>)>,
+}
+
+impl ActionCall {
+    /// An input as text, whether it is a secret or not (`None` when absent or null).
+    pub fn text(&self, name: &str) -> Option<Secret<String>> {
+        if let Some((_, s)) = self.secrets.iter().find(|(n, _)| *n == name) {
+            return Some(s.clone());
+        }
+        match self.inputs.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(Secret::new(s.clone())),
+            Some(other) => Some(Secret::new(other.to_string())),
+        }
+    }
 }
 
 /// What the engine asks the host to do next.
@@ -58,6 +95,7 @@ pub enum Event {
 pub enum Command {
     Http(HttpRequest),
     Log(LogLine),
+    Action(ActionCall),
     Finish(Outcome),
 }
 
@@ -391,6 +429,34 @@ pub fn step(
             }
         }
         (Kind::Log { .. }, Event::LogWritten) => {}
+        (Kind::Action(a), Event::ActionCompleted(result)) => {
+            let mut out = Map::new();
+            match result {
+                Ok(values) => {
+                    for name in a.spec.outputs {
+                        out.insert(
+                            (*name).to_owned(),
+                            values.get(*name).cloned().unwrap_or(Value::Null),
+                        );
+                    }
+                    out.insert("error".into(), Value::Null);
+                }
+                Err(f) => {
+                    for name in a.spec.outputs {
+                        out.insert((*name).to_owned(), Value::Null);
+                    }
+                    let mut e = Map::new();
+                    e.insert("code".into(), Value::String(f.code));
+                    e.insert("message".into(), Value::String(f.message));
+                    out.insert("error".into(), Value::Object(e));
+                }
+            }
+            let value = Value::Object(out);
+            entry.output = Some(value.clone());
+            if let Some(slot) = state.outputs.get_mut(node) {
+                *slot = Some(Binding::plain(value));
+            }
+        }
         _ => {
             state.trace.push(entry);
             let cmd = fail(
@@ -401,9 +467,9 @@ pub fn step(
             return (state, cmd);
         }
     }
-    if let Err(cmd) = follow(flow, &mut state, node, &mut entry, None) {
+    if let Err(outcome) = follow(flow, &mut state, node, &mut entry, None) {
         state.trace.push(entry);
-        return (state, cmd);
+        return (state, Command::Finish(outcome));
     }
     state.trace.push(entry);
     let cmd = advance(flow, &mut state, now);
@@ -452,15 +518,19 @@ fn http_output(result: HttpResult) -> Value {
 }
 
 fn fail(state: &mut RunState, code: &str, message: String) -> Command {
+    Command::Finish(failure(state, code, message))
+}
+
+fn failure(state: &mut RunState, code: &str, message: String) -> Outcome {
     state.finished = true;
-    Command::Finish(Outcome {
+    Outcome {
         end_node: None,
         status_code: None,
         error: Some(RunFailure {
             code: code.to_owned(),
             message,
         }),
-    })
+    }
 }
 
 /// Move to the successor of `node`; `results` are a condition node's results.
@@ -470,9 +540,9 @@ fn follow(
     node: usize,
     entry: &mut TraceEntry,
     results: Option<&[bool]>,
-) -> Result<(), Command> {
+) -> Result<(), Outcome> {
     let Some(n) = flow.nodes.get(node) else {
-        return Err(fail(
+        return Err(failure(
             state,
             "internal",
             "node index out of range".to_owned(),
@@ -496,7 +566,7 @@ fn follow(
             state.current = t;
             Ok(())
         }
-        None => Err(fail(
+        None => Err(failure(
             state,
             "no_matching_edge",
             format!(
@@ -533,6 +603,7 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
             node_type: node.type_name.to_owned(),
             duration_ms: 0,
             request: None,
+            action: None,
             output: None,
             properties: None,
             message: None,
@@ -610,6 +681,41 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                     message: text,
                 });
             }
+            Kind::Action(a) => {
+                let mut inputs = Map::new();
+                let mut shown = Map::new();
+                let mut secrets = Vec::new();
+                for (spec, t) in &a.inputs {
+                    let (v, secure) = state.render_value(flow, t);
+                    if spec.secret || secure {
+                        let text = match v {
+                            Value::String(s) => s,
+                            Value::Null => String::new(),
+                            other => other.to_string(),
+                        };
+                        secrets.push((spec.name, Secret::new(text)));
+                        shown.insert(spec.name.to_owned(), Value::String(MASK.to_owned()));
+                    } else {
+                        shown.insert(spec.name.to_owned(), v.clone());
+                        inputs.insert(spec.name.to_owned(), v);
+                    }
+                }
+                entry.action = Some(TraceAction {
+                    name: a.spec.name.to_owned(),
+                    inputs: shown,
+                });
+                state.pending = Some(Pending {
+                    node: i,
+                    started: now,
+                    entry,
+                });
+                return Command::Action(ActionCall {
+                    node_id: node.id.clone(),
+                    action: a.spec.name,
+                    inputs,
+                    secrets,
+                });
+            }
             Kind::Http(h) => {
                 let (url, url_secure) = state.render(flow, &h.url, false);
                 let mut carries = url_secure;
@@ -665,9 +771,9 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                 });
             }
         }
-        if let Err(cmd) = follow(flow, state, i, &mut entry, results.as_deref()) {
+        if let Err(outcome) = follow(flow, state, i, &mut entry, results.as_deref()) {
             state.trace.push(entry);
-            return cmd;
+            return Command::Finish(outcome);
         }
         state.trace.push(entry);
     }

@@ -17,6 +17,7 @@ use ivrauth_proto::flow::{
     DOCUMENT_FIELDS, EDGE_FIELDS, NODE_FIELDS, NODE_TYPES,
 };
 
+use crate::actions::{ActionSpec, InputSpec};
 use crate::expr::{Condition, ConditionError, Template, VarPath};
 use crate::http::{secure_transport, DEFAULT_TIMEOUT_MS};
 use crate::inputs::InputSchema;
@@ -121,6 +122,14 @@ pub(crate) enum Kind {
     Condition(Vec<(String, Condition)>),
     SetProperties(Vec<Assign>),
     Log { level: String, message: Template },
+    Action(ActionNode),
+}
+
+#[derive(Debug)]
+pub(crate) struct ActionNode {
+    pub spec: &'static ActionSpec,
+    /// Inputs in the spec's order; absent optional inputs are left out.
+    pub inputs: Vec<(&'static InputSpec, ValueTemplate)>,
 }
 
 #[derive(Debug)]
@@ -267,12 +276,16 @@ struct Compiler<'d, 'r> {
     node_paths: Vec<String>,
 }
 
+/// A node's output fields (`None` when it has no outputs) and its secure output paths.
+type NodeOutputs = (Option<&'static [&'static str]>, Vec<Vec<String>>);
+
 /// What the static analysis knows about variables.
 struct Scope {
     inputs: BTreeSet<String>,
     secure_inputs: BTreeSet<String>,
     /// node key/id → (has outputs, secure output paths)
-    nodes: HashMap<String, (bool, Vec<Vec<String>>)>,
+    /// node key/id → its outputs
+    nodes: HashMap<String, NodeOutputs>,
     /// property name segments → secure
     properties: BTreeMap<Vec<String>, bool>,
     /// Every defined name, for "did you mean" hints (empty when too many to search).
@@ -329,19 +342,19 @@ impl Scope {
                 None => None,
             };
         }
-        if let Some((has_outputs, _)) = self.nodes.get(root) {
-            if !has_outputs {
+        if let Some((outputs, _)) = self.nodes.get(root) {
+            let Some(outputs) = outputs else {
                 return Some(format!(
                     "node `{root}` has no outputs to reference in `{p}`"
                 ));
-            }
+            };
             return match p.rest().first() {
                 None => None,
-                Some(f) if HTTP_OUTPUT_FIELDS.contains(&f.as_str()) => None,
+                Some(f) if outputs.contains(&f.as_str()) => None,
                 Some(f) => Some(format!(
                     "node `{root}` has no output `{f}` (it has {}){}",
-                    HTTP_OUTPUT_FIELDS.join(", "),
-                    hint(f, HTTP_OUTPUT_FIELDS)
+                    outputs.join(", "),
+                    hint(f, outputs)
                 )),
             };
         }
@@ -551,13 +564,17 @@ impl<'d, 'r> Compiler<'d, 'r> {
         for (i, e) in doc.nodes.entries.iter().enumerate() {
             let (has_outputs, secure) = match &parsed[i] {
                 Some(NodeProperties::Http(h)) => (
-                    true,
+                    Some(HTTP_OUTPUT_FIELDS),
                     h.secure_output
                         .iter()
                         .map(|s| secure_output_path(s))
                         .collect(),
                 ),
-                _ => (false, Vec::new()),
+                Some(NodeProperties::Action(a)) => (
+                    crate::actions::find(&a.action).map(|s| s.outputs),
+                    Vec::new(),
+                ),
+                _ => (None, Vec::new()),
             };
             scope
                 .nodes
@@ -848,7 +865,66 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 }
                 Some(Kind::SetProperties(out))
             }
+            NodeProperties::Action(a) => self.action(a, path, id),
         }
+    }
+
+    fn action(
+        &mut self,
+        a: &ivrauth_proto::flow::ActionProps,
+        path: &str,
+        id: &str,
+    ) -> Option<Kind> {
+        let Some(spec) = crate::actions::find(&a.action) else {
+            let names: Vec<&str> = crate::actions::names().collect();
+            self.report.error(
+                format!("{path}/properties/action"),
+                Some(id),
+                "unknown_action",
+                format!("unknown action `{}`{}", a.action, hint(&a.action, &names)),
+            );
+            return None;
+        };
+        let known: Vec<&str> = spec.inputs.iter().map(|i| i.name).collect();
+        for name in a.inputs.keys() {
+            if !known.contains(&name.as_str()) {
+                self.report.error(
+                    format!("{path}/properties/inputs/{}", ptr(name)),
+                    Some(id),
+                    "unknown_field",
+                    format!(
+                        "action `{}` has no input `{name}`{}",
+                        spec.name,
+                        hint(name, &known)
+                    ),
+                );
+            }
+        }
+        let mut inputs = Vec::new();
+        for input in spec.inputs {
+            match a.inputs.get(input.name) {
+                None if input.required => self.report.error(
+                    format!("{path}/properties/inputs"),
+                    Some(id),
+                    "missing_field",
+                    format!(
+                        "action `{}` needs the input `{}` ({})",
+                        spec.name, input.name, input.description
+                    ),
+                ),
+                None => {}
+                Some(v) => match ValueTemplate::parse(v) {
+                    Ok(t) => inputs.push((input, t)),
+                    Err(e) => self.report.error(
+                        format!("{path}/properties/inputs/{}", ptr(input.name)),
+                        Some(id),
+                        "invalid_template",
+                        e.to_string(),
+                    ),
+                },
+            }
+        }
+        Some(Kind::Action(ActionNode { spec, inputs }))
     }
 
     fn assignment(&mut self, a: &Assignment, at: &str, id: &str) -> Option<Assign> {
@@ -983,6 +1059,25 @@ impl<'d, 'r> Compiler<'d, 'r> {
                         format!("{path}/properties/properties/{j}/value"),
                         &refs,
                     );
+                }
+            }
+            Kind::Action(a) => {
+                for (input, t) in &a.inputs {
+                    let mut refs = Vec::new();
+                    t.refs(&mut refs);
+                    let at = format!("{path}/properties/inputs/{}", ptr(input.name));
+                    check(self.report, at.clone(), &refs);
+                    if input.secret && !refs.iter().any(|r| scope.is_secure(r)) {
+                        self.report.error(
+                            at,
+                            Some(&id),
+                            "insecure_secret_input",
+                            format!(
+                                "input `{}` of `{}` must come from a secure value (an input marked `x-secure`, or a secure property), so that it is masked everywhere",
+                                input.name, a.spec.name
+                            ),
+                        );
+                    }
                 }
             }
             Kind::Http(h) => {
@@ -1306,6 +1401,7 @@ fn type_name(kind: &Kind) -> &'static str {
         Kind::Condition(_) => "condition",
         Kind::SetProperties(_) => "setProperties",
         Kind::Log { .. } => "log",
+        Kind::Action(_) => "action",
     }
 }
 

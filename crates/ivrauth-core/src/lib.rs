@@ -5,6 +5,7 @@
 //! time (`now`) and random values are arguments. A `cargo metadata` test in the workspace
 //! fails the build if this crate ever depends on tokio, axum, sqlx or reqwest.
 
+pub mod actions;
 pub mod audit;
 pub mod clients;
 pub mod engine;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use ivrauth_core::engine::{self, Command, Event, RunContext};
+use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext};
 use ivrauth_core::flow::compile;
 use ivrauth_core::http::{HttpFailure, HttpFailureKind, HttpResponse, HttpResult};
 use ivrauth_core::UnixMillis;
@@ -47,6 +47,15 @@ fn reply(ev: &Value) -> Event {
             status,
             headers,
             body,
+        }));
+    }
+    if let Some(outputs) = ev.get("action") {
+        return Event::ActionCompleted(Ok(outputs.as_object().unwrap().clone()));
+    }
+    if let Some(f) = ev.get("actionFailed") {
+        return Event::ActionCompleted(Err(ActionFailure {
+            code: f["code"].as_str().unwrap().to_owned(),
+            message: f["message"].as_str().unwrap().to_owned(),
         }));
     }
     if let Some(kind) = ev.get("httpFailed").and_then(Value::as_str) {
@@ -117,6 +126,14 @@ fn run(case: &Value) -> Value {
             }
             Command::Log(line) => {
                 commands.push(json!({"log": {"level": line.level, "message": line.message}}))
+            }
+            Command::Action(call) => {
+                let secrets: serde_json::Map<String, Value> = call
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::String(v.expose().clone())))
+                    .collect();
+                commands.push(json!({"action": {"name": call.action, "inputs": call.inputs, "secrets": secrets}}));
             }
         }
         let ev = events

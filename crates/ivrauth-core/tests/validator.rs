@@ -559,3 +559,65 @@ fn hostile_conditions_are_reported() {
         "levels deep",
     );
 }
+
+fn action_flow(action: Value) -> Value {
+    json!({
+        "name": "actions", "startNode": "s",
+        "inputSchema": {"type": "object", "properties": {
+            "account": {"type": "string"}, "pin": {"type": "string", "x-secure": true}, "plain": {"type": "string"}
+        }},
+        "nodes": {
+            "s": {"type": "start"},
+            "v": {"type": "action", "properties": action},
+            "l": {"type": "log", "properties": {"message": "verified={{v.verified}}"}},
+            "e": {"type": "end"}
+        },
+        "edges": [{"source": "s", "target": "v"}, {"source": "v", "target": "l"}, {"source": "l", "target": "e"}]
+    })
+}
+
+#[test]
+fn action_nodes_are_checked_against_the_registry() {
+    let ok = action_flow(
+        json!({"action": "identity.verify", "inputs": {"account": "{{account}}", "secret": "{{pin}}"}}),
+    );
+    assert!(report(&ok).errors.is_empty(), "{:#?}", report(&ok).errors);
+    has_error(
+        &action_flow(json!({"action": "identity.verfy", "inputs": {}})),
+        "unknown_action",
+        "/nodes/v/properties/action",
+        "did you mean `identity.verify`?",
+    );
+    has_error(
+        &action_flow(
+            json!({"action": "identity.verify", "inputs": {"account": "{{account}}", "secret": "{{pin}}", "pn": "1"}}),
+        ),
+        "unknown_field",
+        "/nodes/v/properties/inputs/pn",
+        "no input `pn`",
+    );
+    has_error(
+        &action_flow(json!({"action": "identity.verify", "inputs": {"account": "{{account}}"}})),
+        "missing_field",
+        "/nodes/v/properties/inputs",
+        "`secret`",
+    );
+    // A PIN from an input not marked secure would be shown and logged: refused.
+    has_error(
+        &action_flow(
+            json!({"action": "identity.verify", "inputs": {"account": "{{account}}", "secret": "{{plain}}"}}),
+        ),
+        "insecure_secret_input",
+        "/nodes/v/properties/inputs/secret",
+        "`secret`",
+    );
+    // Outputs are the action's own.
+    let mut bad_output = ok.clone();
+    bad_output["nodes"]["l"]["properties"]["message"] = json!("x={{v.verifed}}");
+    has_error(
+        &bad_output,
+        "unknown_variable",
+        "/nodes/l/properties/message",
+        "did you mean `verified`?",
+    );
+}

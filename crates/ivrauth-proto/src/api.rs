@@ -136,6 +136,9 @@ pub struct TraceEntry {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<TraceRequest>,
+    /// An action node's action and inputs (secure inputs masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<TraceAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +153,13 @@ pub struct TraceEntry {
     /// The edge taken out of this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TraceAction {
+    pub name: String,
+    pub inputs: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

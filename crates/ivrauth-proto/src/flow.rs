@@ -99,7 +99,15 @@ pub struct Edge {
 }
 
 /// The node types this version of the format knows, by their `type` string.
-pub const NODE_TYPES: &[&str] = &["start", "end", "http", "condition", "setProperties", "log"];
+pub const NODE_TYPES: &[&str] = &[
+    "start",
+    "end",
+    "http",
+    "condition",
+    "setProperties",
+    "log",
+    "action",
+];
 
 /// A node's properties, typed by the node's `type`.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +118,7 @@ pub enum NodeProperties {
     Condition(ConditionProps),
     SetProperties(SetPropertiesProps),
     Log(LogProps),
+    Action(ActionProps),
 }
 
 /// Why a node's properties could not be parsed.
@@ -135,6 +144,7 @@ impl NodeProperties {
             "condition" => NodeProperties::Condition(typed(properties)?),
             "setProperties" => NodeProperties::SetProperties(typed(properties)?),
             "log" => NodeProperties::Log(typed(properties)?),
+            "action" => NodeProperties::Action(typed(properties)?),
             _ => return Err(PropertiesError::UnknownType),
         })
     }
@@ -169,6 +179,7 @@ impl NodeProperties {
                 }
             }
             NodeProperties::Log(p) => push(String::new(), &p.unknown, LogProps::FIELDS),
+            NodeProperties::Action(p) => push(String::new(), &p.unknown, ActionProps::FIELDS),
         }
         out
     }
@@ -305,6 +316,23 @@ pub struct LogProps {
 }
 impl LogProps {
     pub const FIELDS: &'static [&'static str] = &["logLevel", "message"];
+}
+
+/// A built-in action (`identity.verify`, ...): the host performs it; its outputs are visible
+/// as `<node>.<output>`. Which backend serves an action is configuration, not flow content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionProps {
+    /// The action's registered name.
+    pub action: String,
+    /// Input name → JSON value; strings are templates.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl ActionProps {
+    pub const FIELDS: &'static [&'static str] = &["action", "inputs"];
 }
 
 /// Top-level fields a document may carry.

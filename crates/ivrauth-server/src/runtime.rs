@@ -100,6 +100,10 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
         let event = match cmd {
             Command::Finish(outcome) => break outcome,
             Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
+            Command::Action(call) => Event::ActionCompleted(Err(ivrauth_core::engine::ActionFailure {
+                code: "unavailable".to_owned(),
+                message: format!("action `{}` is not available on this server", call.action),
+            })),
             Command::Log(line) => {
                 tracing::info!(target: "ivrauth::flow_log", trace_id = %trace_id, node = %line.node_id, level = %line.level, "{}", line.message);
                 events.push(audit_event(
