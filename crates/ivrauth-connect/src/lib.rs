@@ -19,8 +19,14 @@
 
 mod clock;
 mod http;
+pub mod http_identity;
+pub mod ldap;
+pub mod oauth2;
 mod sleep;
 
 pub use clock::SystemClock;
 pub use http::{ConnectError, HttpConfig, HttpExecutor};
+pub use http_identity::{HttpIdentity, HttpIdentityConfig};
+pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory};
+pub use oauth2::{OAuth2Config, OAuth2Directory, ProfilePointers, TokenValidation};
 pub use sleep::{RecordingSleeper, Sleeper, TokioSleeper};
