@@ -161,8 +161,11 @@ pub trait RunStore: Send + Sync {
 }
 
 /// Everything the server needs from storage.
-pub trait Store: FlowStore + ClientStore + AuditStore + RunStore {}
-impl<T: FlowStore + ClientStore + AuditStore + RunStore> Store for T {}
+pub trait Store:
+    FlowStore + ClientStore + AuditStore + RunStore + AccountStore + LockoutStore
+{
+}
+impl<T: FlowStore + ClientStore + AuditStore + RunStore + AccountStore + LockoutStore> Store for T {}
 
 /// An account of the built-in directory, as stored. `pin_hash` and `pin_history` are PHC
 /// strings (argon2id), never secrets in plain text.

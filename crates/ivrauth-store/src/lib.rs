@@ -1,21 +1,28 @@
 //! Persistent storage for ivrauth: the SQLite implementation of the port traits in
-//! [`ivrauth_core::ports`] (`FlowStore`, `ClientStore`, `AuditStore`, `RunStore`), used by the
-//! server as `Arc<dyn Store>`.
+//! [`ivrauth_core::ports`] (`FlowStore`, `ClientStore`, `AuditStore`, `RunStore`,
+//! `AccountStore`, `LockoutStore`), used by the server as `Arc<dyn Store>`; and the built-in
+//! identity directory ([`BuiltinDirectory`]) over it, hashing on a bounded [`HashPool`].
 //!
 //! [`SqliteStore::open`] creates `<data_dir>/ivrauth.db` (WAL, `synchronous=FULL`, foreign
-//! keys on) and applies the embedded, append-only migrations in `migrations/`. Audit appends
-//! run in a `BEGIN IMMEDIATE` transaction, so the hash chain stays linear even when two
-//! processes share the same database file.
+//! keys on) and applies the embedded, append-only migrations in `migrations/`. Audit appends,
+//! lockout updates and PIN changes run in `BEGIN IMMEDIATE` transactions, so the hash chain
+//! stays linear and no failure is lost even when two processes share the same database file.
 //!
 //! What this crate is not: it holds no domain rules (flow validation, scope checks, secret
-//! verification and the audit hash all live in `ivrauth-core`), it never reads a clock (every
-//! method takes `now`), and it never sees a secret: client secrets and access tokens arrive
-//! already hashed. It is not an HTTP layer and has no PostgreSQL backend yet.
+//! verification, the lockout state machine and the audit hash all live in `ivrauth-core`),
+//! it never reads a clock (every method takes `now`; the directory is handed a `Clock`), and
+//! it never stores a secret: client secrets and access tokens arrive already hashed, PINs are
+//! hashed with argon2id before they are written. It is not an HTTP layer and has no
+//! PostgreSQL backend yet.
 
+mod accounts;
 mod audit;
 mod clients;
+pub mod directory;
 mod error;
 mod flows;
+pub mod hashpool;
+mod lockout;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +33,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use directory::BuiltinDirectory;
+pub use hashpool::HashPool;
 pub use ivrauth_core::ports::StoreError;
 
 /// File name of the database inside the data directory.

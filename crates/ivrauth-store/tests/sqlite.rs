@@ -192,13 +192,106 @@ async fn open_creates_directory_database_and_pragmas() {
         tables,
         [
             "_sqlx_migrations",
+            "accounts",
+            "ani_failures",
             "audit",
             "clients",
             "flow_versions",
             "flows",
+            "lockout_counters",
             "runs",
             "tokens"
         ]
     );
     store.close().await;
+}
+
+#[tokio::test]
+async fn accounts_lifecycle() {
+    let (_dir, store) = fresh().await;
+    conformance::accounts_lifecycle(&store).await;
+}
+
+#[tokio::test]
+async fn lockout_threshold() {
+    let (_dir, store) = fresh().await;
+    conformance::lockout_threshold(&store).await;
+}
+
+#[tokio::test]
+async fn ani_activity_and_purge() {
+    let (_dir, store) = fresh().await;
+    conformance::ani_activity_and_purge(&store).await;
+}
+
+/// Counters are on disk: a restarted server still sees the lock.
+#[tokio::test]
+async fn lockout_counters_survive_restart() {
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    conformance::write_lockout_sample(&store).await;
+    drop(store); // without close(), as a crash would
+    let reopened = SqliteStore::open(dir.path()).await.unwrap();
+    conformance::check_lockout_sample(&reopened).await;
+}
+
+/// Twenty concurrent failures on one account, from two independently opened stores (two
+/// processes), are twenty failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_two_processes_concurrent_failures() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = tokio::join!(SqliteStore::open(dir.path()), SqliteStore::open(dir.path()));
+    let a: Arc<dyn Store> = Arc::new(a.unwrap());
+    let b: Arc<dyn Store> = Arc::new(b.unwrap());
+    conformance::lockout_concurrent_failures(a, b, 10).await;
+}
+
+/// Bulk import inserts new accounts in one commit and reports taken numbers.
+#[tokio::test]
+async fn import_accounts_skips_taken_numbers() {
+    use ivrauth_core::ports::AccountStore as _;
+    let (_dir, store) = fresh().await;
+    store
+        .create_account(&conformance::account("1002", "Existing"))
+        .await
+        .unwrap();
+    let batch = [
+        conformance::account("1001", "A"),
+        conformance::account("1002", "B"),
+        conformance::account("1003", "C"),
+    ];
+    assert_eq!(
+        store.import_accounts(&batch).await.unwrap(),
+        [true, false, true]
+    );
+    let kept = store.get_account("1002").await.unwrap().unwrap();
+    assert_eq!(kept.name, "Existing");
+    assert_eq!(store.list_accounts(None, 10).await.unwrap().len(), 3);
+}
+
+/// No PIN column holds anything but a PHC string, and the history is a JSON array.
+#[tokio::test]
+async fn pin_columns_hold_hashes_only() {
+    use ivrauth_core::ports::AccountStore as _;
+    let (dir, store) = fresh().await;
+    let mut record = conformance::account("1001", "A");
+    record.pin_hash = Some("$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA".into());
+    store.create_account(&record).await.unwrap();
+    store
+        .set_pin_hash(
+            "1001",
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaDI",
+            ivrauth_core::UnixMillis(5),
+        )
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT pin_hash, pin_history FROM accounts")
+        .fetch_one(&raw(dir.path()).await)
+        .await
+        .unwrap();
+    let history: String = row.get("pin_history");
+    assert_eq!(
+        serde_json::from_str::<Vec<String>>(&history).unwrap(),
+        ["$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA"]
+    );
 }

@@ -7,7 +7,12 @@
 
 use async_trait::async_trait;
 use ivrauth_core::audit::{verify_chain, AuditEvent, ChainError, GENESIS_HASH};
-use ivrauth_core::ports::{ClientRecord, RunRecord, Store, StoreError, TokenRecord};
+use ivrauth_core::identity::{
+    AccountCounters, AccountNumber, AniActivity, FailureEffect, LockoutPolicy,
+};
+use ivrauth_core::ports::{
+    AccountRecord, ClientRecord, RunRecord, Store, StoreError, TokenRecord, PIN_HISTORY,
+};
 use ivrauth_core::time::UnixMillis;
 use serde_json::json;
 
@@ -522,4 +527,336 @@ pub async fn check_sample(store: &dyn Store) {
         (next.seq, next.prev_hash.as_str()),
         (3, audit[1].hash.as_str())
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts (built-in directory) and lockout.
+
+/// A stand-in PHC string: the store never interprets hashes.
+fn phc(n: u32) -> String {
+    format!("$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ${n:022}")
+}
+
+pub fn account(number: &str, name: &str) -> AccountRecord {
+    AccountRecord {
+        account: AccountNumber::parse(number).unwrap(),
+        name: name.to_owned(),
+        greeting: None,
+        phone: Some("+15550100123".into()),
+        email: None,
+        phone_verified: false,
+        email_verified: false,
+        disabled: false,
+        pin_hash: None,
+        pin_history: vec![],
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+/// Create, get, list (ordered, paged), conflict, PIN changes with the history trimmed to
+/// `PIN_HISTORY`, re-hash without a history entry, disable and enable.
+pub async fn accounts_lifecycle(store: &dyn Store) {
+    assert_eq!(store.get_account("1001").await.unwrap(), None);
+    assert!(store.list_accounts(None, 10).await.unwrap().is_empty());
+
+    let full = AccountRecord {
+        greeting: Some("Dr Lovelace".into()),
+        email: Some("ada@example.com".into()),
+        phone_verified: true,
+        email_verified: true,
+        pin_hash: Some(phc(0)),
+        ..account("1002", "Ada Lovelace")
+    };
+    store
+        .create_account(&account("1003", "Grace"))
+        .await
+        .unwrap();
+    store.create_account(&full).await.unwrap();
+    store
+        .create_account(&account("1001", "Alan"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_account(&account("1002", "Other")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get_account("1002").await.unwrap(), Some(full.clone()));
+    let none = store.get_account("1003").await.unwrap().unwrap();
+    assert_eq!(
+        (none.pin_hash, none.greeting, none.email),
+        (None, None, None)
+    );
+
+    let numbers = |v: Vec<AccountRecord>| {
+        v.into_iter()
+            .map(|a| a.account.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        numbers(store.list_accounts(None, 10).await.unwrap()),
+        ["1001", "1002", "1003"]
+    );
+    assert_eq!(
+        numbers(store.list_accounts(None, 2).await.unwrap()),
+        ["1001", "1002"]
+    );
+    assert_eq!(
+        numbers(store.list_accounts(Some("1002"), 2).await.unwrap()),
+        ["1003"]
+    );
+    assert!(store
+        .list_accounts(Some("1003"), 2)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Seven changes: the history keeps the newest five replaced hashes, newest first.
+    for n in 1..=7u32 {
+        store
+            .set_pin_hash("1002", &phc(n), T0.plus_secs(i64::from(n)))
+            .await
+            .unwrap();
+    }
+    let changed = store.get_account("1002").await.unwrap().unwrap();
+    assert_eq!(changed.pin_hash, Some(phc(7)));
+    assert_eq!(changed.pin_history, [6, 5, 4, 3, 2].map(phc));
+    assert_eq!(changed.pin_history.len(), PIN_HISTORY);
+    assert_eq!(changed.updated_at, T0.plus_secs(7));
+    assert_eq!(changed.created_at, T0);
+
+    // A first PIN adds nothing to the history.
+    store.set_pin_hash("1003", &phc(30), T0).await.unwrap();
+    let first = store.get_account("1003").await.unwrap().unwrap();
+    assert_eq!((first.pin_hash, first.pin_history), (Some(phc(30)), vec![]));
+
+    // A re-hash replaces the hash only.
+    store
+        .rehash_pin("1002", &phc(70), T0.plus_secs(8))
+        .await
+        .unwrap();
+    let rehashed = store.get_account("1002").await.unwrap().unwrap();
+    assert_eq!(rehashed.pin_hash, Some(phc(70)));
+    assert_eq!(rehashed.pin_history, changed.pin_history);
+
+    assert!(matches!(
+        store.set_pin_hash("nope", &phc(1), T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.rehash_pin("nope", &phc(1), T0).await,
+        Err(StoreError::NotFound)
+    ));
+
+    assert!(store
+        .set_disabled("1001", true, T0.plus_secs(9))
+        .await
+        .unwrap());
+    let disabled = store.get_account("1001").await.unwrap().unwrap();
+    assert!(disabled.disabled);
+    assert_eq!(disabled.updated_at, T0.plus_secs(9));
+    assert!(store.set_disabled("1001", false, T0).await.unwrap());
+    assert!(!store.get_account("1001").await.unwrap().unwrap().disabled);
+    assert!(!store.set_disabled("nope", true, T0).await.unwrap());
+
+    // A history handed to create is trimmed too.
+    let long = AccountRecord {
+        pin_history: (0..8).map(phc).collect(),
+        ..account("2000", "Long")
+    };
+    store.create_account(&long).await.unwrap();
+    assert_eq!(
+        store
+            .get_account("2000")
+            .await
+            .unwrap()
+            .unwrap()
+            .pin_history
+            .len(),
+        PIN_HISTORY
+    );
+}
+
+/// Failures count up to the threshold and lock; locked attempts count without extending;
+/// success and unlock reset; unknown account numbers are counted alike.
+pub async fn lockout_threshold(store: &dyn Store) {
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        base_lock_secs: 60,
+        ..LockoutPolicy::default()
+    };
+    assert_eq!(
+        store.counters("1001").await.unwrap(),
+        AccountCounters::default()
+    );
+    for n in 1..=2u32 {
+        let (c, effect) = store.record_failure("1001", &policy, T0).await.unwrap();
+        assert_eq!((c.failed_attempts, effect), (n, FailureEffect::Counted));
+    }
+    let (c, effect) = store.record_failure("1001", &policy, T0).await.unwrap();
+    assert_eq!(effect, FailureEffect::LockedUntil(T0.plus_secs(60)));
+    assert_eq!(store.counters("1001").await.unwrap(), c);
+    assert!(c.is_locked(T0.plus_secs(59)));
+    let (c, effect) = store
+        .record_failure("1001", &policy, T0.plus_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(effect, FailureEffect::Counted);
+    assert_eq!(
+        (c.failed_attempts, c.locks, c.locked_until),
+        (4, 1, Some(T0.plus_secs(60)))
+    );
+
+    store.record_success("1001").await.unwrap();
+    assert_eq!(
+        store.counters("1001").await.unwrap(),
+        AccountCounters::default()
+    );
+
+    // Permanent mode, on a number no directory knows.
+    let permanent = LockoutPolicy {
+        max_failures: 1,
+        permanent: true,
+        ..policy
+    };
+    let (c, effect) = store.record_failure("ghost", &permanent, T0).await.unwrap();
+    assert_eq!(effect, FailureEffect::LockedPermanently);
+    assert!(c.locked_permanently);
+    assert_eq!(store.counters("ghost").await.unwrap(), c);
+    assert!(store.unlock("ghost").await.unwrap());
+    assert!(
+        !store.unlock("ghost").await.unwrap(),
+        "nothing left to reset"
+    );
+    assert_eq!(
+        store.counters("ghost").await.unwrap(),
+        AccountCounters::default()
+    );
+}
+
+/// Write counters for a persistence check after reopening.
+pub async fn write_lockout_sample(store: &dyn Store) {
+    let policy = LockoutPolicy {
+        max_failures: 2,
+        ..LockoutPolicy::default()
+    };
+    store.record_failure("1001", &policy, T0).await.unwrap();
+    store.record_failure("1001", &policy, T0).await.unwrap();
+    store.record_failure("1002", &policy, T0).await.unwrap();
+    store
+        .record_ani_failure("+15550100", "1001", T0)
+        .await
+        .unwrap();
+}
+
+/// Check what [`write_lockout_sample`] wrote, through a new handle.
+pub async fn check_lockout_sample(store: &dyn Store) {
+    let locked = store.counters("1001").await.unwrap();
+    assert_eq!(
+        locked,
+        AccountCounters {
+            failed_attempts: 2,
+            locks: 1,
+            locked_until: Some(T0.plus_secs(LockoutPolicy::default().base_lock_secs)),
+            locked_permanently: false,
+        }
+    );
+    assert_eq!(store.counters("1002").await.unwrap().failed_attempts, 1);
+    let activity = store.ani_activity("+15550100", "1001", T0).await.unwrap();
+    assert_eq!(activity.failures, 1);
+}
+
+/// `per_handle` concurrent failures on one account from each of two handles on the same
+/// backing store: every one is counted.
+pub async fn lockout_concurrent_failures(
+    a: std::sync::Arc<dyn Store>,
+    b: std::sync::Arc<dyn Store>,
+    per_handle: u32,
+) {
+    // A threshold beyond reach, so every failure is a plain count.
+    let policy = LockoutPolicy {
+        max_failures: 1_000,
+        ..LockoutPolicy::default()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for store in [a.clone(), b.clone()] {
+        for _ in 0..per_handle {
+            let store = store.clone();
+            tasks.spawn(async move { store.record_failure("1001", &policy, T0).await });
+        }
+    }
+    let mut seen = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        seen.push(done.unwrap().unwrap().0.failed_attempts);
+    }
+    seen.sort_unstable();
+    // Each transaction saw its predecessor's count: 1, 2, ..., n.
+    assert_eq!(seen, (1..=2 * per_handle).collect::<Vec<_>>());
+    for store in [a, b] {
+        assert_eq!(
+            store.counters("1001").await.unwrap().failed_attempts,
+            2 * per_handle
+        );
+    }
+}
+
+/// Failures and distinct accounts per caller number since a time; purge.
+pub async fn ani_activity_and_purge(store: &dyn Store) {
+    let ani = "+15550100";
+    let quiet = store.ani_activity(ani, "1001", T0).await.unwrap();
+    assert_eq!(quiet, AniActivity::default());
+
+    for (account, secs) in [("1001", 0), ("1001", 10), ("1002", 20), ("1003", 30)] {
+        store
+            .record_ani_failure(ani, account, T0.plus_secs(secs))
+            .await
+            .unwrap();
+    }
+    store
+        .record_ani_failure("(withheld)", "1001", T0)
+        .await
+        .unwrap();
+
+    let all = store.ani_activity(ani, "1002", T0).await.unwrap();
+    assert_eq!(
+        all,
+        AniActivity {
+            failures: 4,
+            distinct_accounts: 3,
+            includes_account: true
+        }
+    );
+    let new_account = store.ani_activity(ani, "9999", T0).await.unwrap();
+    assert_eq!(
+        (new_account.failures, new_account.includes_account),
+        (4, false)
+    );
+    // `since` is inclusive.
+    let recent = store
+        .ani_activity(ani, "1001", T0.plus_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        recent,
+        AniActivity {
+            failures: 2,
+            distinct_accounts: 2,
+            includes_account: false
+        }
+    );
+    let withheld = store.ani_activity("(withheld)", "1001", T0).await.unwrap();
+    assert_eq!((withheld.failures, withheld.distinct_accounts), (1, 1));
+
+    // Purge is strictly before: the row at T0+20s stays.
+    assert_eq!(store.purge_ani_failures(T0.plus_secs(20)).await.unwrap(), 3);
+    let left = store.ani_activity(ani, "1003", T0).await.unwrap();
+    assert_eq!(
+        left,
+        AniActivity {
+            failures: 2,
+            distinct_accounts: 2,
+            includes_account: true
+        }
+    );
+    assert_eq!(store.purge_ani_failures(T0.plus_secs(20)).await.unwrap(), 0);
 }
