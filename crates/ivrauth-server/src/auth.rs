@@ -1,6 +1,11 @@
-//! Authentication: the OAuth2 client-credentials token endpoint (RFC 6749 §4.4), rate
-//! limited per presented client id, and the [`Scoped`] extractor that guards API routes with
-//! a bearer token, a scope and the per-client rate limit.
+//! Authentication: the OAuth2 client-credentials token endpoint (RFC 6749 §4.4), and the
+//! [`Scoped`] extractor that guards API routes with a bearer token, a scope and the
+//! per-client rate limit.
+//!
+//! The token endpoint checks the credentials before it limits: tokens issued are limited per
+//! client (only its secret can use up that limit), refusals per existing client id presented
+//! and, for every unknown or malformed id together, in one shared bucket. Refusals over the
+//! limit get 429 without an audit record, which bounds how fast refusals grow the audit log.
 //!
 //! Secrets and tokens are only ever handled as SHA-256 hashes once they arrive; neither is
 //! logged, audited or echoed.
@@ -20,7 +25,7 @@ use subtle::ConstantTimeEq as _;
 
 use ivrauth_core::audit::AuditEvent;
 use ivrauth_core::clients::{hash_credential, is_valid_credential_text};
-use ivrauth_core::ports::{ClientRecord, TokenRecord};
+use ivrauth_core::ports::{ClientRecord, ClientStore, StoreError, TokenRecord};
 use ivrauth_core::time::UnixMillis;
 use ivrauth_proto::api::TokenResponse;
 
@@ -229,6 +234,14 @@ impl Refusal {
 /// The client authenticates with HTTP Basic (`client_id:client_secret`) or with the
 /// `client_id` and `client_secret` form fields. `scope` (space separated) must be a subset of
 /// the client's scopes; without it the token gets all of them.
+///
+/// Credentials are checked first (a SHA-256 and a constant-time compare), then the request
+/// is charged to one of three kinds of bucket (see [`SUCCESS_KEY_PREFIX`]): issuance to the
+/// client's own, a refusal to the failure bucket of the client id presented when that client
+/// exists, else to the one bucket shared by every unknown or malformed client id. A refusal
+/// over its bucket's limit is answered 429 and not audited, so refusals grow the audit log
+/// at most at the configured rate per bucket, and nobody can use up a client's issuance
+/// limit without its secret.
 #[utoipa::path(
     post,
     path = "/auth/v3/oauth/token",
@@ -241,7 +254,7 @@ impl Refusal {
         (status = 401, description = "`invalid_client`: unknown or revoked client, or wrong secret", body = ivrauth_proto::api::OAuthError),
         (status = 413, description = "Body too large", body = ivrauth_proto::api::ErrorBody),
         (status = 415, description = "Body is not `application/x-www-form-urlencoded`", body = ivrauth_proto::api::ErrorBody),
-        (status = 429, description = "Too many requests for this client id (`Retry-After` says when to retry)", body = ivrauth_proto::api::ErrorBody),
+        (status = 429, description = "Too many tokens issued to this client, or too many refused requests for this client id (or for unknown client ids); `Retry-After` says when to retry", body = ivrauth_proto::api::ErrorBody),
     )
 )]
 pub async fn token(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -253,15 +266,9 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
     let basic = basic_credentials(req.headers());
     let body = read_body(req, &state, state.config.max_body_bytes).await?;
     let now = state.clock.now();
-    // Limit guessing before any secret is checked. Requests over the limit are not audited
-    // one by one (that would let a guesser grow the audit log without bound).
-    state
-        .rate_limiter
-        .check(&token_rate_limit_key(basic.as_ref(), &body), now)
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
 
-    let mut actor: Option<String> = None;
-    let result = issue(&state, basic, &body, now, &mut actor).await;
+    let mut known: Option<String> = None;
+    let result = issue(&state, basic, &body, now, &mut known).await;
     match result {
         Ok((response, scopes, client_id)) => {
             let event = AuditEvent {
@@ -281,8 +288,17 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
             Ok(res)
         }
         Err(IssueError::Store(e)) => Err(e.into()),
+        Err(IssueError::RateLimited(retry_after_secs)) => {
+            Err(ApiError::RateLimited { retry_after_secs })
+        }
         Err(IssueError::Refused(refusal, used)) => {
-            let who = actor.unwrap_or_else(|| "anonymous".to_owned());
+            // Over the limit: answered without an audit record, so a flood of refusals
+            // cannot grow the audit log faster than the configured rate.
+            state
+                .rate_limiter
+                .check(&failure_key(known.as_deref()), now)
+                .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+            let who = known.unwrap_or_else(|| "anonymous".to_owned());
             let event = AuditEvent {
                 id: uuid::Uuid::new_v4().to_string(),
                 event: "token.refused".to_owned(),
@@ -306,50 +322,49 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
     }
 }
 
-/// The token endpoint's rate-limit bucket: `token:{client_id}` for the client id presented
-/// (HTTP Basic, else the `client_id` form field), or `token:invalid` for every request whose
-/// client id is missing or cannot be one. The prefix keeps these buckets apart from those of
-/// bearer-authenticated requests.
-fn token_rate_limit_key(basic: Option<&Result<(String, String), ()>>, body: &[u8]) -> String {
-    let presented = match basic {
-        Some(Ok((id, _))) => Some(id.clone()),
-        Some(Err(())) => None,
-        None => url::form_urlencoded::parse(body)
-            .find(|(k, _)| k == "client_id")
-            .map(|(_, v)| v.into_owned()),
-    };
-    match presented {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
-        {
-            format!("token:{id}")
-        }
-        _ => "token:invalid".to_owned(),
+/// Rate-limit bucket of the tokens issued to a client: `token:{client_id}`. Only requests
+/// that authenticated as the client take from it. (Client ids never contain `:`, so these
+/// keys cannot meet those of bearer-authenticated requests, which are bare client ids.)
+pub const SUCCESS_KEY_PREFIX: &str = "token:";
+
+/// Rate-limit bucket of the refused requests that presented an existing client's id:
+/// `token-fail:{client_id}`.
+pub const FAILURE_KEY_PREFIX: &str = "token-fail:";
+
+/// The one bucket shared by refused requests whose client id is missing, malformed or
+/// unknown. (`(` cannot appear in a client id, so no client's failure bucket is this one.)
+pub const UNKNOWN_FAILURE_KEY: &str = "token-fail:(unknown)";
+
+/// The failure bucket of a refused request: the existing client's own, or the shared one.
+fn failure_key(known_client: Option<&str>) -> String {
+    match known_client {
+        Some(id) => format!("{FAILURE_KEY_PREFIX}{id}"),
+        None => UNKNOWN_FAILURE_KEY.to_owned(),
     }
 }
 
 enum IssueError {
     Refused(Refusal, AuthMethod),
-    Store(ivrauth_core::ports::StoreError),
+    /// The client authenticated but has used up its issuance limit (seconds to wait).
+    RateLimited(u64),
+    Store(StoreError),
 }
 
-impl From<ivrauth_core::ports::StoreError> for IssueError {
-    fn from(e: ivrauth_core::ports::StoreError) -> Self {
+impl From<StoreError> for IssueError {
+    fn from(e: StoreError) -> Self {
         IssueError::Store(e)
     }
 }
 
-/// The checks and the minting; `actor` is set once the client is known to exist.
+/// The checks and the minting. `known` is set as soon as the client id presented is found
+/// in the store (before its secret is checked): refusals are then charged to that client's
+/// failure bucket and audited with it as the actor.
 async fn issue(
     state: &AppState,
     basic: Option<Result<(String, String), ()>>,
     body: &[u8],
     now: UnixMillis,
-    actor: &mut Option<String>,
+    known: &mut Option<String>,
 ) -> Result<(TokenResponse, Vec<String>, String), IssueError> {
     let method_hint = if basic.is_some() {
         AuthMethod::Basic
@@ -358,11 +373,13 @@ async fn issue(
     };
     let refuse = |r: Refusal, m: AuthMethod| IssueError::Refused(r, m);
 
-    // Parameters; RFC 6749 §3.2: none may appear twice.
+    // Parameters; RFC 6749 §3.2: none may appear twice (refused once the client is known,
+    // so that the refusal is charged to the right bucket).
     let mut grant_type: Option<String> = None;
     let mut scope: Option<String> = None;
     let mut form_id: Option<String> = None;
     let mut form_secret: Option<String> = None;
+    let mut repeated = false;
     for (k, v) in url::form_urlencoded::parse(body) {
         let slot = match k.as_ref() {
             "grant_type" => &mut grant_type,
@@ -372,12 +389,31 @@ async fn issue(
             _ => continue,
         };
         if slot.is_some() {
-            return Err(refuse(
-                Refusal::invalid_request("a parameter is repeated", "duplicate_parameter"),
-                method_hint,
-            ));
+            repeated = true;
+        } else {
+            *slot = Some(v.into_owned());
         }
-        *slot = Some(v.into_owned());
+    }
+
+    // The client presented (HTTP Basic, else the form field), looked up once.
+    let presented = match &basic {
+        Some(Ok((id, _))) => Some(id.as_str()),
+        Some(Err(())) => None,
+        None => form_id.as_deref(),
+    };
+    let client = match presented {
+        Some(id) if is_valid_credential_text(id) => state.store.get_client(id).await?,
+        _ => None,
+    };
+    if let Some(c) = &client {
+        *known = Some(c.id.clone());
+    }
+
+    if repeated {
+        return Err(refuse(
+            Refusal::invalid_request("a parameter is repeated", "duplicate_parameter"),
+            method_hint,
+        ));
     }
     let Some(grant_type) = grant_type else {
         return Err(refuse(
@@ -444,17 +480,10 @@ async fn issue(
         },
     };
 
-    let client = authenticate(state, &client_id, &secret, now).await?;
-    let client = match client {
+    let client = match authenticate(&client_id, client, &secret, now) {
         Ok(c) => c,
-        Err((reason, known)) => {
-            if known {
-                *actor = Some(client_id);
-            }
-            return Err(refuse(Refusal::invalid_client(reason), method));
-        }
+        Err(reason) => return Err(refuse(Refusal::invalid_client(reason), method)),
     };
-    *actor = Some(client.id.clone());
 
     if grant_type != "client_credentials" {
         return Err(refuse(
@@ -493,6 +522,12 @@ async fn issue(
         }
     };
 
+    // Issuance is limited per client; only a request holding the secret reaches this point.
+    state
+        .rate_limiter
+        .check(&format!("{SUCCESS_KEY_PREFIX}{}", client.id), now)
+        .map_err(IssueError::RateLimited)?;
+
     let token = mint_token();
     let ttl = state.config.token_ttl_secs;
     let record = TokenRecord {
@@ -502,7 +537,7 @@ async fn issue(
         issued_at: now,
         expires_at: now.plus_secs(i64::try_from(ttl).unwrap_or(i64::MAX)),
     };
-    state.store.insert_token(&record).await?;
+    store_token(state.store.as_ref(), &record, method).await?;
     let response = TokenResponse {
         access_token: token,
         token_type: "bearer".to_owned(),
@@ -512,19 +547,37 @@ async fn issue(
     Ok((response, scopes, client.id))
 }
 
-/// `Ok(Ok(client))` when the secret matches; `Ok(Err((reason, client_exists)))` otherwise.
-async fn authenticate(
-    state: &AppState,
+/// Store an issued token. The store refuses (`NotFound`) when the client was revoked after
+/// it authenticated: a revoke racing the request, refused like any revoked client.
+async fn store_token<S: ClientStore + ?Sized>(
+    store: &S,
+    record: &TokenRecord,
+    method: AuthMethod,
+) -> Result<(), IssueError> {
+    match store.insert_token(record).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound) => Err(IssueError::Refused(
+            Refusal::invalid_client("revoked"),
+            method,
+        )),
+        Err(e) => Err(IssueError::Store(e)),
+    }
+}
+
+/// The client when `secret` is its current secret (or its previous one, during the
+/// overlap after a rotation) and it is not revoked; otherwise the audit reason.
+fn authenticate(
     client_id: &str,
+    client: Option<ClientRecord>,
     secret: &str,
     now: UnixMillis,
-) -> Result<Result<ClientRecord, (&'static str, bool)>, IssueError> {
+) -> Result<ClientRecord, &'static str> {
     if !is_valid_credential_text(client_id) || !is_valid_credential_text(secret) {
-        return Ok(Err(("malformed_credentials", false)));
+        return Err("malformed_credentials");
     }
     let presented = hash_credential(secret);
-    let Some(client) = state.store.get_client(client_id).await? else {
-        return Ok(Err(("unknown_client", false)));
+    let Some(client) = client else {
+        return Err("unknown_client");
     };
     let current = presented.as_bytes().ct_eq(client.secret_hash.as_bytes());
     let previous = match (&client.previous_secret_hash, client.previous_valid_until) {
@@ -532,12 +585,12 @@ async fn authenticate(
         _ => subtle::Choice::from(0),
     };
     if !bool::from(current | previous) {
-        return Ok(Err(("bad_secret", true)));
+        return Err("bad_secret");
     }
     if client.revoked_at.is_some() {
-        return Ok(Err(("revoked", true)));
+        return Err("revoked");
     }
-    Ok(Ok(client))
+    Ok(client)
 }
 
 /// 32 random bytes, base64url without padding.
@@ -599,4 +652,76 @@ fn form_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A client store whose client was revoked between the secret check and the insert:
+    /// `insert_token` finds no live client, as the SQLite store then does.
+    struct RevokedMeanwhile;
+
+    #[async_trait::async_trait]
+    impl ClientStore for RevokedMeanwhile {
+        async fn create_client(&self, _: &ClientRecord) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn get_client(&self, _: &str) -> Result<Option<ClientRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn revoke_client(&self, _: &str, _: UnixMillis) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn rotate_client_secret(
+            &self,
+            _: &str,
+            _: &str,
+            _: UnixMillis,
+        ) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn insert_token(&self, _: &TokenRecord) -> Result<(), StoreError> {
+            Err(StoreError::NotFound)
+        }
+        async fn get_token(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn purge_expired_tokens(&self, _: UnixMillis) -> Result<u64, StoreError> {
+            unimplemented!()
+        }
+    }
+
+    #[tokio::test]
+    async fn revoke_racing_a_token_request_is_an_invalid_client_refusal() {
+        let record = TokenRecord {
+            token_hash: hash_credential("t"),
+            client_id: "cli_x".to_owned(),
+            scopes: vec!["flow:read".to_owned()],
+            issued_at: UnixMillis(0),
+            expires_at: UnixMillis(1_000),
+        };
+        match store_token(&RevokedMeanwhile, &record, AuthMethod::Basic).await {
+            Err(IssueError::Refused(refusal, AuthMethod::Basic)) => {
+                assert_eq!(refusal.status, StatusCode::UNAUTHORIZED);
+                assert_eq!(refusal.error, "invalid_client");
+                assert_eq!(refusal.reason, "revoked");
+            }
+            Err(IssueError::Store(e)) => panic!("a store error ({e:?}) would answer 404"),
+            _ => panic!("expected an invalid_client refusal"),
+        }
+    }
+
+    #[test]
+    fn failure_buckets_are_per_existing_client_else_one_shared() {
+        assert_eq!(failure_key(Some("cli_a")), "token-fail:cli_a");
+        assert_eq!(failure_key(None), UNKNOWN_FAILURE_KEY);
+        // No client id can name the shared bucket.
+        let shared_suffix = &UNKNOWN_FAILURE_KEY[FAILURE_KEY_PREFIX.len()..];
+        assert!(!is_valid_credential_text(shared_suffix));
+    }
 }

@@ -4,9 +4,11 @@
 //! request takes one. State is per process: a restart forgets it, which is acceptable for a
 //! limit meant to stop runaway scripts, not to meter billing.
 //!
-//! Keys can come from unauthenticated requests (the token endpoint keys by the presented
-//! client id), so the map is pruned: a bucket that has refilled to full is the same as no
-//! bucket, and is dropped once the map grows past a threshold.
+//! Keys are bare client ids on bearer-authenticated routes, and prefixed ones on the token
+//! endpoint (`token:` for issuance, `token-fail:` for refusals; see `auth.rs`). The token
+//! endpoint only makes a bucket for a client that exists (plus one shared bucket for every
+//! unknown id), yet the map is pruned all the same: a bucket that has refilled to full is
+//! the same as no bucket, and is dropped once the map grows past a threshold.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

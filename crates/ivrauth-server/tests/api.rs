@@ -391,7 +391,7 @@ async fn rotated_secret_overlap() {
     let s = server().await;
     let (id, old) = s.create_client("app", &["flow:read"]).await.unwrap();
     let new = ivrauth_server::auth::mint_token();
-    let overlap = s.state().config.secret_rotation_overlap_secs;
+    let overlap: u64 = 86_400;
     let until = s.state().clock.now().plus_secs(overlap as i64);
     assert!(s
         .store()
@@ -672,8 +672,30 @@ async fn no_response_body_contains_the_secret() {
     assert!(!format!("{audit:?}").contains(&secret));
 }
 
+/// A form token request with these credentials.
+async fn token_request(s: &TestServer, client: &str, secret: &str) -> Response {
+    token_form(
+        s,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client),
+            ("client_secret", secret),
+        ],
+    )
+    .await
+}
+
+async fn refused_records(s: &TestServer) -> Vec<ivrauth_core::audit::AuditRecord> {
+    let audit = s.store().read_audit().await.unwrap();
+    audit
+        .into_iter()
+        .filter(|r| r.event == "token.refused")
+        .collect()
+}
+
 #[tokio::test]
-async fn token_endpoint_is_rate_limited_per_presented_client_id() {
+async fn wrong_secrets_cannot_lock_a_client_out_of_token_issuance() {
     let s = TestServer::builder()
         .config(|c| {
             c.rate_limit_burst = 3;
@@ -685,25 +707,31 @@ async fn token_endpoint_is_rate_limited_per_presented_client_id() {
     let (id, secret) = s.create_client("target", &["flow:read"]).await.unwrap();
     let (other_id, other_secret) = s.create_client("bystander", &["flow:read"]).await.unwrap();
     let wrong = format!("{secret}x");
-    let guess = |client: &str, secret: &str| {
-        let form = [
-            ("grant_type", "client_credentials".to_owned()),
-            ("client_id", client.to_owned()),
-            ("client_secret", secret.to_owned()),
-        ];
-        s.http().post(s.url(TOKEN)).form(&form).send()
-    };
 
+    // Someone who knows the (non-secret) client id sends wrong secrets: they use up the
+    // failure bucket of that id, then get 429.
     for i in 0..3 {
-        let res = guess(&id, &wrong).await.unwrap();
+        let res = token_request(&s, &id, &wrong).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    let res = guess(&id, &wrong).await.unwrap();
+    let res = token_request(&s, &id, &wrong).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()[RETRY_AFTER], "1");
     assert_eq!(body_json(res).await["code"], "rate_limited");
-    // The limit holds whatever the method: Basic with the same client id counts too, and the
-    // right secret is not even looked at.
+    // Basic with the same id counts against the same bucket.
+    let res = token_form(
+        &s,
+        Some(basic(&id, &wrong)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // The client itself, holding its secret, still gets tokens, by either method.
+    for _ in 0..3 {
+        assert!(s.token(&id, &secret, None).await.is_ok());
+    }
+    // Issuance has its own limit per client (burst 3, used up just now).
     let res = token_form(
         &s,
         Some(basic(&id, &secret)),
@@ -712,48 +740,80 @@ async fn token_endpoint_is_rate_limited_per_presented_client_id() {
     .await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 
-    // Another client id has its own bucket.
+    // Another client id has its own failure bucket, and its own issuance bucket.
     assert_eq!(
-        guess(&other_id, &wrong).await.unwrap().status(),
+        token_request(&s, &other_id, &wrong).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert!(s.token(&other_id, &other_secret, None).await.is_ok());
 
-    // One second refills one attempt.
+    // One second refills one attempt of each.
     s.clock().advance(Duration::from_secs(1));
     assert_eq!(
-        guess(&id, &wrong).await.unwrap().status(),
+        token_request(&s, &id, &wrong).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        guess(&id, &wrong).await.unwrap().status(),
+        token_request(&s, &id, &wrong).await.status(),
         StatusCode::TOO_MANY_REQUESTS
     );
+    assert!(s.token(&id, &secret, None).await.is_ok());
 
-    // Only the attempts that were let through are audited.
-    let audit = s.store().read_audit().await.unwrap();
-    let refused = audit
-        .iter()
-        .filter(|r| r.event == "token.refused" && r.actor == id)
-        .count();
-    assert_eq!(refused, 4);
+    // Only the refusals that were let through are audited.
+    let refused = refused_records(&s).await;
+    assert_eq!(refused.iter().filter(|r| r.actor == id).count(), 4);
+    assert_eq!(refused.iter().filter(|r| r.actor == other_id).count(), 1);
+}
 
-    // Requests without a usable client id share one bucket.
-    for _ in 0..3 {
-        let res = token_form(&s, None, &[("grant_type", "client_credentials")]).await;
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+#[tokio::test]
+async fn random_client_ids_share_one_failure_bucket_and_cannot_flood_the_audit_log() {
+    const BURST: u32 = 5;
+    let s = TestServer::builder()
+        .config(|c| {
+            c.rate_limit_burst = BURST;
+            c.rate_limit_per_sec = 1;
+        })
+        .start()
+        .await
+        .unwrap();
+    let (id, secret) = s.create_client("app", &["flow:read"]).await.unwrap();
+
+    let mut limited = 0;
+    for i in 0..200 {
+        // A fresh client id each time, as a flood would use.
+        let fresh = ivrauth_server::auth::mint_token();
+        let res = token_request(&s, &format!("cli_{}", &fresh[..16]), "guess").await;
+        match res.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(res.headers().get(RETRY_AFTER).is_some());
+                limited += 1;
+            }
+            other => panic!("request {i}: unexpected {other}"),
+        }
     }
-    let res = token_form(
-        &s,
-        None,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", "not a client id!"),
-            ("client_secret", "x"),
-        ],
-    )
-    .await;
+    let refused = refused_records(&s).await;
+    assert!(
+        refused.len() <= BURST as usize,
+        "{} refusals audited",
+        refused.len()
+    );
+    assert_eq!(limited, 200 - refused.len());
+    assert!(refused.iter().all(|r| r.actor == "anonymous"));
+
+    // Malformed ids and requests without any client authentication share that bucket.
+    let res = token_form(&s, None, &[("grant_type", "client_credentials")]).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = token_request(&s, "not a client id!", "x").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // A real client is unaffected, whether it holds its secret or not.
+    assert!(s.token(&id, &secret, None).await.is_ok());
+    assert_eq!(
+        token_request(&s, &id, "wrong").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(refused_records(&s).await.len(), refused.len() + 1);
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! `ivrauth client create|list|revoke|rotate-secret`: manage API clients in the store.
 //!
 //! Secrets are printed exactly once, when minted, and stored only as hashes. Every change is
-//! audited with the actor `cli`.
+//! audited with the actor `cli`. Every command closes the store before it returns, so its
+//! writes are checkpointed into `ivrauth.db` (a copy of that file alone then has them).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use rand::Rng as _;
@@ -57,12 +58,20 @@ pub enum ClientCommand {
         data: DataDirArg,
     },
     /// Mint a new secret; the old one keeps working for the configured overlap
+    /// ([auth] secret_rotation_overlap_secs)
+    ///
+    /// Refused while the overlap of a previous rotation runs (the secret it keeps working
+    /// would stop at once), unless --force is given.
     RotateSecret {
         /// Client id
         id: String,
         /// Print one JSON line {"client_id": ..., "client_secret": ..., "previous_valid_until": ...}
         #[arg(long)]
         json: bool,
+        /// Rotate even during the overlap of a previous rotation: the secret that rotation
+        /// replaced stops working at once
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         data: DataDirArg,
     },
@@ -80,22 +89,42 @@ impl ClientCommand {
 }
 
 pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> {
+    // Arguments are checked before the store is opened (and, for `create`, made).
+    if let ClientCommand::Create { name, scopes, .. } = &cmd {
+        check_create(name, scopes)?;
+    }
+    let create = matches!(cmd, ClientCommand::Create { .. });
+    let store = open(settings, create).await?;
+    let result = execute(cmd, &store, settings).await;
+    close(&store, &settings.data_dir).await;
+    result
+}
+
+/// The trimmed name and the scopes of `client create`, or why they are refused.
+fn check_create(name: &str, scopes: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        bail!("--name must be 1 to 200 characters without control characters");
+    }
+    let scopes = parse_scopes(scopes)
+        .map_err(|bad| anyhow::anyhow!("unknown scope {bad:?} (known: {})", SCOPES.join(", ")))?;
+    if scopes.is_empty() {
+        bail!("--scopes needs at least one of {}", SCOPES.join(", "));
+    }
+    Ok((name, scopes))
+}
+
+async fn execute(
+    cmd: ClientCommand,
+    store: &SqliteStore,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match cmd {
         ClientCommand::Create {
             name, scopes, json, ..
         } => {
-            let name = name.trim().to_owned();
-            if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-                bail!("--name must be 1 to 200 characters without control characters");
-            }
-            let scopes = parse_scopes(&scopes).map_err(|bad| {
-                anyhow::anyhow!("unknown scope {bad:?} (known: {})", SCOPES.join(", "))
-            })?;
-            if scopes.is_empty() {
-                bail!("--scopes needs at least one of {}", SCOPES.join(", "));
-            }
-            let store = open(settings, true).await?;
+            let (name, scopes) = check_create(&name, &scopes)?;
             let id = mint_client_id();
             let secret = ivrauth_server::auth::mint_token();
             let record = ClientRecord {
@@ -113,7 +142,7 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
                 .await
                 .context("cannot store the client")?;
             audit(
-                &store,
+                store,
                 "client.created",
                 &id,
                 json!({ "name": name, "scopes": scopes }),
@@ -130,7 +159,6 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
             eprintln!("warning: store the client secret now; it is not shown again.");
         }
         ClientCommand::List { json, .. } => {
-            let store = open(settings, false).await?;
             let clients = store.list_clients().await.context("cannot list clients")?;
             if json {
                 let rows: Vec<_> = clients
@@ -167,7 +195,6 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
             }
         }
         ClientCommand::Revoke { id, .. } => {
-            let store = open(settings, false).await?;
             let Some(client) = store.get_client(&id).await? else {
                 bail!("no client with id {id:?}");
             };
@@ -182,16 +209,32 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
             {
                 bail!("client {id} could not be revoked (revoked meanwhile?)");
             }
-            audit(&store, "client.revoked", &id, json!({}), now).await?;
+            audit(store, "client.revoked", &id, json!({}), now).await?;
             println!("client {id} revoked; its tokens no longer work");
         }
-        ClientCommand::RotateSecret { id, json, .. } => {
-            let store = open(settings, false).await?;
+        ClientCommand::RotateSecret {
+            id, json, force, ..
+        } => {
             let Some(client) = store.get_client(&id).await? else {
                 bail!("no client with id {id:?}");
             };
             if client.revoked_at.is_some() {
                 bail!("client {id} is revoked");
+            }
+            if let Some(ends) = running_overlap(&client, now) {
+                if !force {
+                    bail!(
+                        "client {id} is within the overlap of its previous rotation: the secret \
+                         that rotation replaced keeps working until {}. Rotating again now would \
+                         stop that secret at once. Retry after {}, or pass --force to rotate anyway.",
+                        ends.to_rfc3339(),
+                        ends.to_rfc3339()
+                    );
+                }
+                eprintln!(
+                    "warning: --force: the secret replaced by the previous rotation (valid until {}) stops working now",
+                    ends.to_rfc3339()
+                );
             }
             let secret = ivrauth_server::auth::mint_token();
             let overlap = i64::try_from(settings.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
@@ -203,10 +246,10 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
                 bail!("no client with id {id:?}");
             }
             audit(
-                &store,
+                store,
                 "client.secret_rotated",
                 &id,
-                json!({ "previous_valid_until": until.to_rfc3339() }),
+                json!({ "previous_valid_until": until.to_rfc3339(), "forced": force }),
                 now,
             )
             .await?;
@@ -218,7 +261,14 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
             } else {
                 println!("client_id:     {id}");
                 println!("client_secret: {secret}");
-                println!("the previous secret keeps working until {until}");
+                if until > now {
+                    println!(
+                        "the previous secret stops working at {}",
+                        until.to_rfc3339()
+                    );
+                } else {
+                    println!("the previous secret no longer works");
+                }
             }
             eprintln!("warning: store the new client secret now; it is not shown again.");
         }
@@ -226,8 +276,43 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// When the secret replaced by the client's last rotation still works: the end of that
+/// overlap, if it is still to come.
+fn running_overlap(client: &ClientRecord, now: UnixMillis) -> Option<UnixMillis> {
+    match (&client.previous_secret_hash, client.previous_valid_until) {
+        (Some(_), Some(until)) if until > now => Some(until),
+        _ => None,
+    }
+}
+
+/// Close the store, so that SQLite checkpoints the WAL into `ivrauth.db` and removes it:
+/// a copy of `ivrauth.db` alone then holds every write.
+///
+/// SQLite checkpoints when the last connection to the database closes, but sqlx 0.8's
+/// `Pool::close` does not always leave it that chance: it can return while the connection of
+/// the last query, whose return to the pool was under way, sits idle and open; and it can
+/// close that connection at the same moment as another, in which case neither is the last.
+/// So the pool is closed twice (the second call closes such an idle connection), and if a
+/// WAL with frames in it is still there, the store is opened (one connection) and closed
+/// again. A WAL that stays (another process, such as `ivrauth serve`, has the database
+/// open) is that process's to checkpoint.
+pub async fn close(store: &SqliteStore, data_dir: &Path) {
+    store.close().await;
+    store.close().await;
+    let mut wal = ivrauth_store::database_path(data_dir).into_os_string();
+    wal.push("-wal");
+    let wal_has_frames = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    if wal_has_frames {
+        if let Ok(again) = SqliteStore::open(data_dir).await {
+            again.close().await;
+            again.close().await;
+        }
+    }
+}
+
 /// Open the store; unless `create`, the database must already exist (a typo in
-/// `--data-dir` should not silently make an empty one).
+/// `--data-dir` should not silently make an empty one). Callers [`close`] it before they
+/// return.
 pub async fn open(settings: &Settings, create: bool) -> anyhow::Result<SqliteStore> {
     let dir = &settings.data_dir;
     if !create && !ivrauth_store::database_path(dir).is_file() {

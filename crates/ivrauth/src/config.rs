@@ -14,6 +14,18 @@ use ivrauth_server::ServerConfig;
 /// The config file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "ivrauth.toml";
 
+/// Default of `[auth] secret_rotation_overlap_secs`: a day. Only `ivrauth client
+/// rotate-secret` reads it (the server just honours the expiry stored with the client).
+pub const DEFAULT_SECRET_ROTATION_OVERLAP_SECS: u64 = 86_400;
+
+/// `IVRAUTH_*` variables that are not configuration but are read by `ivrauth flow` commands
+/// (through their flags); they are ignored here without a warning.
+const FLOW_COMMAND_VARS: &[&str] = &[
+    "IVRAUTH_SERVER",
+    "IVRAUTH_CLIENT_ID",
+    "IVRAUTH_CLIENT_SECRET",
+];
+
 /// Everything the binary can be configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -24,6 +36,8 @@ pub struct Settings {
     pub token_ttl_secs: u64,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// How long the previous secret keeps working after `client rotate-secret` (read by that
+    /// command only).
     pub secret_rotation_overlap_secs: u64,
     /// `None`: flows may call any host; `Some(list)`: only these (empty: none).
     pub http_allowed_hosts: Option<Vec<String>>,
@@ -40,7 +54,7 @@ impl Default for Settings {
             token_ttl_secs: server.token_ttl_secs,
             rate_limit_per_sec: server.rate_limit_per_sec,
             rate_limit_burst: server.rate_limit_burst,
-            secret_rotation_overlap_secs: server.secret_rotation_overlap_secs,
+            secret_rotation_overlap_secs: DEFAULT_SECRET_ROTATION_OVERLAP_SECS,
             http_allowed_hosts: None,
         }
     }
@@ -53,7 +67,6 @@ impl Settings {
             token_ttl_secs: self.token_ttl_secs,
             rate_limit_per_sec: self.rate_limit_per_sec,
             rate_limit_burst: self.rate_limit_burst,
-            secret_rotation_overlap_secs: self.secret_rotation_overlap_secs,
             max_body_bytes: self.max_body_bytes,
             demo,
             public_base_url: self.public_url.clone(),
@@ -317,7 +330,8 @@ fn apply_file(settings: &mut Settings, text: &str, origin: &str, problems: &mut 
 }
 
 /// Apply `IVRAUTH_*` variables from `env`. Unknown `IVRAUTH_*` names are returned as
-/// warnings (other tools may share the prefix).
+/// warnings (other tools may share the prefix), except those of the `flow` commands
+/// (`IVRAUTH_SERVER`, `IVRAUTH_CLIENT_ID`, `IVRAUTH_CLIENT_SECRET`), which users export.
 fn apply_env(
     settings: &mut Settings,
     env: &[(String, String)],
@@ -325,7 +339,7 @@ fn apply_env(
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     for (name, value) in env {
-        if !name.starts_with("IVRAUTH_") {
+        if !name.starts_with("IVRAUTH_") || FLOW_COMMAND_VARS.contains(&name.as_str()) {
             continue;
         }
         match KEYS.iter().find(|(.., var, _)| var == name) {
@@ -386,7 +400,7 @@ pub fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
-            if !k.starts_with("IVRAUTH_") {
+            if !k.starts_with("IVRAUTH_") || FLOW_COMMAND_VARS.contains(&k.as_str()) {
                 return None;
             }
             Some((k, v.into_string().unwrap_or_else(|_| "\u{fffd}".to_owned())))
@@ -521,6 +535,26 @@ mod tests {
             vec![
                 "ignoring unknown environment variable IVRAUTH_HTTP_DEFAULT_TIMEOUT_MS".to_owned()
             ]
+        );
+    }
+
+    #[test]
+    fn flow_command_variables_are_not_warned_about() {
+        let (settings, warnings) = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[
+                ("IVRAUTH_SERVER", "https://ivrauth.example.com"),
+                ("IVRAUTH_CLIENT_ID", "cli_x"),
+                ("IVRAUTH_CLIENT_SECRET", "s3cret"),
+                ("IVRAUTH_SERVR", "typo"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(
+            warnings,
+            vec!["ignoring unknown environment variable IVRAUTH_SERVR".to_owned()]
         );
     }
 

@@ -1,5 +1,9 @@
 //! `ivrauth flow ...`: validate a document locally, deploy it to a running server, and
 //! simulate a run there (the same runner as `POST /api/v2/flows/simulate`).
+//!
+//! These commands take their settings from flags and environment variables only; they
+//! refuse `--config`, which configures the server side. The client secret is held as a
+//! [`Secret`] and is sent only over https or to a loopback address (unless `--insecure`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,8 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use ivrauth_core::flow::compile;
+use ivrauth_core::http::{redacted_url, secure_transport};
+use ivrauth_core::secret::Secret;
 use ivrauth_proto::api::{
     Diagnostic, ErrorBody, FlowDetail, SimulateResponse, TokenResponse, TraceEntry,
 };
@@ -17,9 +23,16 @@ use ivrauth_proto::api::{
 /// reading it cannot exhaust memory.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Help shown under every `flow` command: where its settings come from.
+const SETTINGS_HELP: &str =
+    "Settings: `flow` commands read only their flags and the IVRAUTH_SERVER, \
+IVRAUTH_CLIENT_ID and IVRAUTH_CLIENT_SECRET environment variables. They do not read a config \
+file (ivrauth.toml is the server's), and refuse --config.";
+
 #[derive(Debug, clap::Subcommand)]
 pub enum FlowCommand {
     /// Validate a flow document offline; lists every problem and exits 1 when invalid
+    #[command(after_help = SETTINGS_HELP)]
     Validate {
         /// The flow document (JSON)
         file: PathBuf,
@@ -28,6 +41,7 @@ pub enum FlowCommand {
         json: bool,
     },
     /// Deploy a flow document to a running server (a new flow, or a new version with --id)
+    #[command(after_help = SETTINGS_HELP)]
     Deploy {
         file: PathBuf,
         /// Deploy as a new version of this flow
@@ -37,6 +51,7 @@ pub enum FlowCommand {
         server: ServerArgs,
     },
     /// Simulate a run on a running server and print its trace
+    #[command(after_help = SETTINGS_HELP)]
     Simulate {
         /// An unsaved flow document to run (or use --flow-id)
         file: Option<PathBuf>,
@@ -62,18 +77,61 @@ pub enum FlowCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// Base URL of the ivrauth server
+    /// Base URL of the ivrauth server: https, or plain http to a loopback address only
+    /// (see --insecure)
     #[arg(long, env = "IVRAUTH_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// API client id (see `ivrauth client create`)
     #[arg(long, env = "IVRAUTH_CLIENT_ID")]
     pub client_id: String,
     /// API client secret (prefer the environment variable: arguments show in `ps`)
-    #[arg(long, env = "IVRAUTH_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: String,
+    #[arg(long, env = "IVRAUTH_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub client_secret: Secret<String>,
+    /// Allow a plain http:// --server that is not a loopback address. The client secret and
+    /// the access token then cross the network unencrypted: only on a network you trust.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
-pub async fn run(cmd: FlowCommand) -> anyhow::Result<ExitCode> {
+/// clap's parser for the client secret: straight into a [`Secret`], so no `Debug` shows it.
+fn parse_secret(s: &str) -> Result<Secret<String>, std::convert::Infallible> {
+    Ok(Secret::new(s.to_owned()))
+}
+
+/// Refuse to send credentials to `server` unless it is https or plain http to a loopback
+/// address, or `insecure` says plain http is accepted.
+fn check_transport(server: &str, insecure: bool) -> anyhow::Result<()> {
+    let shown = redacted_url(server);
+    let scheme = url::Url::parse(server).map(|u| u.scheme().to_owned());
+    match scheme.as_deref() {
+        Ok("https") => Ok(()),
+        Ok("http") if secure_transport(server) => Ok(()),
+        Ok("http") if insecure => {
+            eprintln!(
+                "warning: --insecure: sending the client credentials to {shown} over plain http"
+            );
+            Ok(())
+        }
+        Ok("http") => bail!(
+            "refusing to send the client credentials to {shown} over plain http: the client \
+             secret (HTTP Basic) and the access token would cross the network unencrypted, \
+             readable by anyone on the way. Use an https:// --server URL (plain http is allowed \
+             to loopback addresses only), or pass --insecure if you trust the network."
+        ),
+        _ => bail!("--server must be an http(s) URL such as https://ivrauth.example.com"),
+    }
+}
+
+/// Run a `flow` command. `config` is the global `--config`, which these commands refuse.
+pub async fn run(cmd: FlowCommand, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if let Some(path) = config {
+        bail!(
+            "--config {} does not apply to `ivrauth flow` commands: they take their settings \
+             from --server, --client-id and --client-secret (or IVRAUTH_SERVER, \
+             IVRAUTH_CLIENT_ID and IVRAUTH_CLIENT_SECRET); remove --config",
+            path.display()
+        );
+    }
     match cmd {
         FlowCommand::Validate { file, json } => validate(&file, json),
         FlowCommand::Deploy { file, id, server } => deploy(&file, id.as_deref(), &server).await,
@@ -203,6 +261,7 @@ struct Api {
 
 impl Api {
     async fn connect(args: &ServerArgs) -> anyhow::Result<Api> {
+        check_transport(&args.server, args.insecure)?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(60))
@@ -210,7 +269,7 @@ impl Api {
         let base = args.server.trim_end_matches('/').to_owned();
         let res = http
             .post(format!("{base}/auth/v3/oauth/token"))
-            .basic_auth(&args.client_id, Some(&args.client_secret))
+            .basic_auth(&args.client_id, Some(args.client_secret.expose()))
             .form(&[("grant_type", "client_credentials")])
             .send()
             .await
@@ -393,4 +452,64 @@ fn write_table(out: &mut impl std::io::Write, sim: &SimulateResponse) -> std::io
         (None, None) => writeln!(out, "outcome: none")?,
     }
     writeln!(out, "trace id: {}", sim.trace_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: FlowCommand,
+    }
+
+    #[test]
+    fn debug_never_shows_the_client_secret() {
+        let cli = Cli::try_parse_from([
+            "flow",
+            "simulate",
+            "--flow-id",
+            "f",
+            "--client-id",
+            "cli_x",
+            "--client-secret",
+            "canary-secret-1234",
+        ])
+        .unwrap();
+        let dump = format!("{cli:?}");
+        assert!(!dump.contains("canary-secret-1234"), "{dump}");
+        assert!(dump.contains("cli_x"), "{dump}");
+        let FlowCommand::Simulate { server, .. } = cli.cmd else {
+            panic!("parsed {dump}");
+        };
+        assert_eq!(server.client_secret.expose(), "canary-secret-1234");
+    }
+
+    #[test]
+    fn credentials_go_over_https_or_loopback_unless_insecure() {
+        for ok in [
+            "https://ivrauth.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://[::1]:8080",
+        ] {
+            assert!(check_transport(ok, false).is_ok(), "{ok}");
+        }
+        let err = check_transport("http://ivrauth.example.com", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--insecure") && err.contains("plain http"),
+            "{err}"
+        );
+        assert!(check_transport("http://10.0.0.5:8080", false).is_err());
+        assert!(check_transport("http://ivrauth.example.com", true).is_ok());
+        // --insecure is about plain http only.
+        assert!(check_transport("ftp://ivrauth.example.com", true).is_err());
+        assert!(check_transport("not a url", true).is_err());
+    }
 }

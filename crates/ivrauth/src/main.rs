@@ -1,9 +1,11 @@
 //! `ivrauth`: the server binary and its administration commands.
 //!
-//! `ivrauth serve` hosts the API; `ivrauth client ...` manages API clients and
+//! `ivrauth serve` hosts the API; `ivrauth client ...` manages API clients,
+//! `ivrauth account ...` the built-in directory's accounts and lockouts, and
 //! `ivrauth audit verify` checks the audit chain, all against the same data directory.
 //! Configuration is layered (see `config.rs` and `config.example.toml`).
 
+mod account_cmd;
 mod audit_cmd;
 mod client_cmd;
 mod config;
@@ -22,7 +24,7 @@ use clap::{Parser, Subcommand};
     about = "Authenticates phone callers by running IVR call flows"
 )]
 struct Cli {
-    /// Configuration file (default: ./ivrauth.toml when it exists)
+    /// Configuration file (default: ./ivrauth.toml when it exists); `flow` commands refuse it
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -43,6 +45,9 @@ enum Command {
     /// Inspect the audit log
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Manage the built-in directory's accounts, PINs and lockouts
+    #[command(subcommand)]
+    Account(account_cmd::AccountCommand),
 }
 
 fn main() -> ExitCode {
@@ -80,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::run(settings, args.demo).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Flow(cmd) => flow_cmd::run(cmd).await,
+        Command::Flow(cmd) => flow_cmd::run(cmd, flags.config.as_deref()).await,
         Command::Client(cmd) => {
             flags.data_dir = cmd.data_dir().clone();
             let settings = load_settings(&flags)?;
@@ -91,6 +96,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             flags.data_dir = cmd.data_dir().clone();
             let settings = load_settings(&flags)?;
             audit_cmd::run(cmd, &settings).await
+        }
+        Command::Account(cmd) => {
+            flags.data_dir = cmd.data_dir().clone();
+            let settings = load_settings(&flags)?;
+            account_cmd::run(cmd, &settings).await
         }
     }
 }

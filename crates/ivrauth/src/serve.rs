@@ -1,5 +1,5 @@
 //! `ivrauth serve`: open the store, build the server state, bind, announce the address on
-//! stdout and serve until Ctrl-C or SIGTERM.
+//! stdout and serve until Ctrl-C or SIGTERM, then close the store (checkpointing its WAL).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -35,10 +35,17 @@ pub struct ServeArgs {
 }
 
 pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&settings.data_dir)
+    let sqlite = SqliteStore::open(&settings.data_dir)
         .await
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let result = serve_with(&settings, demo, Arc::new(sqlite.clone())).await;
+    crate::client_cmd::close(&sqlite, &settings.data_dir).await;
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve_with(settings: &Settings, demo: bool, store: Arc<dyn Store>) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let http_config = HttpConfig {
         allowed_hosts: settings.http_allowed_hosts.clone(),
@@ -70,9 +77,9 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let purger = tokio::spawn(purge_expired_tokens(store, clock));
     let result = ivrauth_server::serve(listener, state, shutdown_signal()).await;
     purger.abort();
-    result.context("server error")?;
-    tracing::info!("stopped");
-    Ok(())
+    // Wait for the purger to stop, so no query races the close.
+    let _ = purger.await;
+    result.context("server error")
 }
 
 /// Install what `--demo` provides (demo flows pointed at the built-in demo identity

@@ -240,9 +240,160 @@ async fn audit_verify_intact_then_names_the_tampered_record() {
         stdout(&out),
         stderr(&out)
     );
+    // How much of the chain still holds goes to stdout, the broken record to stderr.
     let text = stdout(&out);
-    assert!(text.contains("record 2"), "{text}");
-    assert!(!text.contains("intact"));
+    assert_eq!(text.trim(), "audit chain: 1 record intact before the break");
+    let err = stderr(&out);
+    assert!(err.contains("BROKEN at record 2"), "{err}");
+    assert!(!err.contains("intact"), "{err}");
+}
+
+#[test]
+fn client_commands_leave_their_writes_in_the_database_file() {
+    // A copy of ivrauth.db alone (no -wal file next to it) has everything the commands wrote.
+    // Without a close, whether the WAL is checkpointed at exit is a race, hence several rounds.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let copy = d.join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let mut ids = Vec::new();
+    for round in 1..=5 {
+        let (id, _) = create_client(d, "flow:read");
+        ids.push(id);
+        std::fs::copy(d.join("data").join("ivrauth.db"), copy.join("ivrauth.db")).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(copy.join(format!("ivrauth.db{suffix}")));
+        }
+        let out = run(d, &["client", "list", "--json", "--data-dir", "copy"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        for id in &ids {
+            assert!(
+                text.contains(id.as_str()),
+                "round {round}: {id} missing from {text}"
+            );
+        }
+        let out = run(d, &["audit", "verify", "--data-dir", "copy"]);
+        assert_eq!(
+            stdout(&out).trim(),
+            format!("audit chain intact: {round} records")
+        );
+    }
+}
+
+#[test]
+fn rotate_secret_during_an_overlap_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (id, _) = create_client(d, "flow:read");
+    let rotate = |extra: &[&str]| {
+        let mut args = vec!["client", "rotate-secret", id.as_str(), "--data-dir", "data"];
+        args.extend_from_slice(extra);
+        run(d, &args)
+    };
+
+    let out = rotate(&["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let until = v["previous_valid_until"].as_str().unwrap().to_owned();
+
+    // The secret replaced just now must keep working until `until`: a second rotation would
+    // end that at once, so it is refused, naming when the overlap ends.
+    let out = rotate(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&until) && err.contains("--force"), "{err}");
+
+    let out = rotate(&["--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("the previous secret stops working at ")),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+
+    // Without an overlap (0 s), rotations follow each other freely.
+    std::fs::write(
+        d.join("ivrauth.toml"),
+        "[auth]\nsecret_rotation_overlap_secs = 0\n",
+    )
+    .unwrap();
+    let (id2, _) = create_client(d, "flow:read");
+    for _ in 0..2 {
+        let out = run(d, &["client", "rotate-secret", &id2, "--data-dir", "data"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("the previous secret no longer works"),
+            "{}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn flow_commands_refuse_plain_http_to_a_remote_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // 192.0.2.0/24 is reserved for documentation: nothing is ever reached there.
+    let out = ivrauth(dir.path())
+        .args([
+            "flow",
+            "simulate",
+            "--flow-id",
+            "f",
+            "--server",
+            "http://192.0.2.1:8080",
+        ])
+        .env("IVRAUTH_CLIENT_ID", "cli_x")
+        .env("IVRAUTH_CLIENT_SECRET", "canary-secret-1234")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("plain http") && err.contains("--insecure") && err.contains("https://"),
+        "{err}"
+    );
+    assert!(!err.contains("canary-secret-1234"));
+}
+
+#[test]
+fn flow_commands_refuse_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("flow.json"), "{}").unwrap();
+    let out = run(
+        d,
+        &["flow", "validate", "flow.json", "--config", "ivrauth.toml"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--config") && err.contains("IVRAUTH_SERVER"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+
+    let out = run(d, &["flow", "simulate", "--help"]);
+    assert!(stdout(&out).contains("refuse --config"), "{}", stdout(&out));
+}
+
+#[test]
+fn flow_command_variables_are_not_warned_about_by_other_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    create_client(d, "flow:read");
+    let out = ivrauth(d)
+        .args(["client", "list", "--data-dir", "data"])
+        .env("IVRAUTH_SERVER", "https://ivrauth.example.com")
+        .env("IVRAUTH_CLIENT_ID", "cli_x")
+        .env("IVRAUTH_CLIENT_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("ignoring"), "{}", stderr(&out));
 }
 
 #[test]
