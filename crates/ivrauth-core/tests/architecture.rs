@@ -51,7 +51,7 @@ fn normal_deps_closure(meta: &Value, root: &str) -> BTreeSet<String> {
 #[test]
 fn core_and_proto_do_no_io() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();

@@ -28,6 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod flows;
+pub mod identity;
 pub mod openapi;
 pub mod ratelimit;
 pub mod runtime;
@@ -42,13 +43,14 @@ pub use ratelimit::RateLimiter;
 pub struct ServerConfig {
     /// Lifetime of issued access tokens.
     pub token_ttl_secs: u64,
-    /// Sustained requests per second each client may make on token-protected routes, and
-    /// to the token endpoint per presented client id.
+    /// Sustained requests per second each client may make on token-protected routes; the
+    /// same rate limits, at the token endpoint, the tokens issued to each client, the
+    /// refusals for each existing client id, and the refusals for unknown client ids (all
+    /// of those together).
     pub rate_limit_per_sec: u32,
-    /// Requests a client may make in a burst before the sustained rate applies.
+    /// Requests a client may make in a burst before the sustained rate applies (for each of
+    /// the buckets above).
     pub rate_limit_burst: u32,
-    /// How long the previous secret keeps working after `client rotate-secret`.
-    pub secret_rotation_overlap_secs: u64,
     /// Largest request body accepted; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Whether the demo flows were installed (`serve --demo`).
@@ -63,7 +65,6 @@ impl Default for ServerConfig {
             token_ttl_secs: 3600,
             rate_limit_per_sec: 50,
             rate_limit_burst: 100,
-            secret_rotation_overlap_secs: 86_400,
             max_body_bytes: 1024 * 1024,
             demo: false,
             public_base_url: None,
@@ -82,6 +83,8 @@ pub struct AppState {
     pub http: Arc<HttpExecutor>,
     /// Compiled flow versions, so a run does not re-validate its document.
     pub flow_cache: Arc<runtime::FlowCache>,
+    /// Performs `identity.*` actions; `None` when no directory is configured.
+    pub identity: Option<Arc<identity::IdentityService>>,
 }
 
 impl AppState {
@@ -103,7 +106,14 @@ impl AppState {
             rate_limiter,
             http,
             flow_cache: Arc::default(),
+            identity: None,
         }
+    }
+
+    /// The same state with `identity.*` actions performed by `service`.
+    pub fn with_identity(mut self, service: identity::IdentityService) -> Self {
+        self.identity = Some(Arc::new(service));
+        self
     }
 }
 

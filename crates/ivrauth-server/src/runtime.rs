@@ -17,6 +17,7 @@ use ivrauth_core::ports::{RunRecord, StoredFlow};
 use ivrauth_proto::api::{Diagnostic, Outcome, SimulateResponse};
 
 use crate::error::ApiError;
+use crate::identity::CallContext;
 use crate::AppState;
 
 /// Compiled flows by (id, version). Versions are immutable, so entries never go stale.
@@ -77,6 +78,14 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
     let trace_id = uuid::Uuid::new_v4().to_string();
     let mut ctx = RunContext::new(trace_id.clone());
     ctx.flow_id = req.flow_id.clone();
+    // The caller's number, for the per-caller-number limits of identity actions.
+    let ani = req
+        .contact
+        .get("ani")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut call_failures = 0u32;
     ctx.contact = req.contact;
     let subject = req.flow_id.clone().unwrap_or_else(|| "(inline)".to_owned());
 
@@ -100,10 +109,22 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
         let event = match cmd {
             Command::Finish(outcome) => break outcome,
             Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
-            Command::Action(call) => Event::ActionCompleted(Err(ivrauth_core::engine::ActionFailure {
-                code: "unavailable".to_owned(),
-                message: format!("action `{}` is not available on this server", call.action),
-            })),
+            Command::Action(call) => match &state.identity {
+                Some(service) => {
+                    let ctx = CallContext {
+                        call_id: &trace_id,
+                        ani: &ani,
+                        failures: &mut call_failures,
+                    };
+                    let (result, audit) = service.perform(&call, ctx).await;
+                    events.extend(audit);
+                    Event::ActionCompleted(result)
+                }
+                None => Event::ActionCompleted(Err(ivrauth_core::engine::ActionFailure {
+                    code: "unavailable".to_owned(),
+                    message: format!("action `{}` is not configured on this server", call.action),
+                })),
+            },
             Command::Log(line) => {
                 tracing::info!(target: "ivrauth::flow_log", trace_id = %trace_id, node = %line.node_id, level = %line.level, "{}", line.message);
                 events.push(audit_event(

@@ -8,6 +8,8 @@
 //! Helpers return [`Result`] rather than panicking; tests `unwrap()` them.
 
 pub mod identity;
+pub mod oauth2_server;
+pub mod slapd;
 
 use std::fmt;
 use std::path::Path;
@@ -85,7 +87,13 @@ pub struct TestServerBuilder {
     http: HttpConfig,
     routes: Router<AppState>,
     start: UnixMillis,
+    identity: Option<IdentityHook>,
 }
+
+/// Builds the server's identity service from its store and clock.
+type IdentityHook = Box<
+    dyn FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::identity::IdentityService + Send,
+>;
 
 impl TestServerBuilder {
     /// Change the server config (defaults: [`ServerConfig::default`]).
@@ -107,6 +115,18 @@ impl TestServerBuilder {
         self
     }
 
+    /// Perform `identity.*` actions with the service `f` builds from the server's own store
+    /// and fake clock.
+    pub fn identity(
+        mut self,
+        f: impl FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::identity::IdentityService
+            + Send
+            + 'static,
+    ) -> Self {
+        self.identity = Some(Box::new(f));
+        self
+    }
+
     /// Where the fake clock starts (default [`TEST_EPOCH`]).
     pub fn clock_start(mut self, t: UnixMillis) -> Self {
         self.start = t;
@@ -124,12 +144,15 @@ impl TestServerBuilder {
         let http = HttpExecutor::new(self.http, Arc::new(TokioSleeper), Arc::new(clock.clone()))
             .map_err(|e| err("http executor", e))?;
         let dyn_store: Arc<dyn Store> = store.clone();
-        let state = AppState::new(
+        let mut state = AppState::new(
             dyn_store,
             Arc::new(clock.clone()),
             self.config,
             Arc::new(http),
         );
+        if let Some(f) = self.identity {
+            state = state.with_identity(f(&store, &clock));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| err("bind", e))?;
@@ -186,6 +209,7 @@ impl TestServer {
             http: HttpConfig::default(),
             routes: Router::new(),
             start: TEST_EPOCH,
+            identity: None,
         }
     }
 

@@ -1,0 +1,136 @@
+//! PIN verifications per second through the whole path — `identity.verify` as the runtime
+//! performs it: caller-number limits and lockout counters read from SQLite, the account
+//! looked up, argon2id on the bounded hashing pool, the greeting looked up, and the audit
+//! record appended durably — beside raw argon2id verifications per second with the same
+//! parameters on every core, measured in the same run.
+//!
+//! `cargo bench -p ivrauth-server --bench pin` (optionally `-- VERIFICATIONS`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use ivrauth_connect::{SystemClock, TokioSleeper};
+use ivrauth_core::engine::ActionCall;
+use ivrauth_core::identity::{verify_secret, AccountNumber, HashParams, LockoutPolicy};
+use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _, Store};
+use ivrauth_core::time::Clock as _;
+use ivrauth_core::Secret;
+use ivrauth_server::identity::{CallContext, IdentityService};
+use ivrauth_store::directory::hash_pin;
+use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(400);
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let params = HashParams::default();
+    let pin = Secret::new("246813".to_owned());
+    let hash = hash_pin(&pin, params).unwrap();
+
+    // Raw argon2id: one thread per core, the same hash, the same parameters.
+    let start = Instant::now();
+    let threads: Vec<_> = (0..cores)
+        .map(|c| {
+            let (pin, hash) = (pin.clone(), hash.clone());
+            let share = n / cores + usize::from(c < n % cores);
+            std::thread::spawn(move || (0..share).for_each(|_| assert!(verify_secret(&pin, &hash))))
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let raw = n as f64 / start.elapsed().as_secs_f64();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let whole = rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let clock = Arc::new(SystemClock);
+        store
+            .create_account(&AccountRecord {
+                account: AccountNumber::parse("10001").unwrap(),
+                name: "Ada Lovelace".into(),
+                greeting: None,
+                phone: None,
+                email: None,
+                phone_verified: false,
+                email_verified: false,
+                disabled: false,
+                pin_hash: Some(hash.clone()),
+                pin_history: Vec::new(),
+                created_at: clock.now(),
+                updated_at: clock.now(),
+            })
+            .await
+            .unwrap();
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let directory = BuiltinDirectory::new(
+            dyn_store,
+            params,
+            HashPool::new(cores).with_max_wait(Duration::from_secs(60)),
+            clock.clone(),
+        )
+        .unwrap();
+        let service = Arc::new(IdentityService {
+            provider: Arc::new(directory),
+            lockout: store.clone(),
+            policy: LockoutPolicy::default(),
+            min_verify_duration: Duration::ZERO,
+            clock: clock.clone(),
+            sleeper: Arc::new(TokioSleeper),
+        });
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..cores * 4)
+            .map(|t| {
+                let (service, store, next, pin) =
+                    (service.clone(), store.clone(), next.clone(), pin.clone());
+                tokio::spawn(async move {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                        let call = ActionCall {
+                            node_id: "verify".into(),
+                            action: "identity.verify",
+                            inputs: json!({"account": "10001"})
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
+                            secrets: vec![("secret", pin.clone())],
+                        };
+                        let mut failures = 0;
+                        let ani = format!("+1555000{t:04}");
+                        let ctx = CallContext {
+                            call_id: "bench",
+                            ani: &ani,
+                            failures: &mut failures,
+                        };
+                        let (result, events) = service.perform(&call, ctx).await;
+                        assert_eq!(result.unwrap()["verified"], json!(true));
+                        for e in &events {
+                            store.append_audit(e, SystemClock.now()).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    });
+    println!(
+        "argon2id m={} KiB t={} p={}, {n} verifications, {cores} cores",
+        params.m_kib, params.t, params.p
+    );
+    println!("raw argon2id verifications:          {raw:>8.1} /s");
+    println!(
+        "identity.verify, whole path:         {whole:>8.1} /s ({:.1}% of raw)",
+        100.0 * whole / raw
+    );
+}

@@ -1,0 +1,316 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `identity.*` actions through the real server, with the built-in directory on the real
+//! SQLite store: anti-enumeration, lockout, per-call limits, timing padding, canaries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use ivrauth_connect::RecordingSleeper;
+use ivrauth_core::identity::{AccountNumber, HashParams, LockoutPolicy};
+use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _, LockoutStore as _};
+use ivrauth_core::Secret;
+use ivrauth_server::identity::IdentityService;
+use ivrauth_store::directory::hash_pin;
+use ivrauth_store::{BuiltinDirectory, HashPool};
+use ivrauth_testkit::{TestServer, TEST_EPOCH};
+
+const CHEAP: HashParams = HashParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+const CANARY_PIN: &str = "730519";
+
+fn flow(attempts: usize) -> Value {
+    let mut nodes = json!({
+        "start": {"type": "start"},
+        "ok": {"type": "end", "properties": {"statusCode": 200}},
+        "no": {"type": "end", "properties": {"statusCode": 401}}
+    });
+    let mut edges = vec![json!({"source": "start", "target": "v1"})];
+    for i in 1..=attempts {
+        nodes[format!("v{i}")] = json!({"type": "action", "properties": {"action": "identity.verify", "inputs": {"account": "{{account}}", "secret": "{{pin}}"}}});
+        nodes[format!("c{i}")] = json!({"type": "condition", "properties": {"conditions": [{"name": "ok", "expression": format!("{{{{v{i}.verified}}}} == true")}]}});
+        edges.push(json!({"source": format!("v{i}"), "target": format!("c{i}")}));
+        edges.push(json!({"source": format!("c{i}"), "target": "ok", "condition": "ok"}));
+        let next = if i == attempts {
+            "no".to_owned()
+        } else {
+            format!("v{}", i + 1)
+        };
+        edges.push(json!({"source": format!("c{i}"), "target": next, "condition": "!ok"}));
+    }
+    json!({
+        "name": "verify", "startNode": "start",
+        "inputSchema": {"type": "object", "properties": {"account": {"type": "string"}, "pin": {"type": "string", "x-secure": true}}, "required": ["account", "pin"]},
+        "nodes": nodes, "edges": edges
+    })
+}
+
+struct Setup {
+    server: TestServer,
+    token: String,
+    sleeper: Arc<RecordingSleeper>,
+}
+
+async fn setup(policy: LockoutPolicy, min_verify: Duration) -> Setup {
+    let sleeper = Arc::new(RecordingSleeper::new());
+    let s2 = sleeper.clone();
+    let server = TestServer::builder()
+        .identity(move |store, clock| {
+            let directory = BuiltinDirectory::new(
+                store.clone(),
+                CHEAP,
+                HashPool::new(2),
+                Arc::new(clock.clone()),
+            )
+            .unwrap();
+            IdentityService {
+                provider: Arc::new(directory),
+                lockout: store.clone(),
+                policy,
+                min_verify_duration: min_verify,
+                clock: Arc::new(clock.clone()),
+                sleeper: s2,
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    for (account, name, pin, disabled) in [
+        ("10001", "Ada Lovelace", "2468", false),
+        ("10002", "Grace Hopper", "1357", true),
+        ("10003", "Alan Turing", "9753", false),
+    ] {
+        let record = AccountRecord {
+            account: AccountNumber::parse(account).unwrap(),
+            name: name.to_owned(),
+            greeting: None,
+            phone: Some("+15550100001".to_owned()),
+            email: None,
+            phone_verified: true,
+            email_verified: false,
+            disabled,
+            pin_hash: Some(hash_pin(&Secret::new(pin.to_owned()), CHEAP).unwrap()),
+            pin_history: Vec::new(),
+            created_at: TEST_EPOCH,
+            updated_at: TEST_EPOCH,
+        };
+        server.store().create_account(&record).await.unwrap();
+    }
+    let (id, secret) = server
+        .create_client("ivr", &["flow:simulate"])
+        .await
+        .unwrap();
+    let token = server.token(&id, &secret, None).await.unwrap();
+    Setup {
+        server,
+        token,
+        sleeper,
+    }
+}
+
+impl Setup {
+    async fn simulate(&self, flow: &Value, account: &str, pin: &str, ani: &str) -> Value {
+        let res = self
+            .server
+            .http()
+            .post(self.server.url("/api/v2/flows/simulate"))
+            .bearer_auth(&self.token)
+            .json(&json!({"flow": flow, "input": {"account": account, "pin": pin}, "contact": {"ani": ani}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+}
+
+/// The caller-facing part of a simulation: the outcome and each node's outputs, without
+/// timings or ids.
+fn caller_view(sim: &Value) -> Value {
+    let trace: Vec<Value> = sim["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| json!({"node": t["nodeKey"], "output": t["output"], "result": t["result"], "next": t["next"]}))
+        .collect();
+    json!({"outcome": sim["outcome"], "trace": trace})
+}
+
+#[tokio::test]
+async fn unknown_wrong_locked_and_disabled_look_the_same_to_the_caller() {
+    let policy = LockoutPolicy::default();
+    let s = setup(policy, Duration::ZERO).await;
+    // Lock 10003 with five failures (the right PIN will be refused while locked).
+    for _ in 0..5 {
+        s.server
+            .store()
+            .record_failure("10003", &policy, TEST_EPOCH)
+            .await
+            .unwrap();
+    }
+    let f = flow(1);
+    let unknown = s.simulate(&f, "99999", "2468", "+15550000001").await;
+    let wrong = s.simulate(&f, "10001", "1111", "+15550000002").await;
+    let locked = s.simulate(&f, "10003", "9753", "+15550000003").await;
+    let disabled = s.simulate(&f, "10002", "1357", "+15550000004").await;
+    let view = caller_view(&unknown);
+    assert_eq!(view["outcome"], json!({"endNode": "no", "statusCode": 401}));
+    assert_eq!(
+        view["trace"][1]["output"],
+        json!({"verified": false, "greeting": null, "attemptsLeft": 2, "error": null})
+    );
+    for (name, other) in [
+        ("wrong", &wrong),
+        ("locked", &locked),
+        ("disabled", &disabled),
+    ] {
+        assert_eq!(caller_view(other), view, "{name} differs from unknown");
+    }
+
+    // The audit alone knows why.
+    let reasons: Vec<(String, String)> = s
+        .server
+        .store()
+        .read_audit()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event == "identity.verify")
+        .map(|r| {
+            (
+                r.subject,
+                r.detail["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("99999".to_owned(), "unknown_account".to_owned()),
+            ("10001".to_owned(), "wrong_secret".to_owned()),
+            ("10003".to_owned(), "locked".to_owned()),
+            ("10002".to_owned(), "disabled".to_owned()),
+        ]
+    );
+
+    // The right PIN of an active account verifies and greets.
+    let ok = s.simulate(&f, "10001", "2468", "+15550000005").await;
+    assert_eq!(ok["outcome"]["endNode"], "ok");
+    assert_eq!(ok["trace"][1]["output"]["greeting"], "Ada");
+}
+
+#[tokio::test]
+async fn twenty_concurrent_wrong_pins_are_all_counted() {
+    let policy = LockoutPolicy {
+        max_failures: 1_000,
+        per_ani_failures_per_hour: 1_000,
+        ..Default::default()
+    };
+    let s = Arc::new(setup(policy, Duration::ZERO).await);
+    let f = Arc::new(flow(1));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (s, f) = (s.clone(), f.clone());
+        tasks.push(tokio::spawn(async move {
+            s.simulate(&f, "10001", "0000", &format!("+1555010{i:04}"))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap()["outcome"]["endNode"], "no");
+    }
+    let counters = s.server.store().counters("10001").await.unwrap();
+    assert_eq!(counters.failed_attempts, 20);
+}
+
+#[tokio::test]
+async fn a_call_gets_three_attempts_and_the_account_locks_at_five() {
+    let policy = LockoutPolicy::default();
+    let s = setup(policy, Duration::ZERO).await;
+    let sim = s.simulate(&flow(4), "10001", "0000", "+15550000009").await;
+    let left: Vec<Value> = (1..=4)
+        .map(|i| {
+            sim["trace"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["nodeKey"] == format!("v{i}"))
+                .unwrap()["output"]["attemptsLeft"]
+                .clone()
+        })
+        .collect();
+    assert_eq!(left, vec![json!(2), json!(1), json!(0), json!(0)]);
+    let records = s.server.store().read_audit().await.unwrap();
+    let last = records
+        .iter()
+        .rev()
+        .find(|r| r.event == "identity.verify")
+        .unwrap();
+    assert_eq!(
+        last.detail["reason"], "rate_limited",
+        "the fourth attempt in one call is refused before the directory"
+    );
+    assert_eq!(
+        s.server
+            .store()
+            .counters("10001")
+            .await
+            .unwrap()
+            .failed_attempts,
+        3
+    );
+
+    // Two more calls from other numbers: the fifth failure locks the account; now even the
+    // right PIN is refused, and the caller cannot tell.
+    s.simulate(&flow(1), "10001", "0000", "+15550000010").await;
+    s.simulate(&flow(1), "10001", "0000", "+15550000011").await;
+    let counters = s.server.store().counters("10001").await.unwrap();
+    assert!(counters.is_locked(TEST_EPOCH), "{counters:?}");
+    let refused = s.simulate(&flow(1), "10001", "2468", "+15550000012").await;
+    assert_eq!(refused["outcome"]["endNode"], "no");
+    // An operator unlock takes effect on the next attempt.
+    s.server.store().unlock("10001").await.unwrap();
+    let ok = s.simulate(&flow(1), "10001", "2468", "+15550000013").await;
+    assert_eq!(ok["outcome"]["endNode"], "ok");
+}
+
+#[tokio::test]
+async fn verification_is_padded_to_the_minimum_duration() {
+    let s = setup(LockoutPolicy::default(), Duration::from_millis(400)).await;
+    s.simulate(&flow(1), "99999", "2468", "+15550000020").await;
+    s.simulate(&flow(1), "10001", "2468", "+15550000021").await;
+    // The fake clock does not move, so each verification asked to be padded by the whole
+    // minimum, unknown account and success alike.
+    assert_eq!(
+        s.sleeper.recorded(),
+        vec![Duration::from_millis(400), Duration::from_millis(400)]
+    );
+}
+
+#[tokio::test]
+async fn a_canary_pin_appears_in_no_response_audit_or_database_byte() {
+    let s = setup(LockoutPolicy::default(), Duration::ZERO).await;
+    let mut bodies = String::new();
+    for account in ["10001", "99999", "10002"] {
+        bodies.push_str(
+            &s.simulate(&flow(2), account, CANARY_PIN, "+15550000030")
+                .await
+                .to_string(),
+        );
+    }
+    assert!(bodies.contains("********"), "the PIN input is shown masked");
+    assert!(!bodies.contains(CANARY_PIN));
+    for r in s.server.store().read_audit().await.unwrap() {
+        assert!(!r.detail.to_string().contains(CANARY_PIN), "{r:?}");
+    }
+    for entry in std::fs::read_dir(s.server.data_dir()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes
+            .windows(CANARY_PIN.len())
+            .any(|w| w == CANARY_PIN.as_bytes()));
+    }
+}
