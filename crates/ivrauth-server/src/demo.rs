@@ -82,7 +82,78 @@ pub fn demo_flows(base_url: &str) -> Result<Vec<(&'static str, Value)>, ApiError
     let mut masked = seed.clone();
     masked["name"] = json!("IVR Authentication Flow (token marked secure)");
     masked["nodes"]["http_auth"]["properties"]["secureOutput"] = json!(["body.token"]);
-    Ok(vec![("demo-auth", seed), ("demo-auth-masked", masked)])
+    let verify = serde_json::json!({
+        "name": "Verify a caller's PIN (built-in directory)",
+        "description": "identity.verify with lockout and anti-enumeration; try account 10001, PIN 2468",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "account": {"type": "string", "title": "Account number"},
+                "pin": {"type": "string", "title": "PIN", "x-secure": true}
+            },
+            "required": ["account", "pin"]
+        },
+        "nodes": {
+            "start": {"type": "start"},
+            "verify": {"type": "action", "properties": {"action": "identity.verify", "inputs": {"account": "{{account}}", "secret": "{{pin}}"}}},
+            "check": {"type": "condition", "properties": {"conditions": [{"name": "verified", "expression": "{{verify.verified}} == true"}]}},
+            "welcome": {"type": "log", "properties": {"message": "caller verified, greeting={{verify.greeting}}"}},
+            "end_success": {"type": "end", "properties": {"statusCode": 200}},
+            "end_failure": {"type": "end", "properties": {"statusCode": 401}}
+        },
+        "edges": [
+            {"source": "start", "target": "verify"},
+            {"source": "verify", "target": "check"},
+            {"source": "check", "target": "welcome", "condition": "verified"},
+            {"source": "check", "target": "end_failure", "condition": "!verified"},
+            {"source": "welcome", "target": "end_success"}
+        ],
+        "startNode": "start"
+    });
+    Ok(vec![
+        ("demo-auth", seed),
+        ("demo-auth-masked", masked),
+        ("demo-verify", verify),
+    ])
+}
+
+/// The built-in directory's demo account (`demo-verify` checks its PIN). Its PIN is hashed
+/// with the default parameters; the directory re-hashes it with the configured ones on the
+/// first successful verification.
+pub const DEMO_ACCOUNT: &str = "10001";
+pub const DEMO_PIN: &str = "2468";
+
+async fn install_demo_account(
+    state: &AppState,
+    now: ivrauth_core::UnixMillis,
+) -> Result<(), ApiError> {
+    use ivrauth_core::identity::{AccountNumber, HashParams};
+    if state.store.get_account(DEMO_ACCOUNT).await?.is_some() {
+        return Ok(());
+    }
+    let account =
+        AccountNumber::parse(DEMO_ACCOUNT).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pin = ivrauth_core::Secret::new(DEMO_PIN.to_owned());
+    let hash = ivrauth_store::directory::hash_pin(&pin, HashParams::default())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .store
+        .create_account(&ivrauth_core::ports::AccountRecord {
+            account,
+            name: "Ada Lovelace".to_owned(),
+            greeting: None,
+            phone: Some("+15550100001".to_owned()),
+            email: Some("ada@example.test".to_owned()),
+            phone_verified: true,
+            email_verified: false,
+            disabled: false,
+            pin_hash: Some(hash),
+            pin_history: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    Ok(())
 }
 
 /// What `serve --demo` prints.
@@ -118,6 +189,7 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
         }
         flow_ids.push(id);
     }
+    install_demo_account(state, now).await?;
     let secret = crate::auth::mint_token();
     let hash = hash_credential(&secret);
     if state

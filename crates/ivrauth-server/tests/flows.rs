@@ -638,13 +638,34 @@ async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
 async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     let s = TestServer::builder()
         .config(|c| c.demo = true)
+        .identity(|store, clock| {
+            let params = ivrauth_core::identity::HashParams::default();
+            let directory = ivrauth_store::BuiltinDirectory::new(
+                store.clone(),
+                params,
+                ivrauth_store::HashPool::new(2),
+                std::sync::Arc::new(clock.clone()),
+            )
+            .unwrap();
+            ivrauth_server::identity::IdentityService {
+                provider: std::sync::Arc::new(directory),
+                lockout: store.clone(),
+                policy: Default::default(),
+                min_verify_duration: std::time::Duration::ZERO,
+                clock: std::sync::Arc::new(clock.clone()),
+                sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
+            }
+        })
         .start()
         .await
         .unwrap();
     let info = ivrauth_server::demo::install(s.state(), s.base_url())
         .await
         .unwrap();
-    assert_eq!(info.flow_ids, vec!["demo-auth", "demo-auth-masked"]);
+    assert_eq!(
+        info.flow_ids,
+        vec!["demo-auth", "demo-auth-masked", "demo-verify"]
+    );
     let token = s
         .token(info.client_id, &info.client_secret, None)
         .await
@@ -688,6 +709,19 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
         .json()
         .await
         .unwrap();
+    assert_eq!(sim["outcome"]["endNode"], "end_failure");
+    // The demo account of the built-in directory verifies with its PIN.
+    let verify = |pin: &'static str| {
+        s.http()
+            .post(s.url("/api/v2/flows/simulate"))
+            .bearer_auth(&token)
+            .json(&json!({"flowId": "demo-verify", "input": {"account": "10001", "pin": pin}, "contact": {"ani": "+15550100999"}}))
+            .send()
+    };
+    let sim: Value = verify("2468").await.unwrap().json().await.unwrap();
+    assert_eq!(sim["outcome"]["endNode"], "end_success", "{sim}");
+    assert_eq!(trace_entry(&sim, "verify")["output"]["greeting"], "Ada");
+    let sim: Value = verify("1111").await.unwrap().json().await.unwrap();
     assert_eq!(sim["outcome"]["endNode"], "end_failure");
 
     // A restart installs again: same flow versions, a new secret, and the old one is dead.

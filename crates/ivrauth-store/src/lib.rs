@@ -79,17 +79,42 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .connect_with(options)
-            .await
-            .map_err(error::backend)?;
+        // Two processes opening a new database at once race to switch it to WAL mode; the
+        // loser gets SQLITE_BUSY at once (busy_timeout does not apply to that lock upgrade),
+        // so the first connection is retried like the migrations are.
+        let mut attempt = 1;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("5") && attempt < MIGRATION_ATTEMPTS =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(error::backend(e)),
+            }
+        };
         migrate(&pool).await?;
         Ok(SqliteStore { pool })
     }
 
-    /// Close every connection, waiting for those in use to be returned.
+    /// Copy everything in the write-ahead log into the database file, then close every
+    /// connection (waiting for those in use). Without the checkpoint, a short-lived process
+    /// (a CLI command) can leave its writes only in `ivrauth.db-wal`, and a copy of
+    /// `ivrauth.db` alone would miss them. A failed checkpoint is logged, not fatal: the WAL
+    /// is still replayed by the next open.
     pub async fn close(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        }
         self.pool.close().await;
     }
 }

@@ -8,6 +8,7 @@
 //! Helpers return [`Result`] rather than panicking; tests `unwrap()` them.
 
 pub mod identity;
+pub mod identity_conformance;
 pub mod oauth2_server;
 pub mod slapd;
 

@@ -4,9 +4,9 @@
 //! Safe while a server runs on the same data directory (SQLite WAL; every write is its own
 //! transaction). A PIN is never taken from an argument: it is read from the terminal without
 //! echo, or as one line from standard input when that is not a terminal. PINs are hashed
-//! (argon2id, `HashParams::default()`) by the same code the server verifies with, and no
-//! output or audit record ever contains a PIN or a hash. Every change is audited with the
-//! actor `cli`.
+//! (argon2id with the configured `[identity] hash_m_kib`, `hash_t` and `hash_p`) by the same
+//! code the server verifies with, and no output or audit record ever contains a PIN or a
+//! hash. Every change is audited with the actor `cli`.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, IsTerminal as _};
@@ -171,7 +171,7 @@ async fn execute(
     slot: &mut Option<SqliteStore>,
 ) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
-    let params = HashParams::default();
+    let params: HashParams = settings.identity.hash;
     match cmd {
         AccountCommand::Import { file, .. } => {
             let parsed = read_import(&file)?;

@@ -285,29 +285,10 @@ fn running_overlap(client: &ClientRecord, now: UnixMillis) -> Option<UnixMillis>
     }
 }
 
-/// Close the store, so that SQLite checkpoints the WAL into `ivrauth.db` and removes it:
-/// a copy of `ivrauth.db` alone then holds every write.
-///
-/// SQLite checkpoints when the last connection to the database closes, but sqlx 0.8's
-/// `Pool::close` does not always leave it that chance: it can return while the connection of
-/// the last query, whose return to the pool was under way, sits idle and open; and it can
-/// close that connection at the same moment as another, in which case neither is the last.
-/// So the pool is closed twice (the second call closes such an idle connection), and if a
-/// WAL with frames in it is still there, the store is opened (one connection) and closed
-/// again. A WAL that stays (another process, such as `ivrauth serve`, has the database
-/// open) is that process's to checkpoint.
-pub async fn close(store: &SqliteStore, data_dir: &Path) {
+/// Close the store before a command returns: `SqliteStore::close` checkpoints the WAL into
+/// `ivrauth.db`, so a copy of `ivrauth.db` alone holds every write.
+pub async fn close(store: &SqliteStore, _data_dir: &Path) {
     store.close().await;
-    store.close().await;
-    let mut wal = ivrauth_store::database_path(data_dir).into_os_string();
-    wal.push("-wal");
-    let wal_has_frames = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-    if wal_has_frames {
-        if let Ok(again) = SqliteStore::open(data_dir).await {
-            again.close().await;
-            again.close().await;
-        }
-    }
 }
 
 /// Open the store; unless `create`, the database must already exist (a typo in

@@ -4,11 +4,28 @@
 //!
 //! Every problem in the file and the environment is collected, so start-up reports all of
 //! them at once. `config.example.toml` at the repository root documents every key.
+//!
+//! The `[identity]` sections choose and configure the directory `identity.*` actions use.
+//! A provider section (`[identity.ldap]`, `[identity.oauth2]`, `[identity.http]`) is checked
+//! whenever it is present, selected or not, by building the provider from it (which contacts
+//! nothing; `serve` checks the provider's health). Secrets (`bind_password`,
+//! `client_secret`, ...) are held as [`Secret`] from the moment they are read, and no
+//! problem message ever contains one.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::Duration;
 
+use ivrauth_connect::oauth2::Algorithm;
+use ivrauth_connect::{
+    HttpIdentity, HttpIdentityConfig, LdapConfig, LdapDirectory, OAuth2Config, OAuth2Directory,
+    ProfilePointers, TokenValidation,
+};
+use ivrauth_core::identity::{HashParams, IdentityError, LockoutPolicy};
+use ivrauth_core::secret::Secret;
 use ivrauth_server::ServerConfig;
 
 /// The config file looked for in the working directory when `--config` is not given.
@@ -17,6 +34,13 @@ pub const DEFAULT_CONFIG_FILE: &str = "ivrauth.toml";
 /// Default of `[auth] secret_rotation_overlap_secs`: a day. Only `ivrauth client
 /// rotate-secret` reads it (the server just honours the expiry stored with the client).
 pub const DEFAULT_SECRET_ROTATION_OVERLAP_SECS: u64 = 86_400;
+
+/// Default of `[identity] min_verify_ms`: every verification takes at least this long.
+pub const DEFAULT_MIN_VERIFY_MS: u64 = 300;
+
+/// Default `timeout_ms` of the OAuth2 and HTTP identity providers (LDAP's default comes
+/// from [`LdapConfig::new`], also 5 s).
+pub const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 5_000;
 
 /// `IVRAUTH_*` variables that are not configuration but are read by `ivrauth flow` commands
 /// (through their flags); they are ignored here without a warning.
@@ -41,6 +65,8 @@ pub struct Settings {
     pub secret_rotation_overlap_secs: u64,
     /// `None`: flows may call any host; `Some(list)`: only these (empty: none).
     pub http_allowed_hosts: Option<Vec<String>>,
+    /// The `[identity]` sections.
+    pub identity: IdentitySettings,
 }
 
 impl Default for Settings {
@@ -56,6 +82,7 @@ impl Default for Settings {
             rate_limit_burst: server.rate_limit_burst,
             secret_rotation_overlap_secs: DEFAULT_SECRET_ROTATION_OVERLAP_SECS,
             http_allowed_hosts: None,
+            identity: IdentitySettings::default(),
         }
     }
 }
@@ -71,6 +98,407 @@ impl Settings {
             demo,
             public_base_url: self.public_url.clone(),
         }
+    }
+}
+
+/// Which directory `identity.*` actions use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProviderKind {
+    /// Accounts and PIN hashes in the store (`ivrauth account ...`).
+    #[default]
+    Builtin,
+    Ldap,
+    OAuth2,
+    Http,
+}
+
+impl ProviderKind {
+    const ALL: [ProviderKind; 4] = [
+        ProviderKind::Builtin,
+        ProviderKind::Ldap,
+        ProviderKind::OAuth2,
+        ProviderKind::Http,
+    ];
+
+    /// The name in the config (and the provider's `kind()`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Builtin => "builtin",
+            ProviderKind::Ldap => "ldap",
+            ProviderKind::OAuth2 => "oauth2",
+            ProviderKind::Http => "http",
+        }
+    }
+
+    /// For people: "the LDAP directory".
+    pub fn describe(self) -> &'static str {
+        match self {
+            ProviderKind::Builtin => "built-in directory",
+            ProviderKind::Ldap => "LDAP directory",
+            ProviderKind::OAuth2 => "OAuth2 provider",
+            ProviderKind::Http => "HTTP identity endpoint",
+        }
+    }
+
+    /// Its section, for the providers that have one.
+    fn section(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Builtin => None,
+            ProviderKind::Ldap => Some("identity.ldap"),
+            ProviderKind::OAuth2 => Some("identity.oauth2"),
+            ProviderKind::Http => Some("identity.http"),
+        }
+    }
+}
+
+/// `[identity]` and its sub-sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentitySettings {
+    pub provider: ProviderKind,
+    /// Every verification is padded to at least this long (0: no padding).
+    pub min_verify_ms: u64,
+    /// argon2id parameters of new PIN hashes (built-in directory and `ivrauth account`).
+    pub hash: HashParams,
+    /// Hashes computed at once by the server; `None`: one per core.
+    pub hash_pool_size: Option<usize>,
+    pub lockout: LockoutPolicy,
+    /// Present when the file has an `[identity.ldap]` section or an `IVRAUTH_LDAP_*`
+    /// variable is set; likewise for the other two.
+    pub ldap: Option<LdapSettings>,
+    pub oauth2: Option<OAuth2Settings>,
+    pub http: Option<HttpIdentitySettings>,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        IdentitySettings {
+            provider: ProviderKind::Builtin,
+            min_verify_ms: DEFAULT_MIN_VERIFY_MS,
+            hash: HashParams::default(),
+            hash_pool_size: None,
+            lockout: LockoutPolicy::default(),
+            ldap: None,
+            oauth2: None,
+            http: None,
+        }
+    }
+}
+
+impl IdentitySettings {
+    pub fn min_verify_duration(&self) -> Duration {
+        Duration::from_millis(self.min_verify_ms)
+    }
+}
+
+/// A required key that is not set: its section and name.
+type Missing = (&'static str, &'static str);
+
+/// `[identity.ldap]`: [`LdapConfig`], with the required keys optional until checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LdapSettings {
+    pub url: Option<String>,
+    pub starttls: bool,
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret<String>>,
+    pub base_dn: Option<String>,
+    pub filter: String,
+    pub name_attr: String,
+    pub greeting_attr: Option<String>,
+    pub phone_attr: String,
+    pub email_attr: String,
+    pub timeout_ms: u64,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl Default for LdapSettings {
+    /// The connector's own defaults.
+    fn default() -> Self {
+        let d = LdapConfig::new("", "", Secret::new(String::new()), "");
+        LdapSettings {
+            url: None,
+            starttls: d.starttls,
+            bind_dn: None,
+            bind_password: None,
+            base_dn: None,
+            filter: d.filter.clone(),
+            name_attr: d.name_attr.clone(),
+            greeting_attr: d.greeting_attr.clone(),
+            phone_attr: d.phone_attr.clone(),
+            email_attr: d.email_attr.clone(),
+            timeout_ms: u64::try_from(d.timeout.as_millis()).unwrap_or(u64::MAX),
+            tls_ca_file: None,
+        }
+    }
+}
+
+impl LdapSettings {
+    const SECTION: &'static str = "identity.ldap";
+
+    /// The connector's config, or the required keys that are missing.
+    pub fn to_config(&self) -> Result<LdapConfig, Vec<Missing>> {
+        let s = Self::SECTION;
+        let mut missing = Vec::new();
+        let url = required(&self.url, (s, "url"), &mut missing);
+        let bind_dn = required(&self.bind_dn, (s, "bind_dn"), &mut missing);
+        let bind_password = required(&self.bind_password, (s, "bind_password"), &mut missing);
+        let base_dn = required(&self.base_dn, (s, "base_dn"), &mut missing);
+        let (Some(url), Some(bind_dn), Some(bind_password), Some(base_dn)) =
+            (url, bind_dn, bind_password, base_dn)
+        else {
+            return Err(missing);
+        };
+        let mut c = LdapConfig::new(url, bind_dn, bind_password, base_dn);
+        c.starttls = self.starttls;
+        c.filter.clone_from(&self.filter);
+        c.name_attr.clone_from(&self.name_attr);
+        c.greeting_attr.clone_from(&self.greeting_attr);
+        c.phone_attr.clone_from(&self.phone_attr);
+        c.email_attr.clone_from(&self.email_attr);
+        c.timeout = Duration::from_millis(self.timeout_ms);
+        c.tls_ca_file.clone_from(&self.tls_ca_file);
+        Ok(c)
+    }
+
+    /// The directory (checked, not contacted), or every problem.
+    pub fn directory(&self) -> Result<LdapDirectory, Vec<String>> {
+        let config = self.to_config().map_err(missing_problems)?;
+        // LdapConfigError's text names the section's keys and never a secret.
+        LdapDirectory::new(config).map_err(|e| vec![format!("[{}] {}", Self::SECTION, e.0)])
+    }
+}
+
+/// How `[identity.oauth2]` checks access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenValidationKind {
+    /// `[identity.oauth2.jwt]`.
+    #[default]
+    Jwt,
+    /// `[identity.oauth2.introspection]`.
+    Introspection,
+}
+
+/// `[identity.oauth2]`: [`OAuth2Config`], with the required keys optional until checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuth2Settings {
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret<String>>,
+    pub mgmt_scope: Option<String>,
+    pub audience: Option<String>,
+    pub user_search_url_template: Option<String>,
+    pub user_update_url_template: Option<String>,
+    /// Default: `client_id`.
+    pub login_client_id: Option<String>,
+    /// Default: `client_secret`.
+    pub login_client_secret: Option<Secret<String>>,
+    pub login_scope: Option<String>,
+    pub token_validation: TokenValidationKind,
+    pub timeout_ms: u64,
+    /// `[identity.oauth2.pointers]`, defaulting to the connector's (Auth0's answer).
+    pub pointers: ProfilePointers,
+    pub jwt: Option<JwtSettings>,
+    pub introspection: Option<IntrospectionSettings>,
+}
+
+impl Default for OAuth2Settings {
+    fn default() -> Self {
+        OAuth2Settings {
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            mgmt_scope: None,
+            audience: None,
+            user_search_url_template: None,
+            user_update_url_template: None,
+            login_client_id: None,
+            login_client_secret: None,
+            login_scope: None,
+            token_validation: TokenValidationKind::Jwt,
+            timeout_ms: DEFAULT_PROVIDER_TIMEOUT_MS,
+            pointers: ProfilePointers::default(),
+            jwt: None,
+            introspection: None,
+        }
+    }
+}
+
+/// `[identity.oauth2.jwt]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtSettings {
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        JwtSettings {
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            algorithms: vec![Algorithm::RS256],
+        }
+    }
+}
+
+/// `[identity.oauth2.introspection]`; the client defaults to the management client.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IntrospectionSettings {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret<String>>,
+}
+
+impl OAuth2Settings {
+    const SECTION: &'static str = "identity.oauth2";
+    const JWT: &'static str = "identity.oauth2.jwt";
+    const INTROSPECTION: &'static str = "identity.oauth2.introspection";
+
+    /// The connector's config, or the required keys that are missing.
+    pub fn to_config(&self) -> Result<OAuth2Config, Vec<Missing>> {
+        let s = Self::SECTION;
+        let mut missing = Vec::new();
+        let token_url = required(&self.token_url, (s, "token_url"), &mut missing);
+        let client_id = required(&self.client_id, (s, "client_id"), &mut missing);
+        let client_secret = required(&self.client_secret, (s, "client_secret"), &mut missing);
+        let search = required(
+            &self.user_search_url_template,
+            (s, "user_search_url_template"),
+            &mut missing,
+        );
+        let validation = match self.token_validation {
+            TokenValidationKind::Jwt => {
+                let j = self.jwt.clone().unwrap_or_default();
+                let jwks_url = required(&j.jwks_url, (Self::JWT, "jwks_url"), &mut missing);
+                let issuer = required(&j.issuer, (Self::JWT, "issuer"), &mut missing);
+                let audience = required(&j.audience, (Self::JWT, "audience"), &mut missing);
+                match (jwks_url, issuer, audience) {
+                    (Some(jwks_url), Some(issuer), Some(audience)) => Some(TokenValidation::Jwt {
+                        jwks_url,
+                        issuer,
+                        audience,
+                        algorithms: j.algorithms,
+                    }),
+                    _ => None,
+                }
+            }
+            TokenValidationKind::Introspection => {
+                let i = self.introspection.clone().unwrap_or_default();
+                let url = required(&i.url, (Self::INTROSPECTION, "url"), &mut missing);
+                match (url, client_id.clone(), client_secret.clone()) {
+                    (Some(url), Some(id), Some(secret)) => Some(TokenValidation::Introspection {
+                        url,
+                        client_id: i.client_id.unwrap_or(id),
+                        client_secret: i.client_secret.unwrap_or(secret),
+                    }),
+                    _ => None,
+                }
+            }
+        };
+        let (Some(token_url), Some(client_id), Some(client_secret), Some(search), Some(validation)) =
+            (token_url, client_id, client_secret, search, validation)
+        else {
+            return Err(missing);
+        };
+        Ok(OAuth2Config {
+            token_url,
+            login_client_id: self
+                .login_client_id
+                .clone()
+                .unwrap_or_else(|| client_id.clone()),
+            login_client_secret: self
+                .login_client_secret
+                .clone()
+                .unwrap_or_else(|| client_secret.clone()),
+            client_id,
+            client_secret,
+            mgmt_scope: self.mgmt_scope.clone(),
+            audience: self.audience.clone(),
+            user_search_url_template: search,
+            user_update_url_template: self.user_update_url_template.clone(),
+            pointers: self.pointers.clone(),
+            login_scope: self.login_scope.clone(),
+            token_validation: validation,
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+
+    /// The provider (checked, not contacted), or every problem.
+    pub fn directory(&self) -> Result<OAuth2Directory, Vec<String>> {
+        let config = self.to_config().map_err(missing_problems)?;
+        OAuth2Directory::new(config).map_err(|e| vec![provider_problem(Self::SECTION, &e)])
+    }
+}
+
+/// `[identity.http]`: [`HttpIdentityConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpIdentitySettings {
+    pub url: Option<String>,
+    pub health_url: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for HttpIdentitySettings {
+    fn default() -> Self {
+        HttpIdentitySettings {
+            url: None,
+            health_url: None,
+            timeout_ms: DEFAULT_PROVIDER_TIMEOUT_MS,
+        }
+    }
+}
+
+impl HttpIdentitySettings {
+    const SECTION: &'static str = "identity.http";
+
+    pub fn to_config(&self) -> Result<HttpIdentityConfig, Vec<Missing>> {
+        let mut missing = Vec::new();
+        let Some(url) = required(&self.url, (Self::SECTION, "url"), &mut missing) else {
+            return Err(missing);
+        };
+        Ok(HttpIdentityConfig {
+            url,
+            health_url: self.health_url.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+
+    /// The provider (checked, not contacted), or every problem.
+    pub fn directory(&self) -> Result<HttpIdentity, Vec<String>> {
+        let config = self.to_config().map_err(missing_problems)?;
+        HttpIdentity::new(config).map_err(|e| vec![provider_problem(Self::SECTION, &e)])
+    }
+}
+
+/// `value`, or record `key` as missing.
+fn required<T: Clone>(value: &Option<T>, key: Missing, missing: &mut Vec<Missing>) -> Option<T> {
+    if value.is_none() {
+        missing.push(key);
+    }
+    value.clone()
+}
+
+/// "[identity.ldap] url is required (or IVRAUTH_LDAP_URL)" for each missing key.
+fn missing_problems(missing: Vec<Missing>) -> Vec<String> {
+    missing
+        .into_iter()
+        .map(|(section, key)| {
+            let env = spec(section, key)
+                .and_then(|s| s.env)
+                .map(|e| format!(" (or {e})"))
+                .unwrap_or_default();
+            format!("[{section}] {key} is required{env}")
+        })
+        .collect()
+}
+
+/// A connector's refusal of its configuration, without the "unavailable" prefix (the
+/// connectors' messages name keys, never secrets).
+fn provider_problem(section: &str, e: &IdentityError) -> String {
+    match e {
+        IdentityError::Unavailable(text) => format!("[{section}] {text}"),
+        other => format!("[{section}] {other}"),
     }
 }
 
@@ -103,62 +531,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    Listen,
-    DataDir,
-    PublicUrl,
-    MaxBodyBytes,
-    TokenTtlSecs,
-    RateLimitPerSec,
-    RateLimitBurst,
-    SecretRotationOverlapSecs,
-    HttpAllowedHosts,
-}
-
-/// (section, key, environment variable, key).
-const KEYS: &[(&str, &str, &str, Key)] = &[
-    ("server", "listen", "IVRAUTH_LISTEN", Key::Listen),
-    ("server", "data_dir", "IVRAUTH_DATA_DIR", Key::DataDir),
-    ("server", "public_url", "IVRAUTH_PUBLIC_URL", Key::PublicUrl),
-    (
-        "server",
-        "max_body_bytes",
-        "IVRAUTH_MAX_BODY_BYTES",
-        Key::MaxBodyBytes,
-    ),
-    (
-        "auth",
-        "token_ttl_secs",
-        "IVRAUTH_TOKEN_TTL_SECS",
-        Key::TokenTtlSecs,
-    ),
-    (
-        "auth",
-        "rate_limit_per_sec",
-        "IVRAUTH_RATE_LIMIT_PER_SEC",
-        Key::RateLimitPerSec,
-    ),
-    (
-        "auth",
-        "rate_limit_burst",
-        "IVRAUTH_RATE_LIMIT_BURST",
-        Key::RateLimitBurst,
-    ),
-    (
-        "auth",
-        "secret_rotation_overlap_secs",
-        "IVRAUTH_SECRET_ROTATION_OVERLAP_SECS",
-        Key::SecretRotationOverlapSecs,
-    ),
-    (
-        "http",
-        "allowed_hosts",
-        "IVRAUTH_HTTP_ALLOWED_HOSTS",
-        Key::HttpAllowedHosts,
-    ),
-];
-
 /// A value before it is checked: from the file (typed) or the environment (text).
 enum Raw<'a> {
     Toml(&'a toml::Value),
@@ -171,6 +543,41 @@ impl Raw<'_> {
             Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
             Raw::Toml(v) => Err(format!("expected a string, found {}", v.type_str())),
             Raw::Env(s) => Ok((*s).to_owned()),
+        }
+    }
+
+    /// A string that is not blank.
+    fn text(&self) -> Result<String, String> {
+        let s = self.string()?;
+        if s.trim().is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(s)
+    }
+
+    /// A string; blank means "not set".
+    fn optional_text(&self) -> Result<Option<String>, String> {
+        let s = self.string()?;
+        Ok((!s.trim().is_empty()).then_some(s))
+    }
+
+    /// A secret that is not empty. Problems never contain the value.
+    fn secret(&self) -> Result<Secret<String>, String> {
+        match self {
+            Raw::Toml(toml::Value::String(s)) if !s.is_empty() => Ok(Secret::new(s.clone())),
+            Raw::Env(s) if !s.is_empty() => Ok(Secret::new((*s).to_owned())),
+            Raw::Toml(toml::Value::String(_)) | Raw::Env(_) => Err("must not be empty".to_owned()),
+            Raw::Toml(v) => Err(format!("expected a string, found {}", v.type_str())),
+        }
+    }
+
+    /// An absolute URL with one of `schemes`.
+    fn url(&self, schemes: &[&str]) -> Result<String, String> {
+        let s = self.text()?;
+        let wanted = schemes.join(" or ");
+        match url::Url::parse(s.trim()) {
+            Ok(u) if schemes.contains(&u.scheme()) && u.has_host() => Ok(s.trim().to_owned()),
+            _ => Err(format!("expected a {wanted} URL")),
         }
     }
 
@@ -188,6 +595,23 @@ impl Raw<'_> {
             return Err(format!("must be between {min} and {max}"));
         }
         u64::try_from(n).map_err(|_| format!("must be between {min} and {max}"))
+    }
+
+    fn u32_in(&self, min: u32, max: u32) -> Result<u32, String> {
+        let n = self.integer(u64::from(min), u64::from(max))?;
+        u32::try_from(n).map_err(|_| format!("must be between {min} and {max}"))
+    }
+
+    fn boolean(&self) -> Result<bool, String> {
+        match self {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Toml(v) => Err(format!("expected true or false, found {}", v.type_str())),
+            Raw::Env(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err("expected true or false".to_owned()),
+            },
+        }
     }
 
     fn string_list(&self) -> Result<Vec<String>, String> {
@@ -214,144 +638,958 @@ impl Raw<'_> {
                 .collect()),
         }
     }
+
+    /// A JSON pointer; `required` ones may not be empty, others are unset by "".
+    fn pointer(&self, required: bool) -> Result<Option<String>, String> {
+        let s = self.string()?;
+        let s = s.trim();
+        if s.is_empty() {
+            return if required {
+                Err("must not be empty".to_owned())
+            } else {
+                Ok(None)
+            };
+        }
+        if !s.starts_with('/') {
+            return Err("expected a JSON pointer such as /0/name".to_owned());
+        }
+        Ok(Some(s.to_owned()))
+    }
 }
 
-fn apply(settings: &mut Settings, key: Key, raw: &Raw<'_>) -> Result<(), String> {
-    const U32_MAX: u64 = u32::MAX as u64;
-    const I64_MAX: u64 = i64::MAX as u64;
-    match key {
-        Key::Listen => {
-            let s = raw.string()?;
-            settings.listen = s
+/// How one key is read.
+type Apply = fn(&mut Settings, &Raw<'_>) -> Result<(), String>;
+
+/// One configuration key: its section (dotted for sub-sections), name, environment
+/// variable (if any) and how it is applied.
+struct Spec {
+    section: &'static str,
+    key: &'static str,
+    env: Option<&'static str>,
+    apply: Apply,
+}
+
+const U32_MAX: u32 = u32::MAX;
+const I64_MAX: u64 = i64::MAX as u64;
+/// Longest provider timeout and verification padding: five minutes, one minute.
+const MAX_TIMEOUT_MS: u64 = 300_000;
+const MAX_MIN_VERIFY_MS: u64 = 60_000;
+/// Lock periods up to a year.
+const MAX_LOCK_SECS: u64 = 366 * 86_400;
+
+fn ldap(s: &mut Settings) -> &mut LdapSettings {
+    s.identity.ldap.get_or_insert_with(LdapSettings::default)
+}
+
+fn oauth2(s: &mut Settings) -> &mut OAuth2Settings {
+    s.identity
+        .oauth2
+        .get_or_insert_with(OAuth2Settings::default)
+}
+
+fn jwt(s: &mut Settings) -> &mut JwtSettings {
+    oauth2(s).jwt.get_or_insert_with(JwtSettings::default)
+}
+
+fn introspection(s: &mut Settings) -> &mut IntrospectionSettings {
+    oauth2(s)
+        .introspection
+        .get_or_insert_with(IntrospectionSettings::default)
+}
+
+fn http_identity(s: &mut Settings) -> &mut HttpIdentitySettings {
+    s.identity
+        .http
+        .get_or_insert_with(HttpIdentitySettings::default)
+}
+
+/// A section present in the file counts even when empty (it is then checked).
+fn touch(settings: &mut Settings, section: &str) {
+    match section {
+        "identity.ldap" => {
+            ldap(settings);
+        }
+        "identity.oauth2" | "identity.oauth2.pointers" => {
+            oauth2(settings);
+        }
+        "identity.oauth2.jwt" => {
+            jwt(settings);
+        }
+        "identity.oauth2.introspection" => {
+            introspection(settings);
+        }
+        "identity.http" => {
+            http_identity(settings);
+        }
+        _ => {}
+    }
+}
+
+static KEYS: &[Spec] = &[
+    // [server]
+    Spec {
+        section: "server",
+        key: "listen",
+        env: Some("IVRAUTH_LISTEN"),
+        apply: |s, raw| {
+            s.listen = raw
+                .string()?
                 .trim()
                 .parse()
                 .map_err(|_| "expected an address such as 127.0.0.1:8080".to_owned())?;
-        }
-        Key::DataDir => {
-            let s = raw.string()?;
-            if s.trim().is_empty() {
-                return Err("must not be empty".to_owned());
-            }
-            settings.data_dir = PathBuf::from(s);
-        }
-        Key::PublicUrl => {
-            let s = raw.string()?;
-            let s = s.trim();
-            if s.is_empty() {
-                settings.public_url = None;
-            } else {
-                let u = url::Url::parse(s).map_err(|_| "expected an http(s) URL".to_owned())?;
-                if u.scheme() != "http" && u.scheme() != "https" {
-                    return Err("expected an http(s) URL".to_owned());
-                }
-                settings.public_url = Some(s.trim_end_matches('/').to_owned());
-            }
-        }
-        Key::MaxBodyBytes => {
+            Ok(())
+        },
+    },
+    Spec {
+        section: "server",
+        key: "data_dir",
+        env: Some("IVRAUTH_DATA_DIR"),
+        apply: |s, raw| {
+            s.data_dir = PathBuf::from(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "server",
+        key: "public_url",
+        env: Some("IVRAUTH_PUBLIC_URL"),
+        apply: apply_public_url,
+    },
+    Spec {
+        section: "server",
+        key: "max_body_bytes",
+        env: Some("IVRAUTH_MAX_BODY_BYTES"),
+        apply: |s, raw| {
             let n = raw.integer(1024, 1024 * 1024 * 1024)?;
-            settings.max_body_bytes = usize::try_from(n).map_err(|_| "too large".to_owned())?;
-        }
-        Key::TokenTtlSecs => settings.token_ttl_secs = raw.integer(1, I64_MAX / 1000)?,
-        Key::RateLimitPerSec => {
-            settings.rate_limit_per_sec =
-                u32::try_from(raw.integer(1, U32_MAX)?).unwrap_or(u32::MAX)
-        }
-        Key::RateLimitBurst => {
-            settings.rate_limit_burst = u32::try_from(raw.integer(1, U32_MAX)?).unwrap_or(u32::MAX)
-        }
-        Key::SecretRotationOverlapSecs => {
-            settings.secret_rotation_overlap_secs = raw.integer(0, I64_MAX / 1000)?
-        }
-        Key::HttpAllowedHosts => {
-            let hosts = raw.string_list()?;
-            if hosts.iter().any(|h| h == "*") {
-                if hosts.len() > 1 {
-                    return Err("\"*\" (any host) cannot be combined with other entries".to_owned());
-                }
-                settings.http_allowed_hosts = None;
-            } else {
-                let bad: Vec<&String> = hosts
-                    .iter()
-                    .filter(|h| {
-                        h.is_empty()
-                            || h.contains("://")
-                            || h.contains('/')
-                            || h.chars().any(char::is_whitespace)
-                    })
-                    .collect();
-                if !bad.is_empty() {
+            s.max_body_bytes = usize::try_from(n).map_err(|_| "too large".to_owned())?;
+            Ok(())
+        },
+    },
+    // [auth]
+    Spec {
+        section: "auth",
+        key: "token_ttl_secs",
+        env: Some("IVRAUTH_TOKEN_TTL_SECS"),
+        apply: |s, raw| {
+            s.token_ttl_secs = raw.integer(1, I64_MAX / 1000)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "auth",
+        key: "rate_limit_per_sec",
+        env: Some("IVRAUTH_RATE_LIMIT_PER_SEC"),
+        apply: |s, raw| {
+            s.rate_limit_per_sec = raw.u32_in(1, U32_MAX)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "auth",
+        key: "rate_limit_burst",
+        env: Some("IVRAUTH_RATE_LIMIT_BURST"),
+        apply: |s, raw| {
+            s.rate_limit_burst = raw.u32_in(1, U32_MAX)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "auth",
+        key: "secret_rotation_overlap_secs",
+        env: Some("IVRAUTH_SECRET_ROTATION_OVERLAP_SECS"),
+        apply: |s, raw| {
+            s.secret_rotation_overlap_secs = raw.integer(0, I64_MAX / 1000)?;
+            Ok(())
+        },
+    },
+    // [http]
+    Spec {
+        section: "http",
+        key: "allowed_hosts",
+        env: Some("IVRAUTH_HTTP_ALLOWED_HOSTS"),
+        apply: apply_allowed_hosts,
+    },
+    // [identity]
+    Spec {
+        section: "identity",
+        key: "provider",
+        env: Some("IVRAUTH_IDENTITY_PROVIDER"),
+        apply: |s, raw| {
+            let name = raw.string()?;
+            let name = name.trim();
+            s.identity.provider = ProviderKind::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown provider {name:?} (expected one of {})",
+                        ProviderKind::ALL
+                            .iter()
+                            .map(|k| format!("\"{}\"", k.name()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "min_verify_ms",
+        env: Some("IVRAUTH_IDENTITY_MIN_VERIFY_MS"),
+        apply: |s, raw| {
+            s.identity.min_verify_ms = raw.integer(0, MAX_MIN_VERIFY_MS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "hash_m_kib",
+        env: Some("IVRAUTH_IDENTITY_HASH_M_KIB"),
+        apply: |s, raw| {
+            // argon2 needs 8 KiB per lane at least; 4 GiB is far beyond any sane setting.
+            s.identity.hash.m_kib = raw.u32_in(8, 4 * 1024 * 1024)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "hash_t",
+        env: Some("IVRAUTH_IDENTITY_HASH_T"),
+        apply: |s, raw| {
+            s.identity.hash.t = raw.u32_in(1, 100)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "hash_p",
+        env: Some("IVRAUTH_IDENTITY_HASH_P"),
+        apply: |s, raw| {
+            s.identity.hash.p = raw.u32_in(1, 64)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "hash_pool_size",
+        env: Some("IVRAUTH_IDENTITY_HASH_POOL_SIZE"),
+        apply: |s, raw| {
+            let n = raw.integer(1, 1024)?;
+            s.identity.hash_pool_size = Some(usize::try_from(n).map_err(|_| "too large")?);
+            Ok(())
+        },
+    },
+    // [identity.lockout]
+    Spec {
+        section: "identity.lockout",
+        key: "max_failures",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.max_failures = raw.u32_in(1, 1000)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "lock_base_secs",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.base_lock_secs =
+                i64::try_from(raw.integer(1, MAX_LOCK_SECS)?).unwrap_or(i64::MAX);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "lock_max_secs",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.max_lock_secs =
+                i64::try_from(raw.integer(1, MAX_LOCK_SECS)?).unwrap_or(i64::MAX);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "permanent",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.permanent = raw.boolean()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "per_call_failures",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.per_call_failures = raw.u32_in(1, 100)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "per_ani_failures_per_hour",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.per_ani_failures_per_hour = raw.u32_in(1, 1_000_000)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "per_ani_accounts_per_hour",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.per_ani_accounts_per_hour = raw.u32_in(1, 1_000_000)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "withheld_failures_per_hour",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.withheld_failures_per_hour = raw.u32_in(1, 1_000_000)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.lockout",
+        key: "withheld_accounts_per_hour",
+        env: None,
+        apply: |s, raw| {
+            s.identity.lockout.withheld_accounts_per_hour = raw.u32_in(1, 1_000_000)?;
+            Ok(())
+        },
+    },
+    // [identity.ldap]
+    Spec {
+        section: "identity.ldap",
+        key: "url",
+        env: Some("IVRAUTH_LDAP_URL"),
+        apply: |s, raw| {
+            ldap(s).url = Some(raw.url(&["ldap", "ldaps"])?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "starttls",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).starttls = raw.boolean()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "bind_dn",
+        env: Some("IVRAUTH_LDAP_BIND_DN"),
+        apply: |s, raw| {
+            ldap(s).bind_dn = Some(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "bind_password",
+        env: Some("IVRAUTH_LDAP_BIND_PASSWORD"),
+        apply: |s, raw| {
+            ldap(s).bind_password = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "base_dn",
+        env: Some("IVRAUTH_LDAP_BASE_DN"),
+        apply: |s, raw| {
+            ldap(s).base_dn = Some(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "filter",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).filter = raw.text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "name_attr",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).name_attr = raw.text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "greeting_attr",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).greeting_attr = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "phone_attr",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).phone_attr = raw.text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "email_attr",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).email_attr = raw.text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "timeout_ms",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).timeout_ms = raw.integer(1, MAX_TIMEOUT_MS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.ldap",
+        key: "tls_ca_file",
+        env: None,
+        apply: |s, raw| {
+            ldap(s).tls_ca_file = raw.optional_text()?.map(PathBuf::from);
+            Ok(())
+        },
+    },
+    // [identity.oauth2]
+    Spec {
+        section: "identity.oauth2",
+        key: "token_url",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).token_url = Some(raw.url(&["https", "http"])?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "client_id",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).client_id = Some(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "client_secret",
+        env: Some("IVRAUTH_OAUTH2_CLIENT_SECRET"),
+        apply: |s, raw| {
+            oauth2(s).client_secret = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "mgmt_scope",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).mgmt_scope = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "audience",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).audience = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "user_search_url_template",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).user_search_url_template = Some(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "user_update_url_template",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).user_update_url_template = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "login_client_id",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).login_client_id = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "login_client_secret",
+        env: Some("IVRAUTH_OAUTH2_LOGIN_CLIENT_SECRET"),
+        apply: |s, raw| {
+            oauth2(s).login_client_secret = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "login_scope",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).login_scope = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "token_validation",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).token_validation = match raw.string()?.trim() {
+                "jwt" => TokenValidationKind::Jwt,
+                "introspection" => TokenValidationKind::Introspection,
+                other => {
                     return Err(format!(
-                        "entries must be host names, IP addresses or *.domain patterns (no scheme, port or path): {}",
-                        bad.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
-                    ));
+                        "unknown token validation {other:?} (expected \"jwt\" or \"introspection\")"
+                    ))
                 }
-                settings.http_allowed_hosts = Some(hosts);
+            };
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2",
+        key: "timeout_ms",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).timeout_ms = raw.integer(1, MAX_TIMEOUT_MS)?;
+            Ok(())
+        },
+    },
+    // [identity.oauth2.jwt]
+    Spec {
+        section: "identity.oauth2.jwt",
+        key: "jwks_url",
+        env: None,
+        apply: |s, raw| {
+            jwt(s).jwks_url = Some(raw.url(&["https", "http"])?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.jwt",
+        key: "issuer",
+        env: None,
+        apply: |s, raw| {
+            jwt(s).issuer = Some(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.jwt",
+        key: "audience",
+        env: None,
+        apply: |s, raw| {
+            jwt(s).audience = Some(raw.text()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.jwt",
+        key: "algorithms",
+        env: None,
+        apply: apply_algorithms,
+    },
+    // [identity.oauth2.introspection]
+    Spec {
+        section: "identity.oauth2.introspection",
+        key: "url",
+        env: None,
+        apply: |s, raw| {
+            introspection(s).url = Some(raw.url(&["https", "http"])?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.introspection",
+        key: "client_id",
+        env: None,
+        apply: |s, raw| {
+            introspection(s).client_id = raw.optional_text()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.introspection",
+        key: "client_secret",
+        env: Some("IVRAUTH_OAUTH2_INTROSPECTION_CLIENT_SECRET"),
+        apply: |s, raw| {
+            introspection(s).client_secret = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    // [identity.oauth2.pointers]
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "login_name",
+        env: None,
+        apply: |s, raw| {
+            if let Some(p) = raw.pointer(true)? {
+                oauth2(s).pointers.login_name = p;
             }
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "user_id",
+        env: None,
+        apply: |s, raw| {
+            if let Some(p) = raw.pointer(true)? {
+                oauth2(s).pointers.user_id = p;
+            }
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "account",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.account = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "name",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.name = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "greeting",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.greeting = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "phone",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.phone = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "email",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.email = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "phone_verified",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.phone_verified = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "email_verified",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.email_verified = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.oauth2.pointers",
+        key: "blocked",
+        env: None,
+        apply: |s, raw| {
+            oauth2(s).pointers.blocked = raw.pointer(false)?;
+            Ok(())
+        },
+    },
+    // [identity.http]
+    Spec {
+        section: "identity.http",
+        key: "url",
+        env: Some("IVRAUTH_HTTP_IDENTITY_URL"),
+        apply: |s, raw| {
+            http_identity(s).url = Some(raw.url(&["https", "http"])?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.http",
+        key: "health_url",
+        env: None,
+        apply: |s, raw| {
+            http_identity(s).health_url = match raw.optional_text()? {
+                None => None,
+                Some(_) => Some(raw.url(&["https", "http"])?),
+            };
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity.http",
+        key: "timeout_ms",
+        env: None,
+        apply: |s, raw| {
+            http_identity(s).timeout_ms = raw.integer(1, MAX_TIMEOUT_MS)?;
+            Ok(())
+        },
+    },
+];
+
+fn spec(section: &str, key: &str) -> Option<&'static Spec> {
+    KEYS.iter().find(|s| s.section == section && s.key == key)
+}
+
+fn is_section(name: &str) -> bool {
+    KEYS.iter().any(|s| s.section == name)
+}
+
+fn apply_public_url(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), String> {
+    let s = raw.string()?;
+    let s = s.trim();
+    if s.is_empty() {
+        settings.public_url = None;
+    } else {
+        let u = url::Url::parse(s).map_err(|_| "expected an http(s) URL".to_owned())?;
+        if u.scheme() != "http" && u.scheme() != "https" {
+            return Err("expected an http(s) URL".to_owned());
         }
+        settings.public_url = Some(s.trim_end_matches('/').to_owned());
     }
     Ok(())
 }
 
-/// Apply a TOML document; problems are named `origin: [section] key: ...`.
-fn apply_file(settings: &mut Settings, text: &str, origin: &str, problems: &mut Vec<String>) {
-    let table: toml::Table = match text.parse() {
-        Ok(t) => t,
-        Err(e) => {
-            problems.push(format!("{origin}: not valid TOML: {}", e.message()));
-            return;
+fn apply_allowed_hosts(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), String> {
+    let hosts = raw.string_list()?;
+    if hosts.iter().any(|h| h == "*") {
+        if hosts.len() > 1 {
+            return Err("\"*\" (any host) cannot be combined with other entries".to_owned());
         }
-    };
-    for (section, value) in &table {
-        let known_section = KEYS.iter().any(|(s, ..)| s == section);
-        match value.as_table() {
-            Some(t) if known_section => {
-                for (name, v) in t {
-                    match KEYS.iter().find(|(s, k, ..)| s == section && k == name) {
-                        Some((_, _, _, key)) => {
-                            if let Err(e) = apply(settings, *key, &Raw::Toml(v)) {
-                                problems.push(format!("{origin}: [{section}] {name}: {e}"));
-                            }
-                        }
-                        None => {
-                            problems.push(format!("{origin}: [{section}] unknown key `{name}`"))
-                        }
-                    }
-                }
-            }
-            None if known_section => problems.push(format!(
-                "{origin}: `{section}` must be a [{section}] section"
-            )),
-            Some(_) => problems.push(format!("{origin}: unknown section [{section}]")),
-            None => problems.push(format!(
-                "{origin}: unknown key `{section}` (keys belong in [server], [auth] or [http])"
-            )),
+        settings.http_allowed_hosts = None;
+    } else {
+        let bad: Vec<&String> = hosts
+            .iter()
+            .filter(|h| {
+                h.is_empty()
+                    || h.contains("://")
+                    || h.contains('/')
+                    || h.chars().any(char::is_whitespace)
+            })
+            .collect();
+        if !bad.is_empty() {
+            return Err(format!(
+                "entries must be host names, IP addresses or *.domain patterns (no scheme, port or path): {}",
+                bad.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
+            ));
         }
+        settings.http_allowed_hosts = Some(hosts);
     }
+    Ok(())
 }
 
-/// Apply `IVRAUTH_*` variables from `env`. Unknown `IVRAUTH_*` names are returned as
-/// warnings (other tools may share the prefix), except those of the `flow` commands
-/// (`IVRAUTH_SERVER`, `IVRAUTH_CLIENT_ID`, `IVRAUTH_CLIENT_SECRET`), which users export.
-fn apply_env(
-    settings: &mut Settings,
-    env: &[(String, String)],
-    problems: &mut Vec<String>,
-) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (name, value) in env {
-        if !name.starts_with("IVRAUTH_") || FLOW_COMMAND_VARS.contains(&name.as_str()) {
-            continue;
+fn apply_algorithms(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), String> {
+    let names = raw.string_list()?;
+    if names.is_empty() {
+        return Err("must list at least one algorithm".to_owned());
+    }
+    let mut algorithms = Vec::new();
+    for name in &names {
+        let alg =
+            Algorithm::from_str(name.trim()).map_err(|_| format!("unknown algorithm {name:?}"))?;
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(format!(
+                "{name} is symmetric; only RS*, PS*, ES* and EdDSA are accepted"
+            ));
         }
-        match KEYS.iter().find(|(.., var, _)| var == name) {
-            Some((_, _, _, key)) => {
-                if let Err(e) = apply(settings, *key, &Raw::Env(value)) {
-                    problems.push(format!("environment: {name}: {e}"));
-                }
-            }
-            None => warnings.push(format!("ignoring unknown environment variable {name}")),
+        algorithms.push(alg);
+    }
+    jwt(settings).algorithms = algorithms;
+    Ok(())
+}
+
+/// What is being loaded, and every problem found so far.
+struct Loading {
+    settings: Settings,
+    problems: Vec<String>,
+    /// Sections with a key that could not be applied: their cross-checks are skipped, so one
+    /// mistake is reported once.
+    bad_sections: HashSet<&'static str>,
+}
+
+impl Loading {
+    fn apply(&mut self, spec: &'static Spec, raw: &Raw<'_>, name: impl FnOnce(String) -> String) {
+        if let Err(e) = (spec.apply)(&mut self.settings, raw) {
+            self.problems.push(name(e));
+            self.bad_sections.insert(spec.section);
         }
     }
-    warnings
+
+    /// Apply one table of a TOML document at `path` ("" for the document itself); problems
+    /// are named `origin: [section] key: ...`.
+    fn apply_table(&mut self, path: &str, table: &toml::Table, origin: &str) {
+        for (name, value) in table {
+            let child = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if is_section(&child) {
+                match value.as_table() {
+                    Some(t) => {
+                        touch(&mut self.settings, &child);
+                        self.apply_table(&child, t, origin);
+                    }
+                    None => self
+                        .problems
+                        .push(format!("{origin}: `{child}` must be a [{child}] section")),
+                }
+            } else if let Some(spec) = spec(path, name) {
+                self.apply(spec, &Raw::Toml(value), |e| {
+                    format!("{origin}: [{path}] {name}: {e}")
+                });
+            } else if value.is_table() {
+                self.problems
+                    .push(format!("{origin}: unknown section [{child}]"));
+            } else if path.is_empty() {
+                self.problems.push(format!(
+                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http] or [identity])"
+                ));
+            } else {
+                self.problems
+                    .push(format!("{origin}: [{path}] unknown key `{name}`"));
+            }
+        }
+    }
+
+    fn apply_file(&mut self, text: &str, origin: &str) {
+        match text.parse::<toml::Table>() {
+            Ok(table) => self.apply_table("", &table, origin),
+            Err(e) => self
+                .problems
+                .push(format!("{origin}: not valid TOML: {}", e.message())),
+        }
+    }
+
+    /// Apply `IVRAUTH_*` variables from `env`. Unknown `IVRAUTH_*` names are returned as
+    /// warnings (other tools may share the prefix), except those of the `flow` commands
+    /// (`IVRAUTH_SERVER`, `IVRAUTH_CLIENT_ID`, `IVRAUTH_CLIENT_SECRET`), which users export.
+    fn apply_env(&mut self, env: &[(String, String)]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, value) in env {
+            if !name.starts_with("IVRAUTH_") || FLOW_COMMAND_VARS.contains(&name.as_str()) {
+                continue;
+            }
+            match KEYS.iter().find(|s| s.env == Some(name.as_str())) {
+                Some(spec) => self.apply(spec, &Raw::Env(value), |e| {
+                    format!("environment: {name}: {e}")
+                }),
+                None => warnings.push(format!("ignoring unknown environment variable {name}")),
+            }
+        }
+        warnings
+    }
+
+    fn section_ok(&self, prefix: &str) -> bool {
+        !self.bad_sections.iter().any(|s| s.starts_with(prefix))
+    }
+
+    /// Checks across keys and layers: lockout periods, hash parameters, the selected
+    /// provider's section, and every provider section present (by building the provider).
+    fn check_identity(&mut self) {
+        let id = &self.settings.identity;
+        let mut problems = Vec::new();
+        if self.section_ok("identity.lockout")
+            && id.lockout.max_lock_secs < id.lockout.base_lock_secs
+        {
+            problems.push(
+                "[identity.lockout] lock_max_secs must not be less than lock_base_secs".to_owned(),
+            );
+        }
+        if !self.bad_sections.contains("identity")
+            && u64::from(id.hash.m_kib) < 8 * u64::from(id.hash.p)
+        {
+            problems.push("[identity] hash_m_kib must be at least 8 × hash_p".to_owned());
+        }
+        let present = match id.provider {
+            ProviderKind::Builtin => true,
+            ProviderKind::Ldap => id.ldap.is_some(),
+            ProviderKind::OAuth2 => id.oauth2.is_some(),
+            ProviderKind::Http => id.http.is_some(),
+        };
+        if !present {
+            let section = id.provider.section().unwrap_or("identity");
+            problems.push(format!(
+                "[identity] provider = \"{}\" needs an [{section}] section",
+                id.provider.name()
+            ));
+        }
+        if let Some(l) = id
+            .ldap
+            .as_ref()
+            .filter(|_| self.section_ok("identity.ldap"))
+        {
+            problems.extend(l.directory().err().unwrap_or_default());
+        }
+        if let Some(o) = id
+            .oauth2
+            .as_ref()
+            .filter(|_| self.section_ok("identity.oauth2"))
+        {
+            problems.extend(o.directory().err().unwrap_or_default());
+        }
+        if let Some(h) = id
+            .http
+            .as_ref()
+            .filter(|_| self.section_ok("identity.http"))
+        {
+            problems.extend(h.directory().err().unwrap_or_default());
+        }
+        self.problems.extend(problems);
+    }
 }
 
 /// Load the settings: defaults, then the file, then `env`, then `flags`. `cwd` is where
@@ -361,8 +1599,11 @@ pub fn load(
     cwd: &Path,
     env: &[(String, String)],
 ) -> Result<(Settings, Vec<String>), ConfigErrors> {
-    let mut settings = Settings::default();
-    let mut problems = Vec::new();
+    let mut loading = Loading {
+        settings: Settings::default(),
+        problems: Vec::new(),
+        bad_sections: HashSet::new(),
+    };
 
     let file = match &flags.config {
         Some(path) => Some(path.clone()),
@@ -374,13 +1615,21 @@ pub fn load(
     if let Some(path) = file {
         let origin = path.display().to_string();
         match std::fs::read_to_string(&path) {
-            Ok(text) => apply_file(&mut settings, &text, &origin, &mut problems),
-            Err(e) => problems.push(format!("{origin}: cannot read the config file: {e}")),
+            Ok(text) => loading.apply_file(&text, &origin),
+            Err(e) => loading
+                .problems
+                .push(format!("{origin}: cannot read the config file: {e}")),
         }
     }
 
-    let warnings = apply_env(&mut settings, env, &mut problems);
+    let warnings = loading.apply_env(env);
+    loading.check_identity();
 
+    let Loading {
+        mut settings,
+        problems,
+        ..
+    } = loading;
     if let Some(listen) = flags.listen {
         settings.listen = listen;
     }
@@ -574,5 +1823,395 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errors.0.len(), 1);
+    }
+
+    /// `config.example.toml` with its commented-out `key = value` lines and section headers
+    /// switched on (the provider sections are documented that way).
+    fn example_uncommented() -> String {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let text = std::fs::read_to_string(example).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            let uncommented = line.strip_prefix("# ").filter(|rest| {
+                rest.starts_with("[identity.")
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty()
+                            && k.chars()
+                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    })
+            });
+            out.push_str(uncommented.unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn load_text(
+        text: &str,
+        e: &[(String, String)],
+    ) -> Result<(Settings, Vec<String>), ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ivrauth.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&flags_for(&path), dir.path(), e)
+    }
+
+    #[test]
+    fn identity_defaults_are_the_documented_ones() {
+        let id = Settings::default().identity;
+        assert_eq!(id.provider, ProviderKind::Builtin);
+        assert_eq!(id.min_verify_ms, 300);
+        assert_eq!(
+            id.hash,
+            HashParams {
+                m_kib: 19_456,
+                t: 2,
+                p: 1
+            }
+        );
+        assert_eq!(id.hash_pool_size, None);
+        let l = id.lockout;
+        assert_eq!(
+            (
+                l.max_failures,
+                l.base_lock_secs,
+                l.max_lock_secs,
+                l.permanent
+            ),
+            (5, 900, 86_400, false)
+        );
+        assert_eq!(
+            (
+                l.per_call_failures,
+                l.per_ani_failures_per_hour,
+                l.per_ani_accounts_per_hour,
+                l.withheld_failures_per_hour,
+                l.withheld_accounts_per_hour
+            ),
+            (3, 20, 10, 10, 5)
+        );
+        assert!(id.ldap.is_none() && id.oauth2.is_none() && id.http.is_none());
+    }
+
+    #[test]
+    fn every_documented_provider_section_loads() {
+        // The example documents each provider section commented out; switched on (with a
+        // loopback LDAP URL, so no system CA roots are needed, and no CA file), they load.
+        let text = example_uncommented()
+            .lines()
+            .filter(|l| !l.starts_with("tls_ca_file"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("ldaps://ldap.example.com", "ldap://127.0.0.1:389");
+        let (s, warnings) = load_text(&text, &[]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let id = &s.identity;
+        let ldap = id.ldap.as_ref().unwrap();
+        assert!(ldap.to_config().is_ok());
+        let oauth2 = id.oauth2.as_ref().unwrap();
+        assert!(oauth2.jwt.is_some() && oauth2.introspection.is_some());
+        assert!(oauth2.to_config().is_ok());
+        assert!(id.http.as_ref().unwrap().to_config().is_ok());
+    }
+
+    #[test]
+    fn identity_keys_reach_the_settings() {
+        let (s, _) = load_text(
+            r#"
+[identity]
+provider = "http"
+min_verify_ms = 0
+hash_m_kib = 1024
+hash_t = 1
+hash_p = 2
+hash_pool_size = 3
+
+[identity.lockout]
+max_failures = 7
+lock_base_secs = 60
+lock_max_secs = 600
+permanent = true
+per_call_failures = 2
+per_ani_failures_per_hour = 30
+per_ani_accounts_per_hour = 11
+withheld_failures_per_hour = 4
+withheld_accounts_per_hour = 1
+
+[identity.http]
+url = "http://127.0.0.1:3999/token"
+timeout_ms = 250
+"#,
+            &[],
+        )
+        .unwrap();
+        let id = s.identity;
+        assert_eq!(id.provider, ProviderKind::Http);
+        assert_eq!(id.min_verify_duration(), Duration::ZERO);
+        assert_eq!(
+            id.hash,
+            HashParams {
+                m_kib: 1024,
+                t: 1,
+                p: 2
+            }
+        );
+        assert_eq!(id.hash_pool_size, Some(3));
+        assert_eq!(
+            id.lockout,
+            LockoutPolicy {
+                max_failures: 7,
+                base_lock_secs: 60,
+                max_lock_secs: 600,
+                permanent: true,
+                per_call_failures: 2,
+                per_ani_failures_per_hour: 30,
+                per_ani_accounts_per_hour: 11,
+                withheld_failures_per_hour: 4,
+                withheld_accounts_per_hour: 1,
+            }
+        );
+        let http = id.http.unwrap().to_config().unwrap();
+        assert_eq!(http.url, "http://127.0.0.1:3999/token");
+        assert_eq!(http.health_url, None);
+        assert_eq!(http.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn identity_problems_are_reported_together() {
+        let errors = load_text(
+            r#"
+[identity]
+provider = "kerberos"
+hash_t = 0
+colour = "blue"
+
+[identity.lockout]
+max_failures = "five"
+
+[identity.ldap]
+bind_dn = "cn=svc,dc=example,dc=com"
+bind_password = "pw"
+base_dn = "dc=example,dc=com"
+
+[identity.oauth2]
+token_url = "https://idp.example.com/token"
+client_id = "svc"
+client_secret = "s"
+user_search_url_template = "https://idp.example.com/users?q={account}"
+
+[identity.oauth2.jwt]
+jwks_url = "https://idp.example.com/jwks"
+issuer = "https://idp.example.com/"
+audience = "ivrauth"
+algorithms = ["HS256"]
+
+[identity.http]
+timeout_ms = 100
+
+[identity.kerberos]
+realm = "X"
+"#,
+            &env(&[("IVRAUTH_IDENTITY_MIN_VERIFY_MS", "soon")]),
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        for needle in [
+            "[identity] provider: unknown provider \"kerberos\"",
+            "[identity] hash_t: must be between 1 and 100",
+            "[identity] unknown key `colour`",
+            "[identity.lockout] max_failures: expected an integer",
+            "[identity.ldap] url is required (or IVRAUTH_LDAP_URL)",
+            "[identity.oauth2.jwt] algorithms: HS256 is symmetric",
+            "[identity.http] url is required (or IVRAUTH_HTTP_IDENTITY_URL)",
+            "unknown section [identity.kerberos]",
+            "environment: IVRAUTH_IDENTITY_MIN_VERIFY_MS: expected an integer",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert_eq!(errors.0.len(), 9, "{text}");
+    }
+
+    #[test]
+    fn the_selected_provider_needs_its_section() {
+        for (name, section) in [
+            ("ldap", "identity.ldap"),
+            ("oauth2", "identity.oauth2"),
+            ("http", "identity.http"),
+        ] {
+            let errors =
+                load_text(&format!("[identity]\nprovider = \"{name}\"\n"), &[]).unwrap_err();
+            assert_eq!(
+                errors.0,
+                vec![format!(
+                    "[identity] provider = \"{name}\" needs an [{section}] section"
+                )]
+            );
+        }
+        // An empty section is present, and checked.
+        let errors =
+            load_text("[identity]\nprovider = \"ldap\"\n[identity.ldap]\n", &[]).unwrap_err();
+        assert_eq!(errors.0.len(), 4, "{errors}");
+        assert!(errors.0.iter().all(|p| p.ends_with(")")), "{errors}");
+        // The connector's own checks run too: plain ldap:// to a remote host is refused.
+        let errors = load_text(
+            "[identity.ldap]\nurl = \"ldap://ldap.example.com\"\nbind_dn = \"cn=a\"\nbind_password = \"p\"\nbase_dn = \"dc=x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(
+            errors.0[0].starts_with("[identity.ldap] plain ldap://"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn providers_can_be_configured_from_the_environment() {
+        let (s, warnings) = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[
+                ("IVRAUTH_IDENTITY_PROVIDER", "ldap"),
+                ("IVRAUTH_LDAP_URL", "ldap://127.0.0.1:3389"),
+                ("IVRAUTH_LDAP_BIND_DN", "cn=admin,dc=example,dc=com"),
+                ("IVRAUTH_LDAP_BIND_PASSWORD", "from-env"),
+                ("IVRAUTH_LDAP_BASE_DN", "dc=example,dc=com"),
+                ("IVRAUTH_IDENTITY_HASH_POOL_SIZE", "2"),
+            ]),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(s.identity.provider, ProviderKind::Ldap);
+        assert_eq!(s.identity.hash_pool_size, Some(2));
+        let c = s.identity.ldap.unwrap().to_config().unwrap();
+        assert_eq!(c.bind_password.expose(), "from-env");
+        assert_eq!(c.filter, "(employeeNumber={account})");
+        assert_eq!(c.timeout, Duration::from_secs(5));
+
+        // The environment overrides the file's secrets.
+        let (s, _) = load_text(
+            r#"
+[identity.oauth2]
+token_url = "https://idp.example.com/oauth/token"
+client_id = "mgmt"
+client_secret = "from-file"
+user_search_url_template = "https://idp.example.com/api/v2/users?q=n:{account}"
+token_validation = "introspection"
+
+[identity.oauth2.introspection]
+url = "https://idp.example.com/introspect"
+
+[identity.oauth2.pointers]
+login_name = "/0/email"
+blocked = ""
+"#,
+            &env(&[
+                ("IVRAUTH_OAUTH2_CLIENT_SECRET", "mgmt-env"),
+                ("IVRAUTH_OAUTH2_LOGIN_CLIENT_SECRET", "login-env"),
+            ]),
+        )
+        .unwrap();
+        let c = s.identity.oauth2.unwrap().to_config().unwrap();
+        assert_eq!(c.client_secret.expose(), "mgmt-env");
+        assert_eq!(c.login_client_id, "mgmt");
+        assert_eq!(c.login_client_secret.expose(), "login-env");
+        assert_eq!(c.pointers.login_name, "/0/email");
+        assert_eq!(c.pointers.blocked, None);
+        assert_eq!(c.pointers.user_id, ProfilePointers::default().user_id);
+        assert_eq!(
+            c.timeout,
+            Duration::from_millis(DEFAULT_PROVIDER_TIMEOUT_MS)
+        );
+        match c.token_validation {
+            TokenValidation::Introspection {
+                url,
+                client_id,
+                client_secret,
+            } => {
+                assert_eq!(url, "https://idp.example.com/introspect");
+                assert_eq!(client_id, "mgmt");
+                assert_eq!(client_secret.expose(), "mgmt-env");
+            }
+            TokenValidation::Jwt { .. } => panic!("expected introspection"),
+        }
+    }
+
+    #[test]
+    fn secrets_appear_in_no_problem_and_no_debug_output() {
+        const CANARY: &str = "Canary-Secret-5b1e";
+        let file = format!(
+            r#"
+[identity.ldap]
+url = "ldap://ldap.example.com"
+bind_dn = "cn=a"
+bind_password = "{CANARY}"
+base_dn = "dc=x"
+filter = "(uid=x)"
+
+[identity.oauth2]
+token_url = "http://idp.example.com/token"
+client_id = "a"
+client_secret = "{CANARY}"
+login_client_secret = "{CANARY}"
+user_search_url_template = "https://idp.example.com/users"
+token_validation = "introspection"
+
+[identity.oauth2.introspection]
+url = "https://idp.example.com/introspect"
+client_secret = "{CANARY}"
+"#
+        );
+        let e = env(&[
+            ("IVRAUTH_LDAP_BIND_PASSWORD", CANARY),
+            ("IVRAUTH_OAUTH2_CLIENT_SECRET", CANARY),
+            ("IVRAUTH_OAUTH2_LOGIN_CLIENT_SECRET", CANARY),
+        ]);
+        let errors = load_text(&file, &e).unwrap_err();
+        assert!(errors.0.len() >= 2, "{errors}");
+        assert!(!errors.to_string().contains(CANARY), "{errors}");
+        // Secrets of the wrong type or empty.
+        let errors = load_text(
+            &format!("[identity.ldap]\nbind_password = [\"{CANARY}\"]\n[identity.oauth2]\nclient_secret = \"\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(!errors.to_string().contains(CANARY), "{errors}");
+        assert!(errors
+            .to_string()
+            .contains("bind_password: expected a string"));
+        assert!(errors
+            .to_string()
+            .contains("client_secret: must not be empty"));
+        // A loaded configuration prints no secret either.
+        let (s, _) = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[
+                ("IVRAUTH_LDAP_URL", "ldap://127.0.0.1"),
+                ("IVRAUTH_LDAP_BIND_DN", "cn=a"),
+                ("IVRAUTH_LDAP_BIND_PASSWORD", CANARY),
+                ("IVRAUTH_LDAP_BASE_DN", "dc=x"),
+            ]),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains(CANARY));
+        let directory = s.identity.ldap.unwrap().directory().unwrap();
+        assert!(!format!("{directory:?}").contains(CANARY));
+    }
+
+    #[test]
+    fn cross_key_checks() {
+        let errors = load_text(
+            "[identity]\nhash_m_kib = 8\nhash_p = 2\n[identity.lockout]\nlock_base_secs = 600\nlock_max_secs = 60\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.0,
+            vec![
+                "[identity.lockout] lock_max_secs must not be less than lock_base_secs".to_owned(),
+                "[identity] hash_m_kib must be at least 8 × hash_p".to_owned(),
+            ]
+        );
     }
 }

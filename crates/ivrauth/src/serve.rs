@@ -1,5 +1,7 @@
-//! `ivrauth serve`: open the store, build the server state, bind, announce the address on
-//! stdout and serve until Ctrl-C or SIGTERM, then close the store (checkpointing its WAL).
+//! `ivrauth serve`: open the store, build the configured identity provider and check its
+//! health (a provider that fails stops the start-up, naming it), build the server state,
+//! bind, announce the address on stdout and serve until Ctrl-C or SIGTERM, then close the
+//! store (checkpointing its WAL).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -9,16 +11,22 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use ivrauth_connect::{HttpConfig, HttpExecutor, SystemClock, TokioSleeper};
-use ivrauth_core::ports::Store;
+use ivrauth_core::identity::{IdentityError, IdentityProvider};
+use ivrauth_core::ports::{LockoutStore, Store};
 use ivrauth_core::time::Clock;
+use ivrauth_server::identity::IdentityService;
 use ivrauth_server::AppState;
-use ivrauth_store::SqliteStore;
+use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
-use crate::config::Settings;
+use crate::config::{IdentitySettings, ProviderKind, Settings};
 use crate::DataDirArg;
 
-/// How often expired access tokens are purged from the store.
+/// How often expired access tokens and old caller-number failures are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Caller-number failures older than this are forgotten (the per-number limits count one
+/// hour).
+const ANI_FAILURE_RETENTION_SECS: i64 = 60 * 60;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -38,15 +46,26 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let sqlite = SqliteStore::open(&settings.data_dir)
         .await
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-    let result = serve_with(&settings, demo, Arc::new(sqlite.clone())).await;
+    let result = serve_with(&settings, demo, &sqlite).await;
     crate::client_cmd::close(&sqlite, &settings.data_dir).await;
     result?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn serve_with(settings: &Settings, demo: bool, store: Arc<dyn Store>) -> anyhow::Result<()> {
+async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    let lockout: Arc<dyn LockoutStore> = Arc::new(sqlite.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let provider = identity_provider(&settings.identity, store.clone(), clock.clone()).await?;
+    let identity = IdentityService {
+        provider,
+        lockout,
+        policy: settings.identity.lockout,
+        min_verify_duration: settings.identity.min_verify_duration(),
+        clock: clock.clone(),
+        sleeper: Arc::new(TokioSleeper),
+    };
     let http_config = HttpConfig {
         allowed_hosts: settings.http_allowed_hosts.clone(),
         ..HttpConfig::default()
@@ -58,7 +77,8 @@ async fn serve_with(settings: &Settings, demo: bool, store: Arc<dyn Store>) -> a
         clock.clone(),
         settings.server_config(demo),
         Arc::new(http),
-    );
+    )
+    .with_identity(identity);
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -74,7 +94,7 @@ async fn serve_with(settings: &Settings, demo: bool, store: Arc<dyn Store>) -> a
         demo_setup(&state, addr).await?;
     }
 
-    let purger = tokio::spawn(purge_expired_tokens(store, clock));
+    let purger = tokio::spawn(purge_periodically(store, clock));
     let result = ivrauth_server::serve(listener, state, shutdown_signal()).await;
     purger.abort();
     // Wait for the purger to stop, so no query races the close.
@@ -117,14 +137,102 @@ async fn demo_setup(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn purge_expired_tokens(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+/// Build the configured identity provider and check its health; an error names the
+/// provider. The built-in directory hashes its dummy PIN here (one argon2 run, which also
+/// checks the hash parameters).
+async fn identity_provider(
+    config: &IdentitySettings,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn IdentityProvider>> {
+    let kind = config.provider;
+    let unusable = |why: String| {
+        anyhow::anyhow!(
+            "identity provider `{}` ({}) is not usable: {why}",
+            kind.name(),
+            kind.describe()
+        )
+    };
+    let section_missing = || unusable("its configuration section is missing".to_owned());
+    let provider: Arc<dyn IdentityProvider> = match kind {
+        ProviderKind::Builtin => {
+            let params = config.hash;
+            let pool = config
+                .hash_pool_size
+                .map_or_else(HashPool::per_core, HashPool::new);
+            let directory = tokio::task::spawn_blocking(move || {
+                BuiltinDirectory::new(store, params, pool, clock)
+            })
+            .await
+            .context("the hashing thread failed")?
+            .map_err(|e| unusable(identity_error_text(&e)))?;
+            Arc::new(directory)
+        }
+        ProviderKind::Ldap => Arc::new(
+            config
+                .ldap
+                .as_ref()
+                .ok_or_else(section_missing)?
+                .directory()
+                .map_err(|p| unusable(p.join("; ")))?,
+        ),
+        ProviderKind::OAuth2 => Arc::new(
+            config
+                .oauth2
+                .as_ref()
+                .ok_or_else(section_missing)?
+                .directory()
+                .map_err(|p| unusable(p.join("; ")))?,
+        ),
+        ProviderKind::Http => Arc::new(
+            config
+                .http
+                .as_ref()
+                .ok_or_else(section_missing)?
+                .directory()
+                .map_err(|p| unusable(p.join("; ")))?,
+        ),
+    };
+    if let Err(e) = provider.health().await {
+        anyhow::bail!(
+            "identity provider `{}` ({}) failed its start-up health check: {}",
+            kind.name(),
+            kind.describe(),
+            identity_error_text(&e)
+        );
+    }
+    tracing::info!(provider = kind.name(), "identity provider ready");
+    Ok(provider)
+}
+
+/// An identity error without the "identity provider unavailable" prefix (the caller says
+/// which provider).
+fn identity_error_text(e: &IdentityError) -> String {
+    match e {
+        IdentityError::Unavailable(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every [`PURGE_INTERVAL`]: expired access tokens, and caller-number failures older than
+/// the hour the per-number limits look at.
+async fn purge_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
-        match store.purge_expired_tokens(clock.now()).await {
+        let now = clock.now();
+        match store.purge_expired_tokens(now).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired tokens purged"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired tokens"),
+        }
+        match store
+            .purge_ani_failures(now.plus_secs(-ANI_FAILURE_RETENTION_SECS))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "old caller-number failures purged"),
+            Err(e) => tracing::warn!(error = %e, "could not purge old caller-number failures"),
         }
     }
 }
