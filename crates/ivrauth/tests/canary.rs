@@ -257,3 +257,155 @@ async fn canary_secrets_appear_in_no_response_log_or_database_byte() {
         "the scan read the database (and its WAL) that holds the audit records"
     );
 }
+
+const CANARY_PIN: &str = "730519";
+const CANARY_WRONG_PIN: &str = "918273";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_pins_appear_in_no_response_log_or_database_byte() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("ivrauth.toml"),
+        "[identity]\nprovider = \"builtin\"\nmin_verify_ms = 0\nhash_m_kib = 64\nhash_t = 1\nhash_p = 1\n",
+    )
+    .unwrap();
+    let mut add = ivrauth(d)
+        .args([
+            "account",
+            "add",
+            "10001",
+            "--name",
+            "Ada Lovelace",
+            "--data-dir",
+            "data",
+        ])
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{CANARY_PIN}\n").as_bytes())
+        .unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let out = ivrauth(d)
+        .args([
+            "client",
+            "create",
+            "--name",
+            "c",
+            "--scopes",
+            "flow:simulate",
+            "--json",
+            "--data-dir",
+            "data",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let mut child = ivrauth(d)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let stdout_rest = drain(stdout);
+    let stderr = drain(child.stderr.take().unwrap());
+    let Some(addr) = first
+        .trim()
+        .strip_prefix("ivrauth listening on ")
+        .map(str::to_owned)
+    else {
+        stop(child);
+        panic!("unexpected first line {first:?}");
+    };
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{addr}/auth/v3/oauth/token"))
+        .basic_auth(
+            creds["client_id"].as_str().unwrap(),
+            creds["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let flow = json!({
+        "name": "verify", "startNode": "s",
+        "inputSchema": {"type": "object", "properties": {"account": {"type": "string"}, "pin": {"type": "string", "x-secure": true}}},
+        "nodes": {
+            "s": {"type": "start"},
+            "v": {"type": "action", "properties": {"action": "identity.verify", "inputs": {"account": "{{account}}", "secret": "{{pin}}"}}},
+            "c": {"type": "condition", "properties": {"conditions": [{"name": "ok", "expression": "{{v.verified}} == true"}]}},
+            "yes": {"type": "end", "properties": {"statusCode": 200}},
+            "no": {"type": "end", "properties": {"statusCode": 401}}
+        },
+        "edges": [{"source": "s", "target": "v"}, {"source": "v", "target": "c"}, {"source": "c", "target": "yes", "condition": "ok"}, {"source": "c", "target": "no", "condition": "!ok"}]
+    });
+    let mut bodies = Vec::new();
+    for (account, pin) in [
+        ("10001", CANARY_PIN),
+        ("10001", CANARY_WRONG_PIN),
+        ("99999", CANARY_PIN),
+    ] {
+        let res = http
+            .post(format!("{addr}/api/v2/flows/simulate"))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .json(&json!({"flow": flow, "input": {"account": account, "pin": pin}, "contact": {"ani": "+15550100777"}}))
+            .send()
+            .await
+            .unwrap();
+        bodies.push(res.text().await.unwrap());
+    }
+    let ends: Vec<Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap()["outcome"]["endNode"].clone())
+        .collect();
+    assert_eq!(
+        ends,
+        vec![json!("yes"), json!("no"), json!("no")],
+        "the PIN really was checked"
+    );
+    stop(child);
+    let logs = [
+        added.stdout,
+        added.stderr,
+        stdout_rest.join().unwrap(),
+        stderr.join().unwrap(),
+    ]
+    .concat();
+    assert!(contains(&logs, "identity"), "the log output was captured");
+    for canary in [CANARY_PIN, CANARY_WRONG_PIN] {
+        for b in &bodies {
+            assert!(!b.contains(canary), "a response contains a PIN: {b}");
+        }
+        assert!(!contains(&logs, canary), "the log output contains a PIN");
+        for entry in std::fs::read_dir(d.join("data")).unwrap() {
+            let path = entry.unwrap().path();
+            assert!(
+                !contains(&std::fs::read(&path).unwrap(), canary),
+                "{} contains a PIN",
+                path.display()
+            );
+        }
+    }
+}
