@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ivrauth_connect::oauth2::{
     quote_query_value, user_search_url, validate_jwt, Algorithm, JwkSet, JwtRejection,
-    OAuth2Config, OAuth2Directory, ProfilePointers, TokenValidation, JWT_LEEWAY_SECS,
+    OAuth2Config, OAuth2Directory, TokenValidation, JWT_LEEWAY_SECS,
 };
 use ivrauth_core::identity::{
     AccountNumber, AccountStatus, IdentityError, IdentityProvider, RejectReason, Verification,
@@ -265,37 +265,7 @@ fn account_numbers_are_quoted_and_percent_encoded() {
 // ---- configuration ----
 
 fn config_for(base: &str, opaque: bool) -> OAuth2Config {
-    let token_validation = if opaque {
-        TokenValidation::Introspection {
-            url: format!("{base}/introspect"),
-            client_id: srv::MGMT_CLIENT_ID.into(),
-            client_secret: secret(srv::MGMT_CLIENT_SECRET),
-        }
-    } else {
-        TokenValidation::Jwt {
-            jwks_url: format!("{base}/jwks.json"),
-            issuer: base.to_owned(),
-            audience: srv::LOGIN_CLIENT_ID.into(),
-            algorithms: vec![Algorithm::RS256],
-        }
-    };
-    OAuth2Config {
-        token_url: format!("{base}/token"),
-        client_id: srv::MGMT_CLIENT_ID.into(),
-        client_secret: secret(srv::MGMT_CLIENT_SECRET),
-        mgmt_scope: Some("users:read users:write".into()),
-        audience: None,
-        user_search_url_template: format!(
-            "{base}/api/v2/users?q=app_metadata.account_number:{{account}}"
-        ),
-        user_update_url_template: Some(format!("{base}/api/v2/users/{{user_id}}")),
-        pointers: ProfilePointers::default(),
-        login_client_id: srv::LOGIN_CLIENT_ID.into(),
-        login_client_secret: secret(srv::LOGIN_CLIENT_SECRET),
-        login_scope: Some("openid".into()),
-        token_validation,
-        timeout: Duration::from_secs(10),
-    }
+    srv::oauth2_config(base, opaque)
 }
 
 fn directory(server: &OAuth2Server, opaque: bool) -> OAuth2Directory {

@@ -289,3 +289,42 @@ fn create_venv(base: &Path, venv: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The `OAuth2Directory` configuration that fits this server at `base` (JWT validation, or
+/// introspection when `opaque`).
+pub fn oauth2_config(base: &str, opaque: bool) -> ivrauth_connect::oauth2::OAuth2Config {
+    use ivrauth_connect::oauth2::{Algorithm, OAuth2Config, ProfilePointers, TokenValidation};
+    use ivrauth_core::Secret;
+    let secret = |s: &str| Secret::new(s.to_owned());
+    let token_validation = if opaque {
+        TokenValidation::Introspection {
+            url: format!("{base}/introspect"),
+            client_id: MGMT_CLIENT_ID.into(),
+            client_secret: secret(MGMT_CLIENT_SECRET),
+        }
+    } else {
+        TokenValidation::Jwt {
+            jwks_url: format!("{base}/jwks.json"),
+            issuer: base.to_owned(),
+            audience: LOGIN_CLIENT_ID.into(),
+            algorithms: vec![Algorithm::RS256],
+        }
+    };
+    OAuth2Config {
+        token_url: format!("{base}/token"),
+        client_id: MGMT_CLIENT_ID.into(),
+        client_secret: secret(MGMT_CLIENT_SECRET),
+        mgmt_scope: Some("users:read users:write".into()),
+        audience: None,
+        user_search_url_template: format!(
+            "{base}/api/v2/users?q=app_metadata.account_number:{{account}}"
+        ),
+        user_update_url_template: Some(format!("{base}/api/v2/users/{{user_id}}")),
+        pointers: ProfilePointers::default(),
+        login_client_id: LOGIN_CLIENT_ID.into(),
+        login_client_secret: secret(LOGIN_CLIENT_SECRET),
+        login_scope: Some("openid".into()),
+        token_validation,
+        timeout: std::time::Duration::from_secs(10),
+    }
+}

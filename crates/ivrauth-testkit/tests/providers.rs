@@ -4,12 +4,9 @@
 //! tokens).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ivrauth_connect::ldap::{LdapConfig, LdapDirectory};
-use ivrauth_connect::oauth2::{
-    Algorithm, OAuth2Config, OAuth2Directory, ProfilePointers, TokenValidation,
-};
+use ivrauth_connect::oauth2::OAuth2Directory;
 use ivrauth_connect::SystemClock;
 use ivrauth_core::identity::{AccountNumber, HashParams};
 use ivrauth_core::ports::{AccountRecord, AccountStore as _, Store};
@@ -72,38 +69,7 @@ async fn ldap_on_a_real_slapd() {
 }
 
 fn oauth2(base: &str, opaque: bool) -> OAuth2Directory {
-    let token_validation = if opaque {
-        TokenValidation::Introspection {
-            url: format!("{base}/introspect"),
-            client_id: srv::MGMT_CLIENT_ID.into(),
-            client_secret: secret(srv::MGMT_CLIENT_SECRET),
-        }
-    } else {
-        TokenValidation::Jwt {
-            jwks_url: format!("{base}/jwks.json"),
-            issuer: base.to_owned(),
-            audience: srv::LOGIN_CLIENT_ID.into(),
-            algorithms: vec![Algorithm::RS256],
-        }
-    };
-    OAuth2Directory::new(OAuth2Config {
-        token_url: format!("{base}/token"),
-        client_id: srv::MGMT_CLIENT_ID.into(),
-        client_secret: secret(srv::MGMT_CLIENT_SECRET),
-        mgmt_scope: Some("users:read users:write".into()),
-        audience: None,
-        user_search_url_template: format!(
-            "{base}/api/v2/users?q=app_metadata.account_number:{{account}}"
-        ),
-        user_update_url_template: Some(format!("{base}/api/v2/users/{{user_id}}")),
-        pointers: ProfilePointers::default(),
-        login_client_id: srv::LOGIN_CLIENT_ID.into(),
-        login_client_secret: secret(srv::LOGIN_CLIENT_SECRET),
-        login_scope: Some("openid".into()),
-        token_validation,
-        timeout: Duration::from_secs(10),
-    })
-    .unwrap()
+    OAuth2Directory::new(srv::oauth2_config(base, opaque)).unwrap()
 }
 
 #[tokio::test]

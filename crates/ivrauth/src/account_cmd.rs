@@ -20,22 +20,19 @@ use serde_json::{json, Value};
 use zeroize::Zeroize as _;
 
 use ivrauth_connect::SystemClock;
-use ivrauth_core::audit::AuditEvent;
 use ivrauth_core::identity::{
     is_e164, AccountCounters, AccountNumber, HashParams, IdentityError, IdentityProvider as _,
 };
-use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _, LockoutStore as _};
+use ivrauth_core::ports::{AccountRecord, AccountStore as _, LockoutStore as _};
 use ivrauth_core::secret::Secret;
 use ivrauth_core::time::{Clock as _, UnixMillis};
 use ivrauth_store::directory::{check_pin_format, hash_pin};
 use ivrauth_store::hashpool::available_cores;
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
+use crate::client_cmd::audit;
 use crate::config::Settings;
 use crate::DataDirArg;
-
-/// Audit actor of administration commands.
-const ACTOR: &str = "cli";
 
 /// The exact header line of an import file.
 const IMPORT_HEADER: [&str; 5] = ["account_number", "name", "phone", "email", "pin"];
@@ -515,29 +512,6 @@ fn read_pin() -> anyhow::Result<Secret<String>> {
         read.context("cannot read the PIN from standard input")?;
         Ok(pin)
     }
-}
-
-async fn audit(
-    store: &SqliteStore,
-    event: &str,
-    subject: &str,
-    detail: Value,
-    now: UnixMillis,
-) -> anyhow::Result<()> {
-    let ev = AuditEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: event.to_owned(),
-        outcome: "success".to_owned(),
-        actor: ACTOR.to_owned(),
-        subject: subject.to_owned(),
-        trace_id: None,
-        detail,
-    };
-    store
-        .append_audit(&ev, now)
-        .await
-        .context("cannot write the audit record")?;
-    Ok(())
 }
 
 /// A row that passed validation, waiting for its PIN to be hashed.

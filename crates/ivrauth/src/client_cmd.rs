@@ -307,7 +307,8 @@ pub async fn open(settings: &Settings, create: bool) -> anyhow::Result<SqliteSto
         .with_context(|| format!("cannot open the store in {}", dir.display()))
 }
 
-async fn audit(
+/// Append an audit record for a CLI action (actor `cli`).
+pub(crate) async fn audit(
     store: &SqliteStore,
     event: &str,
     subject: &str,
