@@ -138,6 +138,8 @@ impl IdentityProvider for HttpIdentity {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Ok(Verification::Rejected(RejectReason::WrongSecret))
             }
+            // Some implementations of the contract answer 404 for an unknown user.
+            StatusCode::NOT_FOUND => Ok(Verification::Rejected(RejectReason::UnknownAccount)),
             other => Err(IdentityError::Unavailable(format!(
                 "{shown} answered {other}"
             ))),

@@ -47,6 +47,10 @@ pub const ACCOUNT_PLACEHOLDER: &str = "{account}";
 
 /// LDAP result code `invalidCredentials`.
 const INVALID_CREDENTIALS: u32 = 49;
+/// `constraintViolation`: password-policy lockout on some servers (389-ds, ppolicy).
+const CONSTRAINT_VIOLATION: u32 = 19;
+/// `unwillingToPerform`: an inactivated or expired account on some servers.
+const UNWILLING_TO_PERFORM: u32 = 53;
 /// LDAP result code `sizeLimitExceeded` (we ask for at most two entries).
 const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
@@ -431,6 +435,10 @@ impl IdentityProvider for LdapDirectory {
             match res.rc {
                 0 => Ok(Verification::Verified),
                 INVALID_CREDENTIALS => Ok(Verification::Rejected(RejectReason::WrongSecret)),
+                // Per-account refusals are rejections, not outages: a caller must not be able
+                // to tell a locked or disabled account from a wrong PIN by the flow's output.
+                CONSTRAINT_VIOLATION => Ok(Verification::Rejected(RejectReason::Locked)),
+                UNWILLING_TO_PERFORM => Ok(Verification::Rejected(RejectReason::Disabled)),
                 rc => Err(IdentityError::Unavailable(format!(
                     "bind as the account's entry failed: result {rc} {}",
                     res.text

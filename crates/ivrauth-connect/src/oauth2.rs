@@ -601,7 +601,18 @@ impl IdentityProvider for OAuth2Directory {
         if user.blocked() {
             return Ok(Verification::Rejected(RejectReason::Disabled));
         }
-        let login_name = user.login_name()?;
+        let login_name = match user.login_name() {
+            Ok(name) => name,
+            Err(_) => {
+                // An existing user who cannot log in with a password (no login name at the
+                // configured pointer): refused like a disabled account, not an outage, so the
+                // caller cannot tell that the account exists. The operator sees the warning.
+                tracing::warn!(
+                    "a user found by account search has no login name at the configured pointer; refusing"
+                );
+                return Ok(Verification::Rejected(RejectReason::Disabled));
+            }
+        };
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "password"),
             ("username", &login_name),
@@ -626,7 +637,12 @@ impl IdentityProvider for OAuth2Directory {
             self.validate_access_token(&token).await?;
             return Ok(Verification::Verified);
         }
-        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Auth0 and others answer 429 for a user their brute-force protection blocked:
+            // a per-account refusal, which the caller must not be able to tell apart.
+            return Ok(Verification::Rejected(RejectReason::Locked));
+        }
+        if status.is_client_error() {
             let code = serde_json::from_slice::<ErrorAnswer>(body.expose())
                 .ok()
                 .and_then(|e| e.error);

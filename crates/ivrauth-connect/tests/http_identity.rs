@@ -137,6 +137,10 @@ async fn odd_answers_are_unavailable() {
             post(|| async { (StatusCode::FORBIDDEN, "no") }),
         )
         .route(
+            "/not-found",
+            post(|| async { (StatusCode::NOT_FOUND, "no such user") }),
+        )
+        .route(
             "/redirect",
             post(|| async {
                 (
@@ -174,6 +178,13 @@ async fn odd_answers_are_unavailable() {
             .verify(&account("10001"), &secret("2468"))
             .await,
         Ok(Verification::Rejected(RejectReason::WrongSecret))
+    );
+    // A 404 for an unknown user is a rejection like any other, not an outage.
+    assert_eq!(
+        provider(&url("/not-found"))
+            .verify(&account("10001"), &secret("2468"))
+            .await,
+        Ok(Verification::Rejected(RejectReason::UnknownAccount))
     );
     // A timeout, well before the handler answers.
     let slow = HttpIdentity::new(HttpIdentityConfig {

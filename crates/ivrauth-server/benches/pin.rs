@@ -16,7 +16,7 @@ use serde_json::json;
 use ivrauth_connect::{SystemClock, TokioSleeper};
 use ivrauth_core::engine::ActionCall;
 use ivrauth_core::identity::{verify_secret, AccountNumber, HashParams, LockoutPolicy};
-use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _, Store};
+use ivrauth_core::ports::{AccountRecord, AccountStore as _, Store};
 use ivrauth_core::time::Clock as _;
 use ivrauth_core::Secret;
 use ivrauth_server::identity::{CallContext, IdentityService};
@@ -80,7 +80,7 @@ fn main() {
         .unwrap();
         let service = Arc::new(IdentityService {
             provider: Arc::new(directory),
-            lockout: store.clone(),
+            store: store.clone(),
             policy: LockoutPolicy::default(),
             min_verify_duration: Duration::ZERO,
             clock: clock.clone(),
@@ -90,8 +90,7 @@ fn main() {
         let start = Instant::now();
         let tasks: Vec<_> = (0..cores * 4)
             .map(|t| {
-                let (service, store, next, pin) =
-                    (service.clone(), store.clone(), next.clone(), pin.clone());
+                let (service, next, pin) = (service.clone(), next.clone(), pin.clone());
                 tokio::spawn(async move {
                     while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                         let call = ActionCall {
@@ -103,18 +102,13 @@ fn main() {
                                 .unwrap_or_default(),
                             secrets: vec![("secret", pin.clone())],
                         };
-                        let mut failures = 0;
-                        let ani = format!("+1555000{t:04}");
                         let ctx = CallContext {
-                            call_id: "bench",
-                            ani: &ani,
-                            failures: &mut failures,
+                            call_id: "bench".into(),
+                            ani: format!("+1555000{t:04}"),
+                            failures: 0,
                         };
-                        let (result, events) = service.perform(&call, ctx).await;
+                        let (result, _) = service.perform(call, ctx).await;
                         assert_eq!(result.unwrap()["verified"], json!(true));
-                        for e in &events {
-                            store.append_audit(e, SystemClock.now()).await.unwrap();
-                        }
                     }
                 })
             })

@@ -19,34 +19,36 @@ use ivrauth_core::identity::{
     AccountNumber, Ani, FailureEffect, IdentityError, IdentityProvider, LockoutPolicy, Profile,
     RejectReason, Verification,
 };
-use ivrauth_core::ports::LockoutStore;
+use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
 use ivrauth_core::Secret;
 
 /// What the runtime knows about the call an action runs in.
-pub struct CallContext<'a> {
+#[derive(Debug, Clone)]
+pub struct CallContext {
     /// The call id (the trace id of a simulation).
-    pub call_id: &'a str,
+    pub call_id: String,
     /// The caller's number as the platform gave it (`contact.ani`).
-    pub ani: &'a str,
-    /// Failed secrets so far in this call; updated by `verify`.
-    pub failures: &'a mut u32,
+    pub ani: String,
+    /// Failed secrets so far in this call.
+    pub failures: u32,
 }
 
 /// The configured directory plus the protections around it.
 pub struct IdentityService {
     pub provider: Arc<dyn IdentityProvider>,
-    pub lockout: Arc<dyn LockoutStore>,
+    /// Lockout counters, caller-number activity and the audit log.
+    pub store: Arc<dyn Store>,
     pub policy: LockoutPolicy,
     /// Every verification takes at least this long, so that a slow directory round trip (or
-    /// a quick refusal of a locked account) does not stand out.
+    /// a quick refusal) does not stand out. Set it above the directory's usual latency.
     pub min_verify_duration: Duration,
     pub clock: Arc<dyn Clock>,
     pub sleeper: Arc<dyn Sleeper>,
 }
 
-/// An action's outputs (or failure) and the audit events it produced.
-pub type ActionResult = (Result<Map<String, Value>, ActionFailure>, Vec<AuditEvent>);
+/// An action's outputs, or why it could not be performed.
+pub type ActionResult = Result<Map<String, Value>, ActionFailure>;
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
 
@@ -84,17 +86,51 @@ pub fn mask_email(email: &str) -> String {
 }
 
 impl IdentityService {
-    pub async fn perform(&self, call: &ActionCall, ctx: CallContext<'_>) -> ActionResult {
-        match call.action {
-            "identity.lookup" => self.lookup(call, ctx).await,
-            "identity.verify" => self.verify(call, ctx).await,
-            other => (
-                Err(failure(
-                    "unsupported",
-                    &format!("action `{other}` is not available"),
-                )),
-                Vec::new(),
-            ),
+    /// Perform an `identity.*` action. It runs to completion on its own task, so a caller
+    /// hanging up (the request being dropped) cannot stop an attempt half-way: the counters
+    /// and the audit record are always written. Returns the outputs and the call's failure
+    /// count after the action.
+    pub async fn perform(
+        self: &Arc<Self>,
+        call: ActionCall,
+        ctx: CallContext,
+    ) -> (ActionResult, u32) {
+        let this = self.clone();
+        let failures = ctx.failures;
+        let task = tokio::spawn(async move {
+            let mut ctx = ctx;
+            let (result, event) = match call.action {
+                "identity.lookup" => this.lookup(&call, &ctx).await,
+                "identity.verify" => this.verify(&call, &mut ctx).await,
+                other => {
+                    let msg = format!("action `{other}` is not available");
+                    return (Err(failure("unsupported", &msg)), ctx.failures);
+                }
+            };
+            if let Err(e) = this.store.append_audit(&event, this.clock.now()).await {
+                tracing::error!(error = %e, "cannot write the audit record of an identity action");
+                return (
+                    Err(failure(
+                        "unavailable",
+                        "the identity service is unavailable",
+                    )),
+                    ctx.failures,
+                );
+            }
+            (result, ctx.failures)
+        });
+        match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "identity action task failed");
+                (
+                    Err(failure(
+                        "unavailable",
+                        "the identity service is unavailable",
+                    )),
+                    failures,
+                )
+            }
         }
     }
 
@@ -102,7 +138,7 @@ impl IdentityService {
         &self,
         name: &str,
         outcome: &str,
-        ctx: &CallContext<'_>,
+        ctx: &CallContext,
         account: &str,
         detail: Value,
     ) -> AuditEvent {
@@ -116,43 +152,40 @@ impl IdentityService {
             id: uuid::Uuid::new_v4().to_string(),
             event: name.to_owned(),
             outcome: outcome.to_owned(),
-            actor: format!("caller:{}", Ani::parse(ctx.ani).key()),
+            actor: format!("caller:{}", Ani::parse(&ctx.ani).key()),
             subject: account.to_owned(),
-            trace_id: Some(ctx.call_id.to_owned()),
+            trace_id: Some(ctx.call_id.clone()),
             detail,
         }
     }
 
-    async fn lookup(&self, call: &ActionCall, ctx: CallContext<'_>) -> ActionResult {
+    async fn lookup(&self, call: &ActionCall, ctx: &CallContext) -> (ActionResult, AuditEvent) {
         let raw = call
             .text("account")
             .map(|s| s.expose().clone())
             .unwrap_or_default();
-        let profile: Result<Option<Profile>, IdentityError> = match AccountNumber::parse(&raw) {
-            Ok(account) => self.provider.lookup(&account).await,
-            Err(_) => Ok(None),
+        let parsed = AccountNumber::parse(&raw).ok();
+        let profile: Result<Option<Profile>, IdentityError> = match &parsed {
+            Some(account) => self.provider.lookup(account).await,
+            None => Ok(None),
         };
-        let subject = if AccountNumber::parse(&raw).is_ok() {
-            raw.as_str()
-        } else {
-            "(invalid)"
-        };
+        let subject = parsed.as_ref().map_or("(invalid)", |a| a.as_str());
         match profile {
             Err(e) => {
                 let ev = self.event(
                     "identity.lookup",
                     "error",
-                    &ctx,
+                    ctx,
                     subject,
                     json!({"error": e.to_string()}),
                 );
-                (Err(from_identity_error(&e)), vec![ev])
+                (Err(from_identity_error(&e)), ev)
             }
             Ok(p) => {
                 let found = p.is_some();
+                let p = p.as_ref();
                 let mut out = Map::new();
                 out.insert("found".into(), json!(found));
-                let p = p.as_ref();
                 out.insert("name".into(), json!(p.and_then(|p| p.name.clone())));
                 out.insert("greeting".into(), json!(p.and_then(|p| p.greeting.clone())));
                 out.insert(
@@ -171,21 +204,18 @@ impl IdentityService {
                     "emailMasked".into(),
                     json!(p.and_then(|p| p.email.as_deref()).map(mask_email)),
                 );
-                let ev = self.event(
-                    "identity.lookup",
-                    if found { "found" } else { "not_found" },
-                    &ctx,
-                    subject,
-                    json!({}),
-                );
-                (Ok(out), vec![ev])
+                let outcome = if found { "found" } else { "not_found" };
+                (
+                    Ok(out),
+                    self.event("identity.lookup", outcome, ctx, subject, json!({})),
+                )
             }
         }
     }
 
-    async fn verify(&self, call: &ActionCall, ctx: CallContext<'_>) -> ActionResult {
+    async fn verify(&self, call: &ActionCall, ctx: &mut CallContext) -> (ActionResult, AuditEvent) {
         let started = self.clock.now();
-        let (result, event) = self.verify_inner(call, &ctx).await;
+        let (result, event) = self.verify_inner(call, ctx).await;
         // Pad to the minimum duration whatever happened, so timing tells nothing.
         let elapsed = u64::try_from(self.clock.now().0.saturating_sub(started.0)).unwrap_or(0);
         let min = u64::try_from(self.min_verify_duration.as_millis()).unwrap_or(u64::MAX);
@@ -196,118 +226,112 @@ impl IdentityService {
         }
         let result = result.map(|(verified, greeting)| {
             if !verified {
-                *ctx.failures = ctx.failures.saturating_add(1);
+                ctx.failures = ctx.failures.saturating_add(1);
             }
             let mut out = Map::new();
             out.insert("verified".into(), json!(verified));
             out.insert("greeting".into(), json!(greeting));
             out.insert(
                 "attemptsLeft".into(),
-                json!(self.policy.per_call_failures.saturating_sub(*ctx.failures)),
+                json!(self.policy.per_call_failures.saturating_sub(ctx.failures)),
             );
             out
         });
-        (result, vec![event])
+        (result, event)
     }
 
     /// `Ok((verified, greeting))` or a failure to perform, and the audit event.
+    ///
+    /// The failure is counted before the directory is asked, in one atomic store update,
+    /// and refunded (the counters reset) on success: concurrent guesses cannot all slip in
+    /// before the first is counted. An account that was already locked is still verified
+    /// (and the result ignored), so that it costs the same time and capacity as any other.
+    /// If the count cannot be written, the attempt is refused (fail closed).
     async fn verify_inner(
         &self,
         call: &ActionCall,
-        ctx: &CallContext<'_>,
+        ctx: &CallContext,
     ) -> (Result<(bool, Option<String>), ActionFailure>, AuditEvent) {
         let raw = call
             .text("account")
             .map(|s| s.expose().clone())
             .unwrap_or_default();
         let account = AccountNumber::parse(&raw).ok();
+        // Directories such as LDAP match account numbers without regard to case: so do the
+        // counters, or each spelling would get its own attempts.
         let key = account
             .as_ref()
-            .map_or("(invalid)", |a| a.as_str())
-            .to_owned();
+            .map_or("(invalid)".to_owned(), |a| a.as_str().to_ascii_lowercase());
         let secret = call
             .text("secret")
             .unwrap_or_else(|| Secret::new(String::new()));
-        let ani = Ani::parse(ctx.ani);
+        let ani = Ani::parse(&ctx.ani);
         let now = self.clock.now();
 
-        let reject = |reason: RejectReason, extra: Value| {
-            let mut detail = json!({"reason": reason.as_str()});
-            if let (Value::Object(d), Value::Object(x)) = (&mut detail, extra) {
-                d.extend(x);
-            }
-            (
-                Ok((false, None)),
-                self.event("identity.verify", "failure", ctx, &key, detail),
-            )
+        let audit = |outcome: &str, detail: Value| {
+            self.event("identity.verify", outcome, ctx, &key, detail)
         };
-        let broken = |e: &IdentityError, stage: &str| {
-            let detail = json!({"reason": "error", "stage": stage, "error": e.to_string()});
-            (
-                Err(from_identity_error(e)),
-                self.event("identity.verify", "error", ctx, &key, detail),
-            )
-        };
-        let store_broken = |e: ivrauth_core::ports::StoreError| {
-            tracing::error!(error = %e, "lockout store failed");
-            let detail = json!({"reason": "error", "stage": "lockout"});
+        let unavailable = |stage: &str| {
             (
                 Err(failure(
                     "unavailable",
                     "the identity service is unavailable",
                 )),
-                self.event("identity.verify", "error", ctx, &key, detail),
+                audit("error", json!({"reason": "error", "stage": stage})),
             )
         };
 
         // Limits of this call and of this caller number come first.
         let activity = match self
-            .lockout
+            .store
             .ani_activity(ani.key(), &key, now.plus_millis(-HOUR_MS))
             .await
         {
             Ok(a) => a,
-            Err(e) => return store_broken(e),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read caller-number activity");
+                return unavailable("lockout");
+            }
         };
-        if let Some(reason) = ivrauth_core::identity::refuse_before_verify(
-            &self.policy,
-            *ctx.failures,
-            &ani,
-            activity,
-        ) {
-            return reject(
-                reason,
-                json!({"callFailures": *ctx.failures, "aniFailures": activity.failures, "aniAccounts": activity.distinct_accounts}),
-            );
+        if let Some(reason) =
+            ivrauth_core::identity::refuse_before_verify(&self.policy, ctx.failures, &ani, activity)
+        {
+            let detail = json!({"reason": reason.as_str(), "callFailures": ctx.failures, "aniFailures": activity.failures, "aniAccounts": activity.distinct_accounts});
+            return (Ok((false, None)), audit("failure", detail));
         }
-        let Some(account) = account else {
-            return self
-                .count_failure(&key, &ani, RejectReason::UnknownAccount, ctx)
-                .await;
+
+        // Count first.
+        let (counters, effect) = match self.store.record_failure(&key, &self.policy, now).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a failure; refusing the attempt");
+                return unavailable("lockout");
+            }
         };
-        if secret.expose().is_empty() {
-            return self
-                .count_failure(&key, &ani, RejectReason::EmptySecret, ctx)
-                .await;
-        }
-        let counters = match self.lockout.counters(&key).await {
-            Ok(c) => c,
-            Err(e) => return store_broken(e),
+        let was_locked = effect == FailureEffect::Counted && counters.is_locked(now);
+        let lock = match effect {
+            FailureEffect::Counted => Value::Null,
+            FailureEffect::LockedUntil(t) => json!(t.to_rfc3339()),
+            FailureEffect::LockedPermanently => json!("permanent"),
         };
-        if counters.is_locked(now) {
-            return self
-                .count_failure(&key, &ani, RejectReason::Locked, ctx)
-                .await;
-        }
-        match self.provider.verify(&account, &secret).await {
-            Err(e) => broken(&e, "verify"),
-            Ok(Verification::Rejected(reason)) => self.count_failure(&key, &ani, reason, ctx).await,
-            Ok(Verification::Verified) => {
-                // Clean counters need no write (most verifications are of clean accounts).
-                if counters != Default::default() {
-                    if let Err(e) = self.lockout.record_success(&key).await {
-                        return store_broken(e);
-                    }
+        let verification = match (&account, secret.expose().is_empty()) {
+            (None, _) => Ok(Verification::Rejected(RejectReason::UnknownAccount)),
+            (Some(_), true) => Ok(Verification::Rejected(RejectReason::EmptySecret)),
+            (Some(a), false) => self.provider.verify(a, &secret).await,
+        };
+        let verification = match verification {
+            _ if was_locked => Verification::Rejected(RejectReason::Locked),
+            Ok(v) => v,
+            Err(e) => {
+                let detail = json!({"reason": "error", "stage": "verify", "error": e.to_string(), "failedAttempts": counters.failed_attempts});
+                return (Err(from_identity_error(&e)), audit("error", detail));
+            }
+        };
+        match (verification, account) {
+            (Verification::Verified, Some(account)) => {
+                if let Err(e) = self.store.record_success(&key).await {
+                    tracing::error!(error = %e, "cannot reset the counters after a success");
+                    return unavailable("lockout");
                 }
                 let greeting = match self.provider.lookup(&account).await {
                     Ok(Some(p)) => p.greeting.or(p
@@ -316,46 +340,24 @@ impl IdentityService {
                         .and_then(ivrauth_core::identity::default_greeting)),
                     _ => None,
                 };
-                (
-                    Ok((true, greeting)),
-                    self.event("identity.verify", "success", ctx, &key, json!({})),
-                )
+                (Ok((true, greeting)), audit("success", json!({})))
+            }
+            (v, _) => {
+                let reason = match v {
+                    Verification::Rejected(r) => r,
+                    Verification::Verified => RejectReason::UnknownAccount,
+                };
+                if let Err(e) = self.store.record_ani_failure(ani.key(), &key, now).await {
+                    tracing::error!(error = %e, "cannot record a caller-number failure");
+                }
+                let detail = json!({
+                    "reason": reason.as_str(),
+                    "callFailures": ctx.failures + 1,
+                    "failedAttempts": counters.failed_attempts,
+                    "lock": lock,
+                });
+                (Ok((false, None)), audit("failure", detail))
             }
         }
-    }
-
-    async fn count_failure(
-        &self,
-        key: &str,
-        ani: &Ani,
-        reason: RejectReason,
-        ctx: &CallContext<'_>,
-    ) -> (Result<(bool, Option<String>), ActionFailure>, AuditEvent) {
-        let now = self.clock.now();
-        let effect = match self.lockout.record_failure(key, &self.policy, now).await {
-            Ok((counters, effect)) => json!({
-                "failedAttempts": counters.failed_attempts,
-                "lock": match effect {
-                    FailureEffect::Counted => Value::Null,
-                    FailureEffect::LockedUntil(t) => json!(t.to_rfc3339()),
-                    FailureEffect::LockedPermanently => json!("permanent"),
-                },
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record a failure");
-                json!({"failedAttempts": Value::Null})
-            }
-        };
-        if let Err(e) = self.lockout.record_ani_failure(ani.key(), key, now).await {
-            tracing::error!(error = %e, "cannot record a caller-number failure");
-        }
-        let mut detail = json!({"reason": reason.as_str(), "callFailures": *ctx.failures + 1});
-        if let (Value::Object(d), Value::Object(x)) = (&mut detail, effect) {
-            d.extend(x);
-        }
-        (
-            Ok((false, None)),
-            self.event("identity.verify", "failure", ctx, key, detail),
-        )
     }
 }

@@ -112,12 +112,12 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
             Command::Action(call) => match &state.identity {
                 Some(service) => {
                     let ctx = CallContext {
-                        call_id: &trace_id,
-                        ani: &ani,
-                        failures: &mut call_failures,
+                        call_id: trace_id.clone(),
+                        ani: ani.clone(),
+                        failures: call_failures,
                     };
-                    let (result, audit) = service.perform(&call, ctx).await;
-                    events.extend(audit);
+                    let (result, failures) = service.perform(call, ctx).await;
+                    call_failures = failures;
                     Event::ActionCompleted(result)
                 }
                 None => Event::ActionCompleted(Err(ivrauth_core::engine::ActionFailure {

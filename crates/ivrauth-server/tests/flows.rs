@@ -649,7 +649,7 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
             .unwrap();
             ivrauth_server::identity::IdentityService {
                 provider: std::sync::Arc::new(directory),
-                lockout: store.clone(),
+                store: store.clone(),
                 policy: Default::default(),
                 min_verify_duration: std::time::Duration::ZERO,
                 clock: std::sync::Arc::new(clock.clone()),

@@ -69,7 +69,7 @@ async fn setup(policy: LockoutPolicy, min_verify: Duration) -> Setup {
             .unwrap();
             IdentityService {
                 provider: Arc::new(directory),
-                lockout: store.clone(),
+                store: store.clone(),
                 policy,
                 min_verify_duration: min_verify,
                 clock: Arc::new(clock.clone()),
@@ -313,4 +313,73 @@ async fn a_canary_pin_appears_in_no_response_audit_or_database_byte() {
             .windows(CANARY_PIN.len())
             .any(|w| w == CANARY_PIN.as_bytes()));
     }
+}
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_slip_past_the_lockout() {
+    // Regression: the lock used to be checked before the directory was asked and the failure
+    // counted after, so simultaneous guesses all saw an unlocked account.
+    let s = Arc::new(setup(LockoutPolicy::default(), Duration::ZERO).await);
+    let f = Arc::new(flow(1));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (s, f) = (s.clone(), f.clone());
+        tasks.push(tokio::spawn(async move {
+            s.simulate(&f, "10001", "0000", &format!("+1555020{i:04}"))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap()["outcome"]["endNode"], "no");
+    }
+    let reasons: Vec<String> = s
+        .server
+        .store()
+        .read_audit()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event == "identity.verify")
+        .map(|r| r.detail["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(reasons.len(), 20, "every attempt is audited");
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "wrong_secret").count(),
+        5,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "locked").count(),
+        15,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        s.server
+            .store()
+            .counters("10001")
+            .await
+            .unwrap()
+            .failed_attempts,
+        20
+    );
+}
+
+#[tokio::test]
+async fn account_numbers_share_counters_whatever_their_case() {
+    let policy = LockoutPolicy {
+        max_failures: 2,
+        ..Default::default()
+    };
+    let s = setup(policy, Duration::ZERO).await;
+    s.simulate(&flow(1), "ABC1", "0000", "+15550300001").await;
+    s.simulate(&flow(1), "abc1", "0000", "+15550300002").await;
+    assert_eq!(
+        s.server
+            .store()
+            .counters("abc1")
+            .await
+            .unwrap()
+            .failed_attempts,
+        2
+    );
 }

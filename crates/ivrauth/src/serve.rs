@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use ivrauth_connect::{HttpConfig, HttpExecutor, SystemClock, TokioSleeper};
 use ivrauth_core::identity::{IdentityError, IdentityProvider};
-use ivrauth_core::ports::{LockoutStore, Store};
+use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
 use ivrauth_server::identity::IdentityService;
 use ivrauth_server::AppState;
@@ -55,12 +55,11 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
 
 async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    let lockout: Arc<dyn LockoutStore> = Arc::new(sqlite.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let provider = identity_provider(&settings.identity, store.clone(), clock.clone()).await?;
     let identity = IdentityService {
         provider,
-        lockout,
+        store: store.clone(),
         policy: settings.identity.lockout,
         min_verify_duration: settings.identity.min_verify_duration(),
         clock: clock.clone(),
