@@ -53,23 +53,28 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
         let clock = Arc::new(SystemClock);
-        store
-            .create_account(&AccountRecord {
-                account: AccountNumber::parse("10001").unwrap(),
-                name: "Ada Lovelace".into(),
-                greeting: None,
-                phone: None,
-                email: None,
-                phone_verified: false,
-                email_verified: false,
-                disabled: false,
-                pin_hash: Some(hash.clone()),
-                pin_history: Vec::new(),
-                created_at: clock.now(),
-                updated_at: clock.now(),
-            })
-            .await
-            .unwrap();
+        // One account per concurrent task: in-flight attempts on one account count towards
+        // its lockout, so concurrent verifications of a single account would lock it.
+        let tasks_n = cores * 4;
+        for t in 0..tasks_n {
+            store
+                .create_account(&AccountRecord {
+                    account: AccountNumber::parse(&format!("{}", 10_001 + t)).unwrap(),
+                    name: "Ada Lovelace".into(),
+                    greeting: None,
+                    phone: None,
+                    email: None,
+                    phone_verified: false,
+                    email_verified: false,
+                    disabled: false,
+                    pin_hash: Some(hash.clone()),
+                    pin_history: Vec::new(),
+                    created_at: clock.now(),
+                    updated_at: clock.now(),
+                })
+                .await
+                .unwrap();
+        }
         let dyn_store: Arc<dyn Store> = store.clone();
         let directory = BuiltinDirectory::new(
             dyn_store,
@@ -88,7 +93,7 @@ fn main() {
         });
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Instant::now();
-        let tasks: Vec<_> = (0..cores * 4)
+        let tasks: Vec<_> = (0..tasks_n)
             .map(|t| {
                 let (service, next, pin) = (service.clone(), next.clone(), pin.clone());
                 tokio::spawn(async move {
@@ -96,7 +101,7 @@ fn main() {
                         let call = ActionCall {
                             node_id: "verify".into(),
                             action: "identity.verify",
-                            inputs: json!({"account": "10001"})
+                            inputs: json!({"account": format!("{}", 10_001 + t)})
                                 .as_object()
                                 .cloned()
                                 .unwrap_or_default(),
