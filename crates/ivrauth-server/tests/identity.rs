@@ -383,3 +383,96 @@ async fn account_numbers_share_counters_whatever_their_case() {
         2
     );
 }
+
+/// A server whose `identity.*` actions are served by `provider`.
+async fn server_with(provider: Arc<dyn ivrauth_core::identity::IdentityProvider>) -> Setup {
+    let sleeper = Arc::new(RecordingSleeper::new());
+    let s2 = sleeper.clone();
+    let server = TestServer::builder()
+        .identity(move |store, clock| IdentityService {
+            provider,
+            store: store.clone(),
+            policy: LockoutPolicy::default(),
+            min_verify_duration: Duration::ZERO,
+            clock: Arc::new(clock.clone()),
+            sleeper: s2,
+        })
+        .start()
+        .await
+        .unwrap();
+    let (id, secret) = server
+        .create_client("ivr", &["flow:simulate"])
+        .await
+        .unwrap();
+    let token = server.token(&id, &secret, None).await.unwrap();
+    Setup {
+        server,
+        token,
+        sleeper,
+    }
+}
+
+async fn flow_verifies_against(s: &Setup) {
+    let ok = s.simulate(&flow(1), "10001", "2468", "+15550400001").await;
+    assert_eq!(ok["outcome"]["endNode"], "ok", "{ok}");
+    assert_eq!(ok["trace"][1]["output"]["greeting"], "Ada");
+    let wrong = s.simulate(&flow(1), "10001", "1111", "+15550400002").await;
+    let unknown = s.simulate(&flow(1), "99999", "2468", "+15550400003").await;
+    assert_eq!(wrong["outcome"]["endNode"], "no");
+    assert_eq!(
+        caller_view(&wrong),
+        caller_view(&unknown),
+        "wrong and unknown look the same"
+    );
+    let records = s.server.store().read_audit().await.unwrap();
+    let provider = records
+        .iter()
+        .find(|r| r.event == "identity.verify")
+        .unwrap()
+        .detail["provider"]
+        .clone();
+    assert!(provider.is_string());
+}
+
+#[tokio::test]
+async fn a_flow_verifies_callers_against_ldap() {
+    let slapd = ivrauth_testkit::slapd::Slapd::start().await.unwrap();
+    let config = ivrauth_connect::ldap::LdapConfig::new(
+        slapd.uri(),
+        slapd.service_dn(),
+        Secret::new(slapd.service_password().to_owned()),
+        slapd.base_dn(),
+    );
+    let provider = Arc::new(ivrauth_connect::ldap::LdapDirectory::new(config).unwrap());
+    flow_verifies_against(&server_with(provider).await).await;
+}
+
+#[tokio::test]
+async fn a_flow_verifies_callers_against_an_oauth2_provider() {
+    let idp = ivrauth_testkit::oauth2_server::OAuth2Server::start(false)
+        .await
+        .unwrap();
+    let config = ivrauth_testkit::oauth2_server::oauth2_config(idp.base_url(), false);
+    let provider = Arc::new(ivrauth_connect::oauth2::OAuth2Directory::new(config).unwrap());
+    flow_verifies_against(&server_with(provider).await).await;
+}
+
+#[tokio::test]
+async fn a_flow_verifies_callers_against_the_seed_http_contract() {
+    let idp = ivrauth_testkit::identity::IdentityServer::start("10001", "2468", "tok")
+        .await
+        .unwrap();
+    let provider = Arc::new(
+        ivrauth_connect::HttpIdentity::new(ivrauth_connect::HttpIdentityConfig {
+            url: idp.url(),
+            health_url: None,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    );
+    let s = server_with(provider).await;
+    let ok = s.simulate(&flow(1), "10001", "2468", "+15550400011").await;
+    assert_eq!(ok["outcome"]["endNode"], "ok", "{ok}");
+    let wrong = s.simulate(&flow(1), "10001", "1111", "+15550400012").await;
+    assert_eq!(wrong["outcome"]["endNode"], "no");
+}
