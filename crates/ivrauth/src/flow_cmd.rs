@@ -399,6 +399,26 @@ fn detail_of(t: &TraceEntry) -> String {
             .unwrap_or_default();
         parts.push(format!("{} {} → {status}", r.method, r.url));
     }
+    if let Some(a) = &t.action {
+        let inputs: Vec<String> = a.inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let outputs: Vec<String> = t
+            .output
+            .as_ref()
+            .and_then(|o| o.as_object())
+            .map(|o| {
+                o.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.push(format!(
+            "{}({}) → {}",
+            a.name,
+            inputs.join(", "),
+            outputs.join(" ")
+        ));
+    }
     if let Some(p) = &t.properties {
         parts.extend(p.iter().map(|(k, v)| format!("{k}={v}")));
     }
