@@ -431,6 +431,25 @@ impl OAuth2Directory {
         Ok(Some(found))
     }
 
+    /// POST `form` to the token endpoint authenticated as `client_id`; returns the status,
+    /// the body and the URL as it may be shown (no query, no credentials).
+    async fn token_request(
+        &self,
+        client_id: &str,
+        client_secret: &Secret<String>,
+        form: &[(&str, &str)],
+    ) -> Result<(StatusCode, Secret<Vec<u8>>, String), IdentityError> {
+        let shown = transport::shown_url(&self.config.token_url);
+        let req = transport::client_auth(
+            self.client.post(&self.config.token_url),
+            client_id,
+            client_secret,
+        )
+        .form(form);
+        let (status, body) = transport::send(req, &shown).await?;
+        Ok((status, body, shown))
+    }
+
     /// Send a management API request with a bearer token; on 401, once more with a fresh
     /// token.
     async fn mgmt_request(
@@ -469,14 +488,9 @@ impl OAuth2Directory {
         if let Some(audience) = &self.config.audience {
             form.push(("audience", audience));
         }
-        let shown = transport::shown_url(&self.config.token_url);
-        let req = transport::client_auth(
-            self.client.post(&self.config.token_url),
-            &self.config.client_id,
-            &self.config.client_secret,
-        )
-        .form(&form);
-        let (status, body) = transport::send(req, &shown).await?;
+        let (status, body, shown) = self
+            .token_request(&self.config.client_id, &self.config.client_secret, &form)
+            .await?;
         if status != StatusCode::OK {
             return Err(unavailable(format!(
                 "the management token request to {shown} answered {status}{}",
@@ -621,14 +635,13 @@ impl IdentityProvider for OAuth2Directory {
         if let Some(scope) = &self.config.login_scope {
             form.push(("scope", scope));
         }
-        let shown = transport::shown_url(&self.config.token_url);
-        let req = transport::client_auth(
-            self.client.post(&self.config.token_url),
-            &self.config.login_client_id,
-            &self.config.login_client_secret,
-        )
-        .form(&form);
-        let (status, body) = transport::send(req, &shown).await?;
+        let (status, body, shown) = self
+            .token_request(
+                &self.config.login_client_id,
+                &self.config.login_client_secret,
+                &form,
+            )
+            .await?;
         tracing::debug!(url = %shown, status = status.as_u16(), "password grant");
         if status == StatusCode::OK {
             let answer: TokenAnswer = serde_json::from_slice(body.expose())
