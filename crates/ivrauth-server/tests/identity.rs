@@ -140,6 +140,40 @@ fn caller_view(sim: &Value) -> Value {
     json!({"outcome": sim["outcome"], "trace": trace})
 }
 
+/// `(subject, reason)` of every `identity.verify` audit record, in order.
+async fn verify_reasons(s: &Setup) -> Vec<(String, String)> {
+    s.server
+        .store()
+        .read_audit()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event == "identity.verify")
+        .map(|r| {
+            (
+                r.subject,
+                r.detail["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `n` simulations of a wrong PIN for account 10001 at once, each from its own number;
+/// every one must end at `no`.
+async fn wrong_pins_at_once(s: &Arc<Setup>, n: u32, ani_prefix: &str) {
+    let f = Arc::new(flow(1));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (s, f, ani) = (s.clone(), f.clone(), format!("{ani_prefix}{i:04}"));
+        tasks.push(tokio::spawn(async move {
+            s.simulate(&f, "10001", "0000", &ani).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap()["outcome"]["endNode"], "no");
+    }
+}
+
 #[tokio::test]
 async fn unknown_wrong_locked_and_disabled_look_the_same_to_the_caller() {
     let policy = LockoutPolicy::default();
@@ -172,21 +206,7 @@ async fn unknown_wrong_locked_and_disabled_look_the_same_to_the_caller() {
     }
 
     // The audit alone knows why.
-    let reasons: Vec<(String, String)> = s
-        .server
-        .store()
-        .read_audit()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.event == "identity.verify")
-        .map(|r| {
-            (
-                r.subject,
-                r.detail["reason"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let reasons = verify_reasons(&s).await;
     assert_eq!(
         reasons,
         vec![
@@ -211,18 +231,7 @@ async fn twenty_concurrent_wrong_pins_are_all_counted() {
         ..Default::default()
     };
     let s = Arc::new(setup(policy, Duration::ZERO).await);
-    let f = Arc::new(flow(1));
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let (s, f) = (s.clone(), f.clone());
-        tasks.push(tokio::spawn(async move {
-            s.simulate(&f, "10001", "0000", &format!("+1555010{i:04}"))
-                .await
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap()["outcome"]["endNode"], "no");
-    }
+    wrong_pins_at_once(&s, 20, "+1555010").await;
     let counters = s.server.store().counters("10001").await.unwrap();
     assert_eq!(counters.failed_attempts, 20);
 }
@@ -320,27 +329,11 @@ async fn concurrent_guesses_cannot_slip_past_the_lockout() {
     // Regression: the lock used to be checked before the directory was asked and the failure
     // counted after, so simultaneous guesses all saw an unlocked account.
     let s = Arc::new(setup(LockoutPolicy::default(), Duration::ZERO).await);
-    let f = Arc::new(flow(1));
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let (s, f) = (s.clone(), f.clone());
-        tasks.push(tokio::spawn(async move {
-            s.simulate(&f, "10001", "0000", &format!("+1555020{i:04}"))
-                .await
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap()["outcome"]["endNode"], "no");
-    }
-    let reasons: Vec<String> = s
-        .server
-        .store()
-        .read_audit()
+    wrong_pins_at_once(&s, 20, "+1555020").await;
+    let reasons: Vec<String> = verify_reasons(&s)
         .await
-        .unwrap()
         .into_iter()
-        .filter(|r| r.event == "identity.verify")
-        .map(|r| r.detail["reason"].as_str().unwrap_or_default().to_owned())
+        .map(|(_, r)| r)
         .collect();
     assert_eq!(reasons.len(), 20, "every attempt is audited");
     assert_eq!(
