@@ -14,6 +14,7 @@ pub mod flow;
 pub mod http;
 pub mod identity;
 pub mod inputs;
+pub mod ivr;
 pub mod ports;
 pub mod secret;
 pub mod time;

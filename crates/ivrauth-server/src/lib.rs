@@ -24,6 +24,7 @@ use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
 
 pub mod auth;
+pub mod calls;
 pub mod demo;
 pub mod error;
 pub mod extract;
