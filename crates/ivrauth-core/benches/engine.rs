@@ -10,6 +10,8 @@ use serde_json::json;
 use ivrauth_core::engine::{self, Command, Event, RunContext};
 use ivrauth_core::flow::compile;
 use ivrauth_core::http::{HttpResponse, HttpResult};
+use ivrauth_core::ivr::Input;
+use ivrauth_core::secret::Secret;
 use ivrauth_core::UnixMillis;
 
 fn seed_run(c: &mut Criterion) {
@@ -39,12 +41,46 @@ fn seed_run(c: &mut Criterion) {
                     Command::Http(_) => Event::HttpCompleted(HttpResult::Response(reply.clone())),
                     Command::Log(_) => Event::LogWritten,
                     Command::Action(_) => Event::ActionCompleted(Ok(Default::default())),
+                    Command::Prompt(_) => unreachable!("the seed flow has no prompts"),
                 };
                 (state, cmd) = engine::step(&flow, state, ev, now);
             }
             state
         })
     });
+
+    // One ordinary call turn as the telephony front-ends run it: restore the state the
+    // caller's last prompt left, feed the keys, run to the next prompt, snapshot again.
+    let demo_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/demo-pin-flow.json"
+    ))
+    .unwrap();
+    let demo_doc = ivrauth_proto::flow::parse_document(&demo_text).unwrap();
+    let (demo, _) = compile(&demo_doc).unwrap();
+    let (mut st, cmd) = engine::start(
+        &demo,
+        &serde_json::json!({}),
+        RunContext::new("t"),
+        UnixMillis(0),
+    )
+    .unwrap();
+    assert!(matches!(cmd, Command::Prompt(_)));
+    st.take_verbs();
+    let at_account_prompt = st.snapshot();
+    c.bench_function(
+        "call turn: restore, account number, next prompt, snapshot",
+        |b| {
+            b.iter(|| {
+                let st = engine::RunState::restore(&demo, &at_account_prompt).unwrap();
+                let keys = Input::Digits(Secret::new("10001#".to_owned()));
+                let (mut st, cmd) = engine::step(&demo, st, Event::Input(keys), UnixMillis(5));
+                assert!(matches!(cmd, Command::Prompt(_)));
+                let verbs = st.take_verbs();
+                (verbs, st.snapshot())
+            })
+        },
+    );
 
     c.bench_function("seed flow: compile (validate) the document", |b| {
         b.iter(|| compile(&doc).unwrap())

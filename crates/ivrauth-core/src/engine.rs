@@ -12,15 +12,17 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use ivrauth_proto::api::{
-    Diagnostic, Outcome, RunFailure, TraceAction, TraceEntry, TraceRequest, MASK,
+    Diagnostic, Outcome, RunFailure, TraceAction, TraceEntry, TraceRequest, TransferOutcome, MASK,
 };
 
 use crate::expr::{binding_name, json_to_cel, Condition, Part, Template, VarPath};
-use crate::flow::{Flow, Kind, Next, ValueTemplate};
+use crate::flow::{Flow, Kind, Next, SayNode, ValueTemplate};
 use crate::http::{HttpRequest, HttpResult};
+use crate::ivr::{Input, Prompt, PromptKind, Verb};
 use crate::secret::Secret;
 use crate::time::UnixMillis;
 
@@ -55,6 +57,9 @@ pub enum Event {
     LogWritten,
     /// The action's outputs (by the names its spec declares), or why it could not be done.
     ActionCompleted(Result<Map<String, Value>, ActionFailure>),
+    /// The caller's answer to the last [`Command::Prompt`]. Starts a new turn: the step
+    /// budget is per turn.
+    Input(Input),
 }
 
 /// The host could not perform an action (a directory down, hashing saturated).
@@ -96,6 +101,10 @@ pub enum Command {
     Http(HttpRequest),
     Log(LogLine),
     Action(ActionCall),
+    /// Ask the caller for keys; play [`RunState::take_verbs`] first. Answer with
+    /// [`Event::Input`].
+    Prompt(Prompt),
+    /// The run is over; play [`RunState::take_verbs`] first.
     Finish(Outcome),
 }
 
@@ -107,7 +116,7 @@ pub struct LogLine {
     pub message: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Binding {
     value: Value,
     /// Paths (relative to this binding) holding secrets; an empty path means all of it.
@@ -153,6 +162,34 @@ pub struct RunState {
     trace: Vec<TraceEntry>,
     pending: Option<Pending>,
     finished: bool,
+    /// Verbs produced since the host last took them.
+    verbs: Vec<Verb>,
+    /// Inside a secure segment: every collect is secure.
+    in_secure: bool,
+    /// The asking of the collect or menu node the run waits on (1 = first).
+    attempt: u32,
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the snapshot is not valid: {0}")]
+    Malformed(String),
+    #[error("the snapshot does not fit this flow")]
+    WrongFlow,
+}
+
+/// What survives between turns (no trace, no pending verbs).
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    roots: HashMap<String, Binding>,
+    outputs: Vec<(usize, Binding)>,
+    current: usize,
+    /// The node waiting for input, since when, and its trace entry so far.
+    waiting: Option<(usize, i64, TraceEntry)>,
+    max_steps: u32,
+    in_secure: bool,
+    attempt: u32,
 }
 
 #[derive(Debug)]
@@ -170,8 +207,80 @@ impl RunState {
     pub fn into_trace(self) -> Vec<TraceEntry> {
         self.trace
     }
+    /// The trace so far, leaving it empty (a host keeping a call's trace turn by turn).
+    pub fn take_trace(&mut self) -> Vec<TraceEntry> {
+        std::mem::take(&mut self.trace)
+    }
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The verbs (speech, pauses, recording control) produced since the last call.
+    pub fn take_verbs(&mut self) -> Vec<Verb> {
+        std::mem::take(&mut self.verbs)
+    }
+
+    /// True inside a secure segment.
+    pub fn in_secure_segment(&self) -> bool {
+        self.in_secure
+    }
+
+    /// The run's state between turns, for a host to keep (sealed: secure values are in
+    /// it) while the caller answers a prompt. The trace is not included.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snap = SnapshotRef {
+            roots: &self.roots,
+            outputs: self
+                .outputs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
+                .collect(),
+            current: self.current,
+            waiting: self
+                .pending
+                .as_ref()
+                .map(|p| (p.node, p.started.0, &p.entry)),
+            max_steps: self.max_steps,
+            in_secure: self.in_secure,
+            attempt: self.attempt,
+        };
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    /// A run from [`RunState::snapshot`], for the same compiled flow.
+    pub fn restore(flow: &Flow, bytes: &[u8]) -> Result<RunState, RestoreError> {
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| RestoreError::Malformed(e.to_string()))?;
+        let n = flow.nodes.len();
+        if snap.current >= n
+            || snap.outputs.iter().any(|(i, _)| *i >= n)
+            || snap.waiting.as_ref().is_some_and(|(i, _, _)| *i >= n)
+        {
+            return Err(RestoreError::WrongFlow);
+        }
+        let mut outputs: Vec<Option<Binding>> = (0..n).map(|_| None).collect();
+        for (i, b) in snap.outputs {
+            outputs[i] = Some(b);
+        }
+        let pending = snap.waiting.map(|(node, started, entry)| Pending {
+            node,
+            started: UnixMillis(started),
+            entry,
+        });
+        Ok(RunState {
+            roots: snap.roots,
+            outputs,
+            current: snap.current,
+            steps: 0,
+            max_steps: snap.max_steps,
+            trace: Vec::new(),
+            pending,
+            finished: false,
+            verbs: Vec::new(),
+            in_secure: snap.in_secure,
+            attempt: snap.attempt,
+        })
     }
 
     fn get(&self, flow: &Flow, p: &VarPath) -> (Option<&Value>, bool) {
@@ -295,6 +404,40 @@ impl RunState {
     }
 }
 
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    roots: &'a HashMap<String, Binding>,
+    outputs: Vec<(usize, &'a Binding)>,
+    current: usize,
+    waiting: Option<(usize, i64, &'a TraceEntry)>,
+    max_steps: u32,
+    in_secure: bool,
+    attempt: u32,
+}
+
+fn new_entry(flow: &Flow, i: usize, step: u32) -> TraceEntry {
+    let (id, key, ty) = flow
+        .nodes
+        .get(i)
+        .map(|n| (n.id.clone(), n.key.clone(), n.type_name))
+        .unwrap_or_default();
+    TraceEntry {
+        step,
+        node_id: id,
+        node_key: key,
+        node_type: ty.to_owned(),
+        duration_ms: 0,
+        request: None,
+        action: None,
+        output: None,
+        properties: None,
+        message: None,
+        result: None,
+        errors: Vec::new(),
+        next: None,
+    }
+}
+
 fn push_text(out: &mut String, v: Option<&Value>) {
     match v {
         None | Some(Value::Null) => {}
@@ -376,6 +519,9 @@ pub fn start(
         trace: Vec::new(),
         pending: None,
         finished: false,
+        verbs: Vec::new(),
+        in_secure: false,
+        attempt: 0,
     };
     let cmd = advance(flow, &mut state, now);
     Ok((state, cmd))
@@ -429,6 +575,10 @@ pub fn step(
             }
         }
         (Kind::Log { .. }, Event::LogWritten) => {}
+        (Kind::Collect(_) | Kind::Menu(_), Event::Input(input)) => {
+            state.steps = 0;
+            return answer(flow, state, node, entry, input, now);
+        }
         (Kind::Action(a), Event::ActionCompleted(result)) => {
             let mut out = Map::new();
             match result {
@@ -517,6 +667,218 @@ fn http_output(result: HttpResult) -> Value {
     Value::Object(o)
 }
 
+/// The caller answered the prompt of `node`: take its edge, or ask again.
+fn answer(
+    flow: &Flow,
+    mut state: RunState,
+    node: usize,
+    mut entry: TraceEntry,
+    input: Input,
+    now: UnixMillis,
+) -> (RunState, Command) {
+    let Some(n) = flow.nodes.get(node) else {
+        let cmd = fail(&mut state, "internal", "node index out of range".to_owned());
+        return (state, cmd);
+    };
+    let Next::Input {
+        default,
+        keys,
+        failed,
+    } = &n.next
+    else {
+        let cmd = fail(
+            &mut state,
+            "internal",
+            "input node without input edges".to_owned(),
+        );
+        return (state, cmd);
+    };
+    let mut result = Map::new();
+    // Ok(target) on a valid entry; Err(true) for no input, Err(false) for no match.
+    let chosen: Result<Option<usize>, bool> = match (&n.kind, input) {
+        (_, Input::NoInput) => Err(true),
+        (_, Input::NoMatch) => Err(false),
+        (Kind::Collect(c), Input::Digits(d)) => {
+            let mut digits = d.expose().trim().to_owned();
+            if !c.finish_on_key.is_empty() && digits.ends_with(c.finish_on_key.as_str()) {
+                digits.truncate(digits.len() - c.finish_on_key.len());
+            }
+            let len = u32::try_from(digits.chars().count()).unwrap_or(u32::MAX);
+            if digits.is_empty() {
+                Err(true)
+            } else if !digits.chars().all(|k| k.is_ascii_digit() || k == '*')
+                || len < c.min_digits
+                || len > c.max_digits
+                || c.pattern.as_ref().is_some_and(|p| !p.is_match(&digits))
+            {
+                Err(false)
+            } else {
+                let secure = c.secure || state.in_secure;
+                let mut shown = Map::new();
+                shown.insert(
+                    c.variable.to_string(),
+                    if secure {
+                        Value::String(MASK.to_owned())
+                    } else {
+                        Value::String(digits.clone())
+                    },
+                );
+                entry.properties = Some(shown);
+                state.set(&c.variable, Value::String(digits), secure);
+                Ok(*default)
+            }
+        }
+        (Kind::Menu(_), Input::Digits(d)) => {
+            let key = d.expose().trim().trim_end_matches('#').to_owned();
+            if key.is_empty() {
+                Err(true)
+            } else {
+                match keys.iter().find(|(k, _)| *k == key) {
+                    Some((_, t)) => {
+                        result.insert("choice".into(), Value::String(key));
+                        Ok(Some(*t))
+                    }
+                    None => Err(false),
+                }
+            }
+        }
+        _ => Err(false),
+    };
+    let target = match chosen {
+        Ok(t) => t,
+        Err(no_input) => {
+            result.insert(
+                "input".into(),
+                Value::String(if no_input { "noInput" } else { "noMatch" }.to_owned()),
+            );
+            result.insert("attempt".into(), Value::from(state.attempt));
+            let attempts = match &n.kind {
+                Kind::Collect(c) => c.attempts,
+                Kind::Menu(m) => m.attempts,
+                _ => 1,
+            };
+            if state.attempt < attempts {
+                entry.result = Some(result);
+                state.trace.push(entry);
+                state.attempt += 1;
+                state.steps += 1;
+                let entry = new_entry(flow, node, state.steps);
+                let reprompt = match (&n.kind, no_input) {
+                    (Kind::Collect(c), true) => c.no_input.as_ref(),
+                    (Kind::Collect(c), false) => c.no_match.as_ref(),
+                    (Kind::Menu(m), true) => m.no_input.as_ref(),
+                    (Kind::Menu(m), false) => m.invalid.as_ref(),
+                    _ => None,
+                };
+                let cmd = ask(flow, &mut state, node, entry, reprompt, now);
+                return (state, cmd);
+            }
+            result.insert("attemptsExhausted".into(), Value::Bool(true));
+            *failed
+        }
+    };
+    entry.result = (!result.is_empty()).then_some(result);
+    match target.and_then(|t| flow.nodes.get(t).map(|tn| (t, tn))) {
+        Some((t, tn)) => {
+            entry.next = Some(tn.key.clone());
+            state.current = t;
+            state.trace.push(entry);
+            let cmd = advance(flow, &mut state, now);
+            (state, cmd)
+        }
+        None => {
+            state.trace.push(entry);
+            let cmd = fail(
+                &mut state,
+                "no_matching_edge",
+                format!("no edge out of node `{}` matched", n.id),
+            );
+            (state, cmd)
+        }
+    }
+}
+
+/// Ask for the input of the collect or menu node `node`.
+fn ask(
+    flow: &Flow,
+    state: &mut RunState,
+    node: usize,
+    mut entry: TraceEntry,
+    reprompt: Option<&Template>,
+    now: UnixMillis,
+) -> Command {
+    let Some(n) = flow.nodes.get(node) else {
+        return fail(state, "internal", "node index out of range".to_owned());
+    };
+    let (kind, sn, min, max, finish, timeout, secure, choices, attempts) = match &n.kind {
+        Kind::Collect(c) => (
+            PromptKind::Collect,
+            &c.prompt,
+            c.min_digits,
+            c.max_digits,
+            c.finish_on_key.clone(),
+            c.timeout_seconds,
+            c.secure || state.in_secure,
+            Vec::new(),
+            c.attempts,
+        ),
+        Kind::Menu(m) => (
+            PromptKind::Menu,
+            &m.prompt,
+            1,
+            1,
+            String::new(),
+            m.timeout_seconds,
+            false,
+            m.choices.clone(),
+            m.attempts,
+        ),
+        _ => return fail(state, "internal", "not an input node".to_owned()),
+    };
+    let mut say = Vec::new();
+    if let Some(t) = reprompt {
+        say.push(spoken(state, flow, sn, t));
+    }
+    say.push(spoken(state, flow, sn, &sn.text));
+    entry.message = Some(
+        say.iter()
+            .filter_map(|v| match v {
+                Verb::Say { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    state.pending = Some(Pending {
+        node,
+        started: now,
+        entry,
+    });
+    Command::Prompt(Prompt {
+        node_id: n.id.clone(),
+        kind,
+        say,
+        min_digits: min,
+        max_digits: max,
+        finish_on_key: finish,
+        timeout_seconds: timeout,
+        secure,
+        choices,
+        attempt: state.attempt,
+        attempts,
+    })
+}
+
+/// A `Say` of `t` in the voice of `sn`. Secure values are masked (the validator refuses
+/// flows that would speak one; this is the second line).
+fn spoken(state: &RunState, flow: &Flow, sn: &SayNode, t: &Template) -> Verb {
+    Verb::Say {
+        text: state.render(flow, t, true).0,
+        language: sn.language.clone(),
+        voice: sn.voice.clone(),
+    }
+}
+
 fn fail(state: &mut RunState, code: &str, message: String) -> Command {
     Command::Finish(failure(state, code, message))
 }
@@ -530,9 +892,12 @@ fn failure(state: &mut RunState, code: &str, message: String) -> Outcome {
             code: code.to_owned(),
             message,
         }),
+        transfer: None,
+        hangup: false,
     }
 }
 
+#[allow(clippy::result_large_err)] // an Err ends the run; it is built once per run
 /// Move to the successor of `node`; `results` are a condition node's results.
 fn follow(
     flow: &Flow,
@@ -550,6 +915,7 @@ fn follow(
     };
     let target = match &n.next {
         Next::One(d) => Some(*d),
+        Next::Input { default, .. } => *default,
         Next::End => None,
         Next::Branch(branches) => branches
             .iter()
@@ -596,21 +962,7 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
         let Some(node) = flow.nodes.get(i) else {
             return fail(state, "internal", "node index out of range".to_owned());
         };
-        let mut entry = TraceEntry {
-            step: state.steps,
-            node_id: node.id.clone(),
-            node_key: node.key.clone(),
-            node_type: node.type_name.to_owned(),
-            duration_ms: 0,
-            request: None,
-            action: None,
-            output: None,
-            properties: None,
-            message: None,
-            result: None,
-            errors: Vec::new(),
-            next: None,
-        };
+        let mut entry = new_entry(flow, i, state.steps);
         let mut results: Option<Vec<bool>> = None;
         match &node.kind {
             Kind::Start => {}
@@ -621,7 +973,71 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                     end_node: Some(node.id.clone()),
                     status_code: *status_code,
                     error: None,
+                    transfer: None,
+                    hangup: false,
                 });
+            }
+            Kind::Transfer {
+                queue,
+                target,
+                reason,
+            } => {
+                state.trace.push(entry);
+                state.finished = true;
+                return Command::Finish(Outcome {
+                    end_node: Some(node.id.clone()),
+                    status_code: None,
+                    error: None,
+                    transfer: Some(TransferOutcome {
+                        queue: queue.clone(),
+                        target: target.clone(),
+                        reason: reason.clone(),
+                    }),
+                    hangup: false,
+                });
+            }
+            Kind::Hangup => {
+                state.trace.push(entry);
+                state.finished = true;
+                return Command::Finish(Outcome {
+                    end_node: Some(node.id.clone()),
+                    status_code: None,
+                    error: None,
+                    transfer: None,
+                    hangup: true,
+                });
+            }
+            Kind::Say(sn) => {
+                let verb = spoken(state, flow, sn, &sn.text);
+                if let Verb::Say { text, .. } = &verb {
+                    entry.message = Some(text.clone());
+                }
+                state.verbs.push(verb);
+            }
+            Kind::Wait {
+                seconds,
+                hold_audio,
+            } => {
+                state.verbs.push(match hold_audio {
+                    Some(url) => Verb::Play { url: url.clone() },
+                    None => Verb::Pause { seconds: *seconds },
+                });
+            }
+            Kind::SecureEnter => {
+                if !state.in_secure {
+                    state.in_secure = true;
+                    state.verbs.push(Verb::RecordingPause);
+                }
+            }
+            Kind::SecureExit => {
+                if state.in_secure {
+                    state.in_secure = false;
+                    state.verbs.push(Verb::RecordingResume);
+                }
+            }
+            Kind::Collect(_) | Kind::Menu(_) => {
+                state.attempt = 1;
+                return ask(flow, state, i, entry, None, now);
             }
             Kind::SetProperties(assigns) => {
                 let mut shown = Map::new();

@@ -117,13 +117,78 @@ pub(crate) struct Node {
 #[derive(Debug)]
 pub(crate) enum Kind {
     Start,
-    End { status_code: Option<u16> },
+    End {
+        status_code: Option<u16>,
+    },
     Http(HttpNode),
     Condition(Vec<(String, Condition)>),
     SetProperties(Vec<Assign>),
-    Log { level: String, message: Template },
+    Log {
+        level: String,
+        message: Template,
+    },
     Action(ActionNode),
+    Say(SayNode),
+    Collect(CollectNode),
+    Menu(MenuNode),
+    Transfer {
+        queue: Option<String>,
+        target: Option<String>,
+        reason: Option<String>,
+    },
+    Hangup,
+    SecureEnter,
+    SecureExit,
+    Wait {
+        seconds: u32,
+        hold_audio: Option<String>,
+    },
 }
+
+#[derive(Debug)]
+pub(crate) struct SayNode {
+    pub text: Template,
+    pub language: Option<String>,
+    pub voice: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CollectNode {
+    pub prompt: SayNode,
+    pub variable: VarPath,
+    pub min_digits: u32,
+    pub max_digits: u32,
+    pub finish_on_key: String,
+    pub timeout_seconds: u32,
+    pub attempts: u32,
+    pub no_input: Option<Template>,
+    pub no_match: Option<Template>,
+    /// Declared `secure`, or inside a secure segment on some path.
+    pub secure: bool,
+    pub pattern: Option<regex::Regex>,
+}
+
+#[derive(Debug)]
+pub(crate) struct MenuNode {
+    pub prompt: SayNode,
+    pub choices: Vec<String>,
+    pub timeout_seconds: u32,
+    pub attempts: u32,
+    pub invalid: Option<Template>,
+    pub no_input: Option<Template>,
+}
+
+/// Defaults and bounds of the IVR nodes.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+pub const MAX_ATTEMPTS: u32 = 10;
+pub const DEFAULT_INPUT_TIMEOUT_S: u32 = 5;
+pub const MAX_INPUT_TIMEOUT_S: u32 = 60;
+pub const MAX_DIGITS: u32 = 64;
+pub const MAX_WAIT_S: u32 = 600;
+/// The edge condition a collect or menu node takes when its attempts run out.
+pub const FAILED_EDGE: &str = "failed";
+/// Keys a phone keypad sends.
+const KEYS: &str = "0123456789*#";
 
 #[derive(Debug)]
 pub(crate) struct ActionNode {
@@ -200,6 +265,33 @@ pub(crate) enum Next {
     One(usize),
     /// Condition edges in document order; `None` guard is the fallback edge.
     Branch(Vec<(Option<Guard>, usize)>),
+    /// A collect or menu node: `default` on a valid entry (collect), `keys` per menu
+    /// choice, `failed` when the attempts run out.
+    Input {
+        default: Option<usize>,
+        keys: Vec<(String, usize)>,
+        failed: Option<usize>,
+    },
+}
+
+impl Next {
+    pub(crate) fn targets(&self) -> Vec<usize> {
+        match self {
+            Next::End => Vec::new(),
+            Next::One(d) => vec![*d],
+            Next::Branch(b) => b.iter().map(|(_, d)| *d).collect(),
+            Next::Input {
+                default,
+                keys,
+                failed,
+            } => default
+                .iter()
+                .copied()
+                .chain(keys.iter().map(|(_, d)| *d))
+                .chain(failed.iter().copied())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -603,6 +695,14 @@ impl<'d, 'r> Compiler<'d, 'r> {
             }
             kinds.push(kind);
         }
+        // Every collect inside a secure segment (on any path) is secure.
+        let in_segment = self.secure_segments(&kinds);
+        for (i, kind) in kinds.iter_mut().enumerate() {
+            if let Some(Kind::Collect(c)) = kind {
+                c.secure |= in_segment[i];
+                assigns_for_taint.push((c.variable.clone(), c.secure, Vec::new()));
+            }
+        }
         for (name, _, _) in &assigns_for_taint {
             scope
                 .properties
@@ -866,7 +966,291 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 Some(Kind::SetProperties(out))
             }
             NodeProperties::Action(a) => self.action(a, path, id),
+            NodeProperties::Say(p) => Some(Kind::Say(SayNode {
+                text: template(self.report, format!("{path}/properties/text"), &p.text)?,
+                language: p.language.clone(),
+                voice: p.voice.clone(),
+            })),
+            NodeProperties::Collect(c) => self.collect(c, path, id),
+            NodeProperties::Menu(m) => self.menu(m, path, id),
+            NodeProperties::Transfer(t) => {
+                let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+                if blank(&t.queue) && blank(&t.target) {
+                    self.report.error(
+                        format!("{path}/properties"),
+                        Some(id),
+                        "missing_field",
+                        format!("transfer node `{id}` needs a `queue` or a `target`"),
+                    );
+                }
+                Some(Kind::Transfer {
+                    queue: t.queue.clone().filter(|s| !s.trim().is_empty()),
+                    target: t.target.clone().filter(|s| !s.trim().is_empty()),
+                    reason: t.reason.clone(),
+                })
+            }
+            NodeProperties::Hangup(_) => Some(Kind::Hangup),
+            NodeProperties::SecureEnter(_) => Some(Kind::SecureEnter),
+            NodeProperties::SecureExit(_) => Some(Kind::SecureExit),
+            NodeProperties::Wait(w) => {
+                if w.seconds == 0 || w.seconds > MAX_WAIT_S {
+                    self.report.error(
+                        format!("{path}/properties/seconds"),
+                        Some(id),
+                        "invalid_seconds",
+                        format!(
+                            "`seconds` must be between 1 and {MAX_WAIT_S}; got {}",
+                            w.seconds
+                        ),
+                    );
+                }
+                Some(Kind::Wait {
+                    seconds: w.seconds,
+                    hold_audio: w.hold_audio.clone(),
+                })
+            }
         }
+    }
+
+    fn optional_template(&mut self, at: String, id: &str, text: Option<&str>) -> Option<Template> {
+        match Template::parse(text?) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.report
+                    .error(at, Some(id), "invalid_template", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn bounded(
+        &mut self,
+        at: String,
+        id: &str,
+        field: &str,
+        v: Option<u32>,
+        default: u32,
+        max: u32,
+    ) -> u32 {
+        match v {
+            None => default,
+            Some(n) if n >= 1 && n <= max => n,
+            Some(n) => {
+                self.report.error(
+                    at,
+                    Some(id),
+                    "out_of_range",
+                    format!("`{field}` must be between 1 and {max}; got {n}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn say_node(
+        &mut self,
+        at: String,
+        id: &str,
+        text: &str,
+        language: &Option<String>,
+        voice: &Option<String>,
+    ) -> Option<SayNode> {
+        match Template::parse(text) {
+            Ok(t) => Some(SayNode {
+                text: t,
+                language: language.clone(),
+                voice: voice.clone(),
+            }),
+            Err(e) => {
+                self.report
+                    .error(at, Some(id), "invalid_template", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn collect(
+        &mut self,
+        c: &ivrauth_proto::flow::CollectProps,
+        path: &str,
+        id: &str,
+    ) -> Option<Kind> {
+        let prompt = self.say_node(
+            format!("{path}/properties/prompt"),
+            id,
+            &c.prompt,
+            &c.language,
+            &c.voice,
+        );
+        let no_input = self.optional_template(
+            format!("{path}/properties/noInputPrompt"),
+            id,
+            c.no_input_prompt.as_deref(),
+        );
+        let no_match = self.optional_template(
+            format!("{path}/properties/noMatchPrompt"),
+            id,
+            c.no_match_prompt.as_deref(),
+        );
+        let min_digits = self.bounded(
+            format!("{path}/properties/minDigits"),
+            id,
+            "minDigits",
+            c.min_digits,
+            1,
+            MAX_DIGITS,
+        );
+        let max_digits = self.bounded(
+            format!("{path}/properties/maxDigits"),
+            id,
+            "maxDigits",
+            c.max_digits,
+            MAX_DIGITS.min(min_digits.max(20)),
+            MAX_DIGITS,
+        );
+        if min_digits > max_digits {
+            self.report.error(
+                format!("{path}/properties/minDigits"),
+                Some(id),
+                "out_of_range",
+                format!("`minDigits` ({min_digits}) is more than `maxDigits` ({max_digits})"),
+            );
+        }
+        let attempts = self.bounded(
+            format!("{path}/properties/attempts"),
+            id,
+            "attempts",
+            c.attempts,
+            DEFAULT_ATTEMPTS,
+            MAX_ATTEMPTS,
+        );
+        let timeout_seconds = self.bounded(
+            format!("{path}/properties/timeoutSeconds"),
+            id,
+            "timeoutSeconds",
+            c.timeout_seconds,
+            DEFAULT_INPUT_TIMEOUT_S,
+            MAX_INPUT_TIMEOUT_S,
+        );
+        let finish_on_key = c.finish_on_key.clone().unwrap_or_else(|| "#".to_owned());
+        if finish_on_key.chars().count() > 1 || !finish_on_key.chars().all(|k| KEYS.contains(k)) {
+            self.report.error(
+                format!("{path}/properties/finishOnKey"),
+                Some(id),
+                "invalid_key",
+                format!("`finishOnKey` must be one key of {KEYS}, or empty for none"),
+            );
+        }
+        let pattern = match c.pattern.as_deref() {
+            None => None,
+            Some(p) => match regex::RegexBuilder::new(&format!("^(?:{p})$"))
+                .size_limit(1 << 16)
+                .build()
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.report.error(
+                        format!("{path}/properties/pattern"),
+                        Some(id),
+                        "invalid_pattern",
+                        format!("`pattern` is not a valid regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        let Some(variable) = VarPath::parse(&c.variable) else {
+            self.report.error(
+                format!("{path}/properties/variable"),
+                Some(id),
+                "invalid_property_name",
+                format!("`{}` is not a dotted variable name (letters, digits, `_`, `-`, separated by `.`)", c.variable),
+            );
+            return None;
+        };
+        Some(Kind::Collect(CollectNode {
+            prompt: prompt?,
+            variable,
+            min_digits,
+            max_digits,
+            finish_on_key,
+            timeout_seconds,
+            attempts,
+            no_input,
+            no_match,
+            secure: c.secure,
+            pattern,
+        }))
+    }
+
+    fn menu(&mut self, m: &ivrauth_proto::flow::MenuProps, path: &str, id: &str) -> Option<Kind> {
+        let prompt = self.say_node(
+            format!("{path}/properties/prompt"),
+            id,
+            &m.prompt,
+            &m.language,
+            &m.voice,
+        );
+        let invalid = self.optional_template(
+            format!("{path}/properties/invalidChoicePrompt"),
+            id,
+            m.invalid_choice_prompt.as_deref(),
+        );
+        let no_input = self.optional_template(
+            format!("{path}/properties/noInputPrompt"),
+            id,
+            m.no_input_prompt.as_deref(),
+        );
+        let attempts = self.bounded(
+            format!("{path}/properties/attempts"),
+            id,
+            "attempts",
+            m.attempts,
+            DEFAULT_ATTEMPTS,
+            MAX_ATTEMPTS,
+        );
+        let timeout_seconds = self.bounded(
+            format!("{path}/properties/timeoutSeconds"),
+            id,
+            "timeoutSeconds",
+            m.timeout_seconds,
+            DEFAULT_INPUT_TIMEOUT_S,
+            MAX_INPUT_TIMEOUT_S,
+        );
+        if m.choices.is_empty() {
+            self.report.error(
+                format!("{path}/properties/choices"),
+                Some(id),
+                "missing_field",
+                format!("menu node `{id}` has no choices"),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, c) in m.choices.iter().enumerate() {
+            if c.chars().count() != 1 || !c.chars().all(|k| KEYS.contains(k)) {
+                self.report.error(
+                    format!("{path}/properties/choices/{i}"),
+                    Some(id),
+                    "invalid_key",
+                    format!("choice `{c}` is not one key of {KEYS}"),
+                );
+            } else if !seen.insert(c.as_str()) {
+                self.report.error(
+                    format!("{path}/properties/choices/{i}"),
+                    Some(id),
+                    "duplicate_choice",
+                    format!("choice `{c}` is listed twice"),
+                );
+            }
+        }
+        Some(Kind::Menu(MenuNode {
+            prompt: prompt?,
+            choices: m.choices.clone(),
+            timeout_seconds,
+            attempts,
+            invalid,
+            no_input,
+        }))
     }
 
     fn action(
@@ -973,41 +1357,74 @@ impl<'d, 'r> Compiler<'d, 'r> {
         }
     }
 
+    /// Nodes reachable from a `secureEnter` without passing a `secureExit`.
+    fn secure_segments(&self, kinds: &[Option<Kind>]) -> Vec<bool> {
+        let n = kinds.len();
+        let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for e in &self.doc.edges {
+            if let (Some(s), Some(d)) = (self.lookup(&e.source), self.lookup(&e.target)) {
+                succ[s].push(d);
+            }
+        }
+        let mut inside = vec![false; n];
+        let mut queue: VecDeque<usize> = (0..n)
+            .filter(|&i| matches!(kinds[i], Some(Kind::SecureEnter)))
+            .collect();
+        while let Some(i) = queue.pop_front() {
+            for &d in &succ[i] {
+                if !inside[d] && !matches!(kinds[d], Some(Kind::SecureExit)) {
+                    inside[d] = true;
+                    queue.push_back(d);
+                }
+            }
+        }
+        inside
+    }
+
     fn check_property_names(&mut self, parsed: &[Option<NodeProperties>], scope: &Scope) {
         for (i, p) in parsed.iter().enumerate() {
-            let Some(NodeProperties::SetProperties(s)) = p else {
-                continue;
+            let names: Vec<(String, &str)> = match p {
+                Some(NodeProperties::SetProperties(s)) => s
+                    .properties
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| (format!("properties/{j}/name"), a.name.as_str()))
+                    .collect(),
+                Some(NodeProperties::Collect(c)) => {
+                    vec![("variable".to_owned(), c.variable.as_str())]
+                }
+                _ => continue,
             };
             let id = self.doc.nodes.entries[i]
                 .node
                 .id_or(&self.doc.nodes.entries[i].key)
                 .to_owned();
-            for (j, a) in s.properties.iter().enumerate() {
-                let Some(name) = VarPath::parse(&a.name) else {
+            for (field, a_name) in names {
+                let Some(name) = VarPath::parse(a_name) else {
                     continue;
                 };
-                let at = format!("{}/properties/properties/{j}/name", self.node_paths[i]);
+                let at = format!("{}/properties/{field}", self.node_paths[i]);
                 let root = name.root();
                 if root == "flow" {
                     self.report.error(
                         at,
                         Some(&id),
                         "reserved_name",
-                        format!("`{}`: `flow.` variables are set by the host", a.name),
+                        format!("`{}`: `flow.` variables are set by the host", a_name),
                     );
                 } else if scope.inputs.contains(root) {
                     self.report.error(
                         at,
                         Some(&id),
                         "name_conflict",
-                        format!("property `{}` would overwrite the input `{root}`", a.name),
+                        format!("property `{}` would overwrite the input `{root}`", a_name),
                     );
                 } else if scope.nodes.contains_key(root) {
                     self.report.error(
                         at,
                         Some(&id),
                         "name_conflict",
-                        format!("property `{}` would shadow the node `{root}`", a.name),
+                        format!("property `{}` would shadow the node `{root}`", a_name),
                     );
                 }
             }
@@ -1027,8 +1444,57 @@ impl<'d, 'r> Compiler<'d, 'r> {
                 }
             }
         };
+        let spoken = |report: &mut Report, at: String, t: &Template| {
+            let refs: Vec<VarPath> = t.refs().cloned().collect();
+            check(report, at.clone(), &refs);
+            for r in refs.iter().filter(|r| scope.is_secure(r)) {
+                report.error(
+                    at.clone(),
+                    Some(&id),
+                    "secure_value_spoken",
+                    format!("the prompt speaks `{r}`, which is or derives from a secure value; secrets are never read out (speech is logged and recorded by the platform)"),
+                );
+            }
+        };
         match kind {
-            Kind::Start | Kind::End { .. } => {}
+            Kind::Start
+            | Kind::End { .. }
+            | Kind::Transfer { .. }
+            | Kind::Hangup
+            | Kind::SecureEnter
+            | Kind::SecureExit
+            | Kind::Wait { .. } => {}
+            Kind::Say(sn) => spoken(self.report, format!("{path}/properties/text"), &sn.text),
+            Kind::Collect(c) => {
+                spoken(
+                    self.report,
+                    format!("{path}/properties/prompt"),
+                    &c.prompt.text,
+                );
+                if let Some(t) = &c.no_input {
+                    spoken(self.report, format!("{path}/properties/noInputPrompt"), t);
+                }
+                if let Some(t) = &c.no_match {
+                    spoken(self.report, format!("{path}/properties/noMatchPrompt"), t);
+                }
+            }
+            Kind::Menu(m) => {
+                spoken(
+                    self.report,
+                    format!("{path}/properties/prompt"),
+                    &m.prompt.text,
+                );
+                if let Some(t) = &m.invalid {
+                    spoken(
+                        self.report,
+                        format!("{path}/properties/invalidChoicePrompt"),
+                        t,
+                    );
+                }
+                if let Some(t) = &m.no_input {
+                    spoken(self.report, format!("{path}/properties/noInputPrompt"), t);
+                }
+            }
             Kind::Log { message, .. } => {
                 let refs: Vec<VarPath> = message.refs().cloned().collect();
                 check(self.report, format!("{path}/properties/message"), &refs);
@@ -1192,16 +1658,105 @@ impl<'d, 'r> Compiler<'d, 'r> {
             let e = &doc.nodes.entries[i];
             let id = e.node.id_or(&e.key);
             let next = match &kinds[i] {
-                Some(Kind::End { .. }) => {
+                Some(Kind::End { .. } | Kind::Transfer { .. } | Kind::Hangup) => {
                     if let Some((ei, _, _)) = out.first() {
                         self.report.error(
                             format!("/edges/{ei}"),
                             Some(id),
                             "edge_from_end_node",
-                            format!("`{id}` is an end node; no edge may leave it"),
+                            format!("`{id}` ends the flow (an end, transfer or hangup node); no edge may leave it"),
                         );
                     }
                     Next::End
+                }
+                Some(Kind::Collect(_)) | Some(Kind::Menu(_)) => {
+                    let choices: &[String] = match &kinds[i] {
+                        Some(Kind::Menu(m)) => &m.choices,
+                        _ => &[],
+                    };
+                    let is_menu = matches!(kinds[i], Some(Kind::Menu(_)));
+                    let mut default = None;
+                    let mut keys: Vec<(String, usize)> = Vec::new();
+                    let mut failed = None;
+                    for (ei, cond, d) in out {
+                        let dup = |report: &mut Report, what: &str| {
+                            report.error(
+                                format!("/edges/{ei}"),
+                                Some(id),
+                                "ambiguous_edges",
+                                format!("node `{id}` has more than one {what} edge"),
+                            )
+                        };
+                        match cond.map(str::trim) {
+                            Some(FAILED_EDGE) => {
+                                if failed.replace(*d).is_some() {
+                                    dup(self.report, "`failed`");
+                                }
+                            }
+                            None if !is_menu => {
+                                if default.replace(*d).is_some() {
+                                    dup(self.report, "unconditional");
+                                }
+                            }
+                            None => self.report.error(
+                                format!("/edges/{ei}"),
+                                Some(id),
+                                "unknown_condition",
+                                format!("every edge out of menu `{id}` needs a `condition`: one of its choices ({}) or `{FAILED_EDGE}`", choices.join(", ")),
+                            ),
+                            Some(c) if is_menu && choices.iter().any(|k| k == c) => {
+                                if keys.iter().any(|(k, _)| k == c) {
+                                    dup(self.report, &format!("`{c}`"));
+                                } else {
+                                    keys.push((c.to_owned(), *d));
+                                }
+                            }
+                            Some(c) => self.report.error(
+                                format!("/edges/{ei}/condition"),
+                                Some(id),
+                                "unknown_condition",
+                                if is_menu {
+                                    format!("edge condition `{c}` is not a choice of menu `{id}` ({}) nor `{FAILED_EDGE}`", choices.join(", "))
+                                } else {
+                                    format!("edge condition `{c}`: a collect node's edges are unconditional (a valid entry) or `{FAILED_EDGE}` (attempts ran out)")
+                                },
+                            ),
+                        }
+                    }
+                    if is_menu {
+                        for c in choices {
+                            if !keys.iter().any(|(k, _)| k == c) {
+                                self.report.error(
+                                    self.node_paths[i].clone(),
+                                    Some(id),
+                                    "menu_choice_without_edge",
+                                    format!(
+                                        "menu `{id}` offers `{c}` but no edge has condition `{c}`"
+                                    ),
+                                );
+                            }
+                        }
+                    } else if default.is_none() {
+                        self.report.error(
+                            self.node_paths[i].clone(),
+                            Some(id),
+                            "missing_edge",
+                            format!("collect node `{id}` needs an edge without a condition, taken on a valid entry"),
+                        );
+                    }
+                    if failed.is_none() {
+                        self.report.error(
+                            self.node_paths[i].clone(),
+                            Some(id),
+                            "missing_failed_edge",
+                            format!("node `{id}` needs an edge with condition `{FAILED_EDGE}`, taken when its attempts run out"),
+                        );
+                    }
+                    Next::Input {
+                        default,
+                        keys,
+                        failed,
+                    }
                 }
                 Some(Kind::Condition(conds)) => {
                     let mut branches = Vec::new();
@@ -1332,13 +1887,7 @@ impl<'d, 'r> Compiler<'d, 'r> {
         edges_ok: bool,
     ) {
         let n = next.len();
-        let succ = |i: usize| -> Vec<usize> {
-            match &next[i] {
-                Next::End => Vec::new(),
-                Next::One(d) => vec![*d],
-                Next::Branch(b) => b.iter().map(|(_, d)| *d).collect(),
-            }
-        };
+        let succ = |i: usize| -> Vec<usize> { next[i].targets() };
         let mut reached = vec![false; n];
         let mut queue = VecDeque::from([start]);
         reached[start] = true;
@@ -1358,7 +1907,12 @@ impl<'d, 'r> Compiler<'d, 'r> {
         }
         let mut ends = vec![false; n];
         let mut queue: VecDeque<usize> = (0..n)
-            .filter(|&i| matches!(kinds[i], Some(Kind::End { .. })))
+            .filter(|&i| {
+                matches!(
+                    kinds[i],
+                    Some(Kind::End { .. } | Kind::Transfer { .. } | Kind::Hangup)
+                )
+            })
             .collect();
         for &i in &queue {
             ends[i] = true;
@@ -1402,6 +1956,14 @@ fn type_name(kind: &Kind) -> &'static str {
         Kind::SetProperties(_) => "setProperties",
         Kind::Log { .. } => "log",
         Kind::Action(_) => "action",
+        Kind::Say(_) => "say",
+        Kind::Collect(_) => "collect",
+        Kind::Menu(_) => "menu",
+        Kind::Transfer { .. } => "transfer",
+        Kind::Hangup => "hangup",
+        Kind::SecureEnter => "secureEnter",
+        Kind::SecureExit => "secureExit",
+        Kind::Wait { .. } => "wait",
     }
 }
 

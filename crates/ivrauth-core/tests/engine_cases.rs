@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext};
 use ivrauth_core::flow::compile;
 use ivrauth_core::http::{HttpFailure, HttpFailureKind, HttpResponse, HttpResult};
+use ivrauth_core::ivr::Input;
+use ivrauth_core::secret::Secret;
 use ivrauth_core::UnixMillis;
 
 fn case_dir() -> PathBuf {
@@ -58,6 +60,15 @@ fn reply(ev: &Value) -> Event {
             message: f["message"].as_str().unwrap().to_owned(),
         }));
     }
+    if ev == "noInput" {
+        return Event::Input(Input::NoInput);
+    }
+    if ev == "noMatch" {
+        return Event::Input(Input::NoMatch);
+    }
+    if let Some(d) = ev.get("digits").and_then(Value::as_str) {
+        return Event::Input(Input::Digits(Secret::new(d.to_owned())));
+    }
     if let Some(kind) = ev.get("httpFailed").and_then(Value::as_str) {
         let kind = match kind {
             "timeout" => HttpFailureKind::Timeout,
@@ -97,6 +108,9 @@ fn run(case: &Value) -> Value {
         Err(problems) => return json!({ "inputErrors": problems }),
     };
     let mut commands = Vec::new();
+    // Trace entries of earlier turns: at every prompt the state goes through a snapshot
+    // and is restored, as a call between turns does.
+    let mut trace = Vec::new();
     let mut events = case
         .get("events")
         .and_then(Value::as_array)
@@ -106,7 +120,19 @@ fn run(case: &Value) -> Value {
     loop {
         match cmd {
             Command::Finish(outcome) => {
-                return json!({ "outcome": outcome, "commands": commands, "trace": state.into_trace() });
+                let verbs = state.take_verbs();
+                if !verbs.is_empty() {
+                    commands.push(json!({ "verbs": verbs }));
+                }
+                trace.extend(state.into_trace());
+                return json!({ "outcome": outcome, "commands": commands, "trace": trace });
+            }
+            Command::Prompt(prompt) => {
+                let verbs = state.take_verbs();
+                commands.push(json!({ "verbs": verbs, "prompt": prompt }));
+                trace.extend(state.take_trace());
+                let bytes = state.snapshot();
+                state = engine::RunState::restore(&flow, &bytes).unwrap();
             }
             Command::Http(req) => {
                 let body: Value = req

@@ -621,3 +621,186 @@ fn action_nodes_are_checked_against_the_registry() {
         "did you mean `verified`?",
     );
 }
+
+fn demo_pin() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/demo-pin-flow.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn edit_demo(f: impl FnOnce(&mut Value)) -> Value {
+    let mut d = demo_pin();
+    f(&mut d);
+    d
+}
+
+fn add_node(d: &mut Value, id: &str, node: Value) {
+    d["nodes"][id] = node;
+}
+
+/// Re-point the edge `source -> old` to go through `via` first.
+fn insert_between(d: &mut Value, source: &str, old: &str, via: &str) {
+    for e in d["edges"].as_array_mut().unwrap() {
+        if e["source"] == source && e["target"] == old {
+            e["target"] = json!(via);
+        }
+    }
+    d["edges"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"source": via, "target": old}));
+}
+
+#[test]
+fn demo_pin_flow_is_valid() {
+    let r = report(&demo_pin());
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+}
+
+#[test]
+fn secure_collect_variable_may_not_be_logged() {
+    let d = edit_demo(|d| {
+        add_node(
+            d,
+            "log_pin",
+            json!({"type": "log", "properties": {"message": "pin {{pin}}"}}),
+        );
+        insert_between(d, "ask_pin", "verify", "log_pin");
+    });
+    has_error(
+        &d,
+        "secure_value_logged",
+        "/nodes/log_pin/properties/message",
+        "pin",
+    );
+}
+
+#[test]
+fn collect_inside_secure_segment_is_secure_even_without_the_flag() {
+    let d = edit_demo(|d| {
+        d["nodes"]["ask_pin"]["properties"]["secure"] = json!(false);
+        add_node(
+            d,
+            "log_pin",
+            json!({"type": "log", "properties": {"message": "pin {{pin}}"}}),
+        );
+        insert_between(d, "ask_pin", "verify", "log_pin");
+    });
+    has_error(
+        &d,
+        "secure_value_logged",
+        "/nodes/log_pin/properties/message",
+        "pin",
+    );
+    // Outside the segment, the account number is not secret and may be logged.
+    let d = edit_demo(|d| {
+        add_node(
+            d,
+            "log_acct",
+            json!({"type": "log", "properties": {"message": "acct {{account}}"}}),
+        );
+        insert_between(d, "ask_account", "secure_in", "log_acct");
+    });
+    let r = report(&d);
+    assert!(r.errors.is_empty(), "{:#?}", r.errors);
+}
+
+#[test]
+fn a_prompt_may_not_speak_a_secret() {
+    let d = edit_demo(|d| {
+        d["nodes"]["sorry"]["properties"]["text"] = json!("You typed {{pin}}.");
+    });
+    has_error(
+        &d,
+        "secure_value_spoken",
+        "/nodes/sorry/properties/text",
+        "pin",
+    );
+}
+
+#[test]
+fn every_menu_choice_needs_an_edge_and_edges_name_choices() {
+    let d = edit_demo(|d| {
+        d["nodes"]["menu"]["properties"]["choices"] = json!(["1", "2", "3", "9"]);
+    });
+    has_error(&d, "menu_choice_without_edge", "/nodes/menu", "`3`");
+    let d = edit_demo(|d| {
+        d["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"source": "menu", "target": "balance", "condition": "4"}));
+    });
+    let r = report(&d);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.code == "unknown_condition" && e.message.contains("`4`")),
+        "{:#?}",
+        r.errors
+    );
+}
+
+#[test]
+fn input_nodes_need_a_failed_edge() {
+    let d = edit_demo(|d| {
+        d["edges"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| !(e["source"] == "ask_account" && e["condition"] == "failed"));
+    });
+    has_error(&d, "missing_failed_edge", "/nodes/ask_account", "failed");
+}
+
+#[test]
+fn ivr_node_properties_are_checked() {
+    let d = edit_demo(|d| {
+        d["nodes"]["ask_pin"]["properties"]["minDigits"] = json!(13);
+        d["nodes"]["ask_pin"]["properties"]["finishOnKey"] = json!("x");
+        d["nodes"]["ask_pin"]["properties"]["pattern"] = json!("(");
+        d["nodes"]["menu"]["properties"]["choices"] = json!(["1", "2", "9", "12"]);
+        d["nodes"]["agent"]["properties"] = json!({"reason": "x"});
+    });
+    has_error(
+        &d,
+        "out_of_range",
+        "/nodes/ask_pin/properties/minDigits",
+        "maxDigits",
+    );
+    has_error(
+        &d,
+        "invalid_key",
+        "/nodes/ask_pin/properties/finishOnKey",
+        "finishOnKey",
+    );
+    has_error(
+        &d,
+        "invalid_pattern",
+        "/nodes/ask_pin/properties/pattern",
+        "pattern",
+    );
+    has_error(
+        &d,
+        "invalid_key",
+        "/nodes/menu/properties/choices/3",
+        "`12`",
+    );
+    has_error(&d, "missing_field", "/nodes/agent/properties", "queue");
+}
+
+#[test]
+fn transfer_and_hangup_end_the_flow() {
+    let d = edit_demo(|d| {
+        d["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"source": "agent", "target": "hangup"}));
+    });
+    let r = report(&d);
+    assert!(
+        r.errors.iter().any(|e| e.code == "edge_from_end_node"),
+        "{:#?}",
+        r.errors
+    );
+}

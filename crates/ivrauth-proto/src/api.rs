@@ -91,6 +91,10 @@ pub struct SimulateRequest {
     /// Host variables visible as `contact.*` (for example `ani`, `ipAddress`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<serde_json::Map<String, Value>>,
+    /// Keys for the flow's prompts, one entry per collect or menu turn (`""` is a silent
+    /// turn). Prompts beyond the list time out. Never echoed: they may be PINs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digits: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +118,25 @@ pub struct Outcome {
     /// Set when the run stopped without reaching an end node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunFailure>,
+    /// Set when the run ended at a `transfer` node (`endNode` is that node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferOutcome>,
+    /// True when the run ended at a `hangup` node (`endNode` is that node).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hangup: bool,
+}
+
+/// Where a `transfer` node sends the call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TransferOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

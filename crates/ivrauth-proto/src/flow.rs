@@ -107,6 +107,14 @@ pub const NODE_TYPES: &[&str] = &[
     "setProperties",
     "log",
     "action",
+    "say",
+    "collect",
+    "menu",
+    "transfer",
+    "hangup",
+    "secureEnter",
+    "secureExit",
+    "wait",
 ];
 
 /// A node's properties, typed by the node's `type`.
@@ -119,6 +127,14 @@ pub enum NodeProperties {
     SetProperties(SetPropertiesProps),
     Log(LogProps),
     Action(ActionProps),
+    Say(SayProps),
+    Collect(CollectProps),
+    Menu(MenuProps),
+    Transfer(TransferProps),
+    Hangup(HangupProps),
+    SecureEnter(StartProps),
+    SecureExit(StartProps),
+    Wait(WaitProps),
 }
 
 /// Why a node's properties could not be parsed.
@@ -145,6 +161,14 @@ impl NodeProperties {
             "setProperties" => NodeProperties::SetProperties(typed(properties)?),
             "log" => NodeProperties::Log(typed(properties)?),
             "action" => NodeProperties::Action(typed(properties)?),
+            "say" => NodeProperties::Say(typed(properties)?),
+            "collect" => NodeProperties::Collect(typed(properties)?),
+            "menu" => NodeProperties::Menu(typed(properties)?),
+            "transfer" => NodeProperties::Transfer(typed(properties)?),
+            "hangup" => NodeProperties::Hangup(typed(properties)?),
+            "secureEnter" => NodeProperties::SecureEnter(typed(properties)?),
+            "secureExit" => NodeProperties::SecureExit(typed(properties)?),
+            "wait" => NodeProperties::Wait(typed(properties)?),
             _ => return Err(PropertiesError::UnknownType),
         })
     }
@@ -180,6 +204,15 @@ impl NodeProperties {
             }
             NodeProperties::Log(p) => push(String::new(), &p.unknown, LogProps::FIELDS),
             NodeProperties::Action(p) => push(String::new(), &p.unknown, ActionProps::FIELDS),
+            NodeProperties::Say(p) => push(String::new(), &p.unknown, SayProps::FIELDS),
+            NodeProperties::Collect(p) => push(String::new(), &p.unknown, CollectProps::FIELDS),
+            NodeProperties::Menu(p) => push(String::new(), &p.unknown, MenuProps::FIELDS),
+            NodeProperties::Transfer(p) => push(String::new(), &p.unknown, TransferProps::FIELDS),
+            NodeProperties::Hangup(p) => push(String::new(), &p.unknown, HangupProps::FIELDS),
+            NodeProperties::SecureEnter(p) | NodeProperties::SecureExit(p) => {
+                push(String::new(), &p.unknown, &[])
+            }
+            NodeProperties::Wait(p) => push(String::new(), &p.unknown, WaitProps::FIELDS),
         }
         out
     }
@@ -333,6 +366,156 @@ pub struct ActionProps {
 }
 impl ActionProps {
     pub const FIELDS: &'static [&'static str] = &["action", "inputs"];
+}
+
+/// `say`: speak text (a template; it may not use a secure value).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SayProps {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl SayProps {
+    pub const FIELDS: &'static [&'static str] = &["text", "language", "voice"];
+}
+
+/// `collect`: ask for digits into `variable`. Its unconditional edge is taken on a valid
+/// entry; the edge with condition `failed` when the attempts run out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectProps {
+    pub prompt: String,
+    /// The flow variable the digits go into (a dotted name, like a property).
+    pub variable: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_digits: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_digits: Option<u32>,
+    /// Default `#`; an empty string for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_on_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_match_prompt: Option<String>,
+    /// PINs and codes: the digits are a secret.
+    #[serde(default)]
+    pub secure: bool,
+    /// A regular expression the whole entry must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl CollectProps {
+    pub const FIELDS: &'static [&'static str] = &[
+        "prompt",
+        "variable",
+        "minDigits",
+        "maxDigits",
+        "finishOnKey",
+        "timeoutSeconds",
+        "attempts",
+        "noInputPrompt",
+        "noMatchPrompt",
+        "secure",
+        "pattern",
+        "language",
+        "voice",
+    ];
+}
+
+/// `menu`: one key picks an edge; each edge's `condition` is a choice's key, and the edge
+/// with condition `failed` is taken when the attempts run out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MenuProps {
+    pub prompt: String,
+    /// The keys that are choices (`"1"`, `"9"`, `"*"`).
+    pub choices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_choice_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl MenuProps {
+    pub const FIELDS: &'static [&'static str] = &[
+        "prompt",
+        "choices",
+        "attempts",
+        "timeoutSeconds",
+        "invalidChoicePrompt",
+        "noInputPrompt",
+        "language",
+        "voice",
+    ];
+}
+
+/// `transfer`: hand the call to a queue or a number; the call leaves the flow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferProps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// A phone number (E.164) or a `sip:` URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Why, for the agent ("Account Recovery").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl TransferProps {
+    pub const FIELDS: &'static [&'static str] = &["queue", "target", "reason"];
+}
+
+/// `hangup`: end the call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HangupProps {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl HangupProps {
+    pub const FIELDS: &'static [&'static str] = &[];
+}
+
+/// `wait`: a comfort pause of `seconds`, with hold audio if given, then continue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitProps {
+    pub seconds: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_audio: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+impl WaitProps {
+    pub const FIELDS: &'static [&'static str] = &["seconds", "holdAudio"];
 }
 
 /// Top-level fields a document may carry.

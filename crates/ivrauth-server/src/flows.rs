@@ -371,6 +371,11 @@ pub async fn simulate(
             contact,
             environment,
             actor: caller.actor(),
+            digits: req
+                .digits
+                .into_iter()
+                .map(ivrauth_core::secret::Secret::new)
+                .collect(),
         },
     )
     .await?;

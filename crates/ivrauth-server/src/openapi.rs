@@ -42,6 +42,7 @@ use crate::AppState;
         ivrauth_proto::api::SimulateRequest,
         ivrauth_proto::api::SimulateResponse,
         ivrauth_proto::api::Outcome,
+        ivrauth_proto::api::TransferOutcome,
         ivrauth_proto::api::RunFailure,
         ivrauth_proto::api::TraceEntry,
         ivrauth_proto::api::TraceRequest,

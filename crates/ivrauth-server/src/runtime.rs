@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use ivrauth_core::audit::AuditEvent;
 use ivrauth_core::engine::{self, Command, Event, RunContext};
 use ivrauth_core::flow::{compile, Flow};
+use ivrauth_core::ivr::Input;
 use ivrauth_core::ports::{RunRecord, StoredFlow};
 use ivrauth_proto::api::{Diagnostic, Outcome, SimulateResponse};
 
@@ -71,6 +72,9 @@ pub struct RunRequest<'a> {
     pub environment: String,
     /// The API client that asked (the audit's actor).
     pub actor: &'a str,
+    /// Keys for the flow's prompts, in order; `""` is a silent turn, and prompts beyond the
+    /// list time out.
+    pub digits: Vec<ivrauth_core::secret::Secret<String>>,
 }
 
 /// Run a flow to its end, performing its commands, and return the masked trace.
@@ -102,12 +106,20 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
         }
     };
     let started_at = now;
+    let mut digits = req.digits.into_iter();
     // The run's audit records are collected and written with the run in one commit before
     // the response goes out: durable before anyone is told, one disk flush per simulation.
     let mut events: Vec<AuditEvent> = Vec::new();
     let outcome: Outcome = loop {
         let event = match cmd {
             Command::Finish(outcome) => break outcome,
+            Command::Prompt(_) => {
+                run.take_verbs();
+                match digits.next() {
+                    Some(d) if !d.expose().is_empty() => Event::Input(Input::Digits(d)),
+                    _ => Event::Input(Input::NoInput),
+                }
+            }
             Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
             Command::Action(call) => match &state.identity {
                 Some(service) => {
