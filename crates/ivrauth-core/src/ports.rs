@@ -160,12 +160,62 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
+/// A call's persisted session. Never holds a secret in plain text: `state` is sealed
+/// (AEAD) by the server before it gets here; `last_answer` is the platform-neutral answer
+/// JSON, which never contains a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The platform-qualified call id, e.g. `twilio:CA123…`, `api:<id>`.
+    pub call_id: String,
+    pub flow_id: String,
+    pub flow_version: i64,
+    /// The next turn the platform is expected to send (turns count from 1).
+    pub turn: u32,
+    /// The sealed engine state waiting for turn `turn`.
+    pub state: Vec<u8>,
+    /// The answer given to turn `turn - 1`, replayed verbatim if the platform retries it.
+    pub last_answer: Option<String>,
+    /// Failed verifications in this call so far.
+    pub failures: u32,
+    /// Set while the call is being asked for a secret after a failed attempt: the account
+    /// number it would be checked against. A hang-up (or expiry) then counts as a failure.
+    pub pending_secret_account: Option<String>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// Call sessions that span turns (and instances). Every method is atomic across processes
+/// sharing the store.
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    /// The session of `call_id`, if any (expired ones included; the caller decides).
+    async fn load_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// Insert or replace, durably, refusing to go backwards: if a stored row has a higher
+    /// `turn`, nothing is written and the result is `StoreError::Conflict`. Same turn
+    /// overwrites (a retried write).
+    async fn save_call(&self, record: &CallRecord) -> Result<(), StoreError>;
+    /// Delete the session and return what it was (atomically, so a hang-up that arrives
+    /// twice is acted on once).
+    async fn end_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// Delete up to `limit` sessions whose `expires_at <= now` and return them.
+    async fn take_expired_calls(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, StoreError>;
+}
+
 /// Everything the server needs from storage.
 pub trait Store:
-    FlowStore + ClientStore + AuditStore + RunStore + AccountStore + LockoutStore
+    FlowStore + ClientStore + AuditStore + RunStore + AccountStore + LockoutStore + CallStore
 {
 }
-impl<T: FlowStore + ClientStore + AuditStore + RunStore + AccountStore + LockoutStore> Store for T {}
+impl<
+        T: FlowStore + ClientStore + AuditStore + RunStore + AccountStore + LockoutStore + CallStore,
+    > Store for T
+{
+}
 
 /// An account of the built-in directory, as stored. `pin_hash` and `pin_history` are PHC
 /// strings (argon2id), never secrets in plain text.

@@ -17,6 +17,7 @@
 
 mod accounts;
 mod audit;
+mod calls;
 mod clients;
 pub mod directory;
 mod error;

@@ -11,7 +11,7 @@ use ivrauth_core::identity::{
     AccountCounters, AccountNumber, AniActivity, FailureEffect, LockoutPolicy,
 };
 use ivrauth_core::ports::{
-    AccountRecord, ClientRecord, RunRecord, Store, StoreError, TokenRecord, PIN_HISTORY,
+    AccountRecord, CallRecord, ClientRecord, RunRecord, Store, StoreError, TokenRecord, PIN_HISTORY,
 };
 use ivrauth_core::time::UnixMillis;
 use serde_json::json;
@@ -859,4 +859,280 @@ pub async fn ani_activity_and_purge(store: &dyn Store) {
         }
     );
     assert_eq!(store.purge_ani_failures(T0.plus_secs(20)).await.unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Call sessions.
+
+/// A stand-in for a sealed state: `len` bytes that are not UTF-8 (the store keeps bytes).
+fn sealed(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 0x80)
+        .collect()
+}
+
+/// A session waiting for `turn`, with every optional field set.
+pub fn call(call_id: &str, turn: u32, expires_at: UnixMillis) -> CallRecord {
+    CallRecord {
+        call_id: call_id.to_owned(),
+        flow_id: "demo-pin".into(),
+        flow_version: 3,
+        turn,
+        state: sealed(turn as u8, 64),
+        last_answer: Some(format!(
+            r#"{{"verbs":[{{"say":"turn {turn}"}}],"nextTurn":{turn}}}"#
+        )),
+        failures: 1,
+        pending_secret_account: Some("1001".into()),
+        created_at: T0,
+        updated_at: T0.plus_secs(i64::from(turn)),
+        expires_at,
+    }
+}
+
+/// Every field survives a save and a load, both with the options set and unset, with an
+/// empty state and with extreme numbers; an unknown call is `None`.
+pub async fn calls_round_trip(store: &dyn Store) {
+    assert_eq!(store.load_call("twilio:CA1").await.unwrap(), None);
+
+    let full = CallRecord {
+        state: vec![0x00, 0xff, 0x00, 0x80, b'\'', b'"'],
+        failures: 2,
+        ..call("twilio:CA1", 7, T0.plus_secs(600))
+    };
+    store.save_call(&full).await.unwrap();
+    assert_eq!(
+        store.load_call("twilio:CA1").await.unwrap(),
+        Some(full.clone())
+    );
+
+    let bare = CallRecord {
+        call_id: "api:42".into(),
+        flow_id: "f".into(),
+        flow_version: 1,
+        turn: 1,
+        state: vec![],
+        last_answer: None,
+        failures: 0,
+        pending_secret_account: None,
+        created_at: UnixMillis(0),
+        updated_at: UnixMillis(0),
+        expires_at: UnixMillis(0),
+    };
+    store.save_call(&bare).await.unwrap();
+    assert_eq!(store.load_call("api:42").await.unwrap(), Some(bare));
+
+    let extreme = CallRecord {
+        flow_version: i64::MAX,
+        turn: u32::MAX,
+        failures: u32::MAX,
+        created_at: UnixMillis(i64::MIN),
+        updated_at: UnixMillis(-1),
+        expires_at: UnixMillis(i64::MAX),
+        state: sealed(9, 4096),
+        ..call("jambonz:a-b-c", 1, T0)
+    };
+    store.save_call(&extreme).await.unwrap();
+    assert_eq!(
+        store.load_call("jambonz:a-b-c").await.unwrap(),
+        Some(extreme)
+    );
+
+    // Ids are exact: no case folding, no prefix match.
+    assert_eq!(store.load_call("TWILIO:CA1").await.unwrap(), None);
+    assert_eq!(store.load_call("twilio:CA").await.unwrap(), None);
+    assert_eq!(store.load_call("twilio:CA1").await.unwrap(), Some(full));
+}
+
+/// A lower turn is refused with `Conflict` and changes nothing; the same turn overwrites
+/// (a retried write, every field replaced); a higher turn moves on.
+pub async fn calls_monotonic(store: &dyn Store) {
+    let five = call("twilio:CA2", 5, T0.plus_secs(300));
+    store.save_call(&five).await.unwrap();
+
+    let four = CallRecord {
+        state: sealed(99, 80),
+        last_answer: None,
+        failures: 0,
+        ..call("twilio:CA2", 4, T0.plus_secs(900))
+    };
+    assert!(matches!(
+        store.save_call(&four).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.load_call("twilio:CA2").await.unwrap(), Some(five));
+    assert!(matches!(
+        store
+            .save_call(&CallRecord {
+                turn: 0,
+                ..four.clone()
+            })
+            .await,
+        Err(StoreError::Conflict)
+    ));
+
+    let retried = CallRecord {
+        flow_version: 4,
+        state: sealed(55, 70),
+        last_answer: Some(r#"{"verbs":[]}"#.into()),
+        failures: 2,
+        pending_secret_account: None,
+        created_at: T0.plus_secs(1),
+        updated_at: T0.plus_secs(6),
+        ..call("twilio:CA2", 5, T0.plus_secs(360))
+    };
+    store.save_call(&retried).await.unwrap();
+    assert_eq!(
+        store.load_call("twilio:CA2").await.unwrap(),
+        Some(retried.clone())
+    );
+
+    let six = call("twilio:CA2", 6, T0.plus_secs(400));
+    store.save_call(&six).await.unwrap();
+    assert_eq!(store.load_call("twilio:CA2").await.unwrap(), Some(six));
+
+    // A refusal on one call says nothing about another.
+    store.save_call(&call("twilio:CA3", 1, T0)).await.unwrap();
+    assert_eq!(
+        store.load_call("twilio:CA3").await.unwrap().unwrap().turn,
+        1
+    );
+}
+
+/// `end_call` hands the session over once, then `None`; the session is gone.
+pub async fn calls_end_once(store: &dyn Store) {
+    assert_eq!(store.end_call("twilio:CA4").await.unwrap(), None);
+    let record = call("twilio:CA4", 3, T0.plus_secs(300));
+    let other = call("twilio:CA5", 2, T0.plus_secs(300));
+    store.save_call(&record).await.unwrap();
+    store.save_call(&other).await.unwrap();
+
+    assert_eq!(store.end_call("twilio:CA4").await.unwrap(), Some(record));
+    assert_eq!(store.end_call("twilio:CA4").await.unwrap(), None);
+    assert_eq!(store.load_call("twilio:CA4").await.unwrap(), None);
+    assert_eq!(store.load_call("twilio:CA5").await.unwrap(), Some(other));
+    assert!(store
+        .take_expired_calls(UnixMillis(i64::MAX), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.call_id != "twilio:CA4"));
+}
+
+/// `take_expired_calls` takes only sessions with `expires_at <= now` (inclusive), at most
+/// `limit` at a time, deletes exactly what it returns, and leaves the rest.
+pub async fn calls_take_expired(store: &dyn Store) {
+    assert!(store
+        .take_expired_calls(UnixMillis(i64::MAX), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let records: Vec<CallRecord> = (1..=5)
+        .map(|n| call(&format!("api:e{n}"), n, T0.plus_secs(i64::from(n))))
+        .collect();
+    for record in &records {
+        store.save_call(record).await.unwrap();
+    }
+    let live = call("api:live", 1, T0.plus_secs(3_600));
+    store.save_call(&live).await.unwrap();
+
+    let now = T0.plus_secs(3);
+    assert!(
+        store.take_expired_calls(now, 0).await.unwrap().is_empty(),
+        "limit 0 takes nothing"
+    );
+    assert!(store.take_expired_calls(T0, 10).await.unwrap().is_empty());
+
+    let first = store.take_expired_calls(now, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let second = store.take_expired_calls(now, 2).await.unwrap();
+    assert_eq!(second.len(), 1, "one expired session was left");
+    assert!(store.take_expired_calls(now, 2).await.unwrap().is_empty());
+
+    let mut taken: Vec<CallRecord> = first.into_iter().chain(second).collect();
+    taken.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+    assert_eq!(taken, records[..3], "returned whole, as saved");
+    for record in &records[..3] {
+        assert_eq!(store.load_call(&record.call_id).await.unwrap(), None);
+    }
+    for record in records[3..].iter().chain([&live]) {
+        assert_eq!(
+            store.load_call(&record.call_id).await.unwrap().as_ref(),
+            Some(record)
+        );
+    }
+
+    let rest = store
+        .take_expired_calls(T0.plus_secs(3_599), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rest.iter().map(|c| c.call_id.as_str()).collect();
+    assert!(ids.len() == 2 && ids.contains(&"api:e4") && ids.contains(&"api:e5"));
+    assert_eq!(store.load_call("api:live").await.unwrap(), Some(live));
+}
+
+/// Two handles on the same backing store (like two processes): concurrent saves of turns
+/// `1..=turns` of one call end with the highest turn stored (each save either wins or is
+/// refused with `Conflict`, and the highest is never refused); a hang-up delivered to both
+/// is acted on once; concurrent expiry sweeps hand each session to one sweep only.
+pub async fn calls_concurrent(
+    a: std::sync::Arc<dyn Store>,
+    b: std::sync::Arc<dyn Store>,
+    turns: u32,
+) {
+    let expires = T0.plus_secs(600);
+    let mut tasks = tokio::task::JoinSet::new();
+    for turn in 1..=turns {
+        let store = if turn % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            let result = store.save_call(&call("twilio:race", turn, expires)).await;
+            (turn, result)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (_, Ok(())) => {}
+            (turn, Err(StoreError::Conflict)) => assert!(turn < turns, "turn {turn} refused"),
+            (turn, Err(e)) => panic!("turn {turn}: {e}"),
+        }
+    }
+    for store in [&a, &b] {
+        assert_eq!(
+            store.load_call("twilio:race").await.unwrap(),
+            Some(call("twilio:race", turns, expires))
+        );
+    }
+
+    let (x, y) = tokio::join!(a.end_call("twilio:race"), b.end_call("twilio:race"));
+    let ended: Vec<CallRecord> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+    assert_eq!(ended, [call("twilio:race", turns, expires)]);
+
+    for n in 0..turns {
+        let store = if n % 2 == 0 { &a } else { &b };
+        store
+            .save_call(&call(&format!("api:x{n}"), 1, T0.plus_millis(i64::from(n))))
+            .await
+            .unwrap();
+    }
+    let mut sweeps = tokio::task::JoinSet::new();
+    for store in [a.clone(), b.clone(), a.clone(), b.clone()] {
+        sweeps.spawn(async move {
+            let mut taken = Vec::new();
+            loop {
+                let batch = store.take_expired_calls(expires, 3).await.unwrap();
+                if batch.is_empty() {
+                    return taken;
+                }
+                taken.extend(batch.into_iter().map(|c| c.call_id));
+            }
+        });
+    }
+    let mut taken = Vec::new();
+    while let Some(done) = sweeps.join_next().await {
+        taken.extend(done.unwrap());
+    }
+    taken.sort_unstable();
+    let mut expected: Vec<String> = (0..turns).map(|n| format!("api:x{n}")).collect();
+    expected.sort_unstable();
+    assert_eq!(taken, expected, "every session taken exactly once");
 }
