@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 /// Scopes of this version.
-pub const SCOPES: &[&str] = &["flow:read", "flow:write", "flow:simulate"];
+pub const SCOPES: &[&str] = &["flow:read", "flow:write", "flow:simulate", "call:turn"];
 
 /// Client ids and secrets use only `[A-Za-z0-9_-]`.
 pub fn is_valid_credential_text(s: &str) -> bool {

@@ -63,6 +63,13 @@ impl RequiredScope for FlowWrite {
     const SCOPE: &'static str = "flow:write";
 }
 
+/// `call:turn`: drive calls through the decision API.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTurn;
+impl RequiredScope for CallTurn {
+    const SCOPE: &'static str = "call:turn";
+}
+
 /// `flow:simulate`: run flows in the simulator.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowSimulate;

@@ -27,6 +27,7 @@ pub const DEMO_CLIENT_ID: &str = "demo";
 pub const DEMO_IDENTITY_PATH: &str = "/demo/identity/token";
 
 const SEED_FLOW: &str = include_str!("../../../examples/seed-auth-flow.json");
+const DEMO_PIN_FLOW: &str = include_str!("../../../examples/demo-pin-flow.json");
 
 /// Routes of the demo identity provider; merged only when the config says `demo`.
 pub fn routes() -> Router<AppState> {
@@ -110,10 +111,13 @@ pub fn demo_flows(base_url: &str) -> Result<Vec<(&'static str, Value)>, ApiError
         ],
         "startNode": "start"
     });
+    let pin: Value = serde_json::from_str(DEMO_PIN_FLOW)
+        .map_err(|e| ApiError::Internal(format!("embedded demo flow: {e}")))?;
     Ok(vec![
         ("demo-auth", seed),
         ("demo-auth-masked", masked),
         ("demo-verify", verify),
+        ("demo-pin", pin),
     ])
 }
 
@@ -123,27 +127,67 @@ pub fn demo_flows(base_url: &str) -> Result<Vec<(&'static str, Value)>, ApiError
 pub const DEMO_ACCOUNT: &str = "10001";
 pub const DEMO_PIN: &str = "2468";
 
-async fn install_demo_account(
+/// The demo directory: account number, PIN, name, phone, email. `serve --demo` lists them
+/// (with their PINs) in `DATA_DIR/demo-accounts.txt`, readable by its owner only.
+pub const DEMO_ACCOUNTS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        DEMO_ACCOUNT,
+        DEMO_PIN,
+        "Ada Lovelace",
+        "+15550100001",
+        "ada@example.test",
+    ),
+    (
+        "10002",
+        "1357",
+        "Grace Hopper",
+        "+15550100002",
+        "grace@example.test",
+    ),
+    (
+        "10003",
+        "864209",
+        "Alan Turing",
+        "+15550100003",
+        "alan@example.test",
+    ),
+];
+
+async fn install_demo_accounts(
     state: &AppState,
     now: ivrauth_core::UnixMillis,
 ) -> Result<(), ApiError> {
+    for (number, pin, name, phone, email) in DEMO_ACCOUNTS {
+        install_demo_account(state, now, number, pin, name, phone, email).await?;
+    }
+    Ok(())
+}
+
+async fn install_demo_account(
+    state: &AppState,
+    now: ivrauth_core::UnixMillis,
+    number: &str,
+    pin: &str,
+    name: &str,
+    phone: &str,
+    email: &str,
+) -> Result<(), ApiError> {
     use ivrauth_core::identity::{AccountNumber, HashParams};
-    if state.store.get_account(DEMO_ACCOUNT).await?.is_some() {
+    if state.store.get_account(number).await?.is_some() {
         return Ok(());
     }
-    let account =
-        AccountNumber::parse(DEMO_ACCOUNT).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let pin = ivrauth_core::Secret::new(DEMO_PIN.to_owned());
+    let account = AccountNumber::parse(number).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pin = ivrauth_core::Secret::new(pin.to_owned());
     let hash = ivrauth_store::directory::hash_pin(&pin, HashParams::default())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     state
         .store
         .create_account(&ivrauth_core::ports::AccountRecord {
             account,
-            name: "Ada Lovelace".to_owned(),
+            name: name.to_owned(),
             greeting: None,
-            phone: Some("+15550100001".to_owned()),
-            email: Some("ada@example.test".to_owned()),
+            phone: Some(phone.to_owned()),
+            email: Some(email.to_owned()),
             phone_verified: true,
             email_verified: false,
             disabled: false,
@@ -189,7 +233,7 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
         }
         flow_ids.push(id);
     }
-    install_demo_account(state, now).await?;
+    install_demo_accounts(state, now).await?;
     let secret = crate::auth::mint_token();
     let hash = hash_credential(&secret);
     if state

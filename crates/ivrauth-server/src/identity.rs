@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ivrauth_core::ports::StoreError;
+
 use serde_json::{json, Map, Value};
 
 use ivrauth_connect::Sleeper;
@@ -211,6 +213,27 @@ impl IdentityService {
                 )
             }
         }
+    }
+
+    /// The caller hung up (or the call expired) while being asked for a secret after a
+    /// failed attempt: that counts as one more failure of `account`, so hanging up and
+    /// calling again never buys a fresh guess. Writes the counters and an audit record.
+    pub async fn abandoned(&self, account: &str, ctx: &CallContext) -> Result<(), StoreError> {
+        let key = AccountNumber::parse(account)
+            .map_or("(invalid)".to_owned(), |a| a.as_str().to_ascii_lowercase());
+        let now = self.clock.now();
+        let (counters, _) = self.store.record_failure(&key, &self.policy, now).await?;
+        let ani = Ani::parse(&ctx.ani);
+        self.store.record_ani_failure(ani.key(), &key, now).await?;
+        let event = self.event(
+            "identity.verify",
+            "failure",
+            ctx,
+            &key,
+            json!({"reason": "abandoned", "callFailures": ctx.failures + 1, "failedAttempts": counters.failed_attempts}),
+        );
+        self.store.append_audit(&event, now).await?;
+        Ok(())
     }
 
     async fn verify(&self, call: &ActionCall, ctx: &mut CallContext) -> (ActionResult, AuditEvent) {

@@ -86,6 +86,8 @@ pub struct AppState {
     pub flow_cache: Arc<runtime::FlowCache>,
     /// Performs `identity.*` actions; `None` when no directory is configured.
     pub identity: Option<Arc<identity::IdentityService>>,
+    /// Call sessions: the sealing keys, idle expiry, platform settings.
+    pub calls: Arc<calls::session::CallsConfig>,
 }
 
 impl AppState {
@@ -108,7 +110,14 @@ impl AppState {
             http,
             flow_cache: Arc::default(),
             identity: None,
+            calls: Arc::default(),
         }
+    }
+
+    /// The same state with these call settings.
+    pub fn with_calls(mut self, calls: calls::session::CallsConfig) -> Self {
+        self.calls = Arc::new(calls);
+        self
     }
 
     /// The same state with `identity.*` actions performed by `service`.
@@ -142,6 +151,7 @@ fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
         .merge(auth::routes())
         .merge(openapi::routes())
         .merge(flows::routes())
+        .merge(calls::web::routes())
         .merge(demo)
         .merge(extra)
         .fallback(not_found)

@@ -664,7 +664,7 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
         .unwrap();
     assert_eq!(
         info.flow_ids,
-        vec!["demo-auth", "demo-auth-masked", "demo-verify"]
+        vec!["demo-auth", "demo-auth-masked", "demo-verify", "demo-pin"]
     );
     let token = s
         .token(info.client_id, &info.client_secret, None)

@@ -89,6 +89,7 @@ pub struct TestServerBuilder {
     routes: Router<AppState>,
     start: UnixMillis,
     identity: Option<IdentityHook>,
+    calls: ivrauth_server::calls::session::CallsConfig,
 }
 
 /// Builds the server's identity service from its store and clock.
@@ -128,6 +129,15 @@ impl TestServerBuilder {
         self
     }
 
+    /// Change the call settings (sessions, Twilio, jambonz).
+    pub fn calls(
+        mut self,
+        f: impl FnOnce(&mut ivrauth_server::calls::session::CallsConfig),
+    ) -> Self {
+        f(&mut self.calls);
+        self
+    }
+
     /// Where the fake clock starts (default [`TEST_EPOCH`]).
     pub fn clock_start(mut self, t: UnixMillis) -> Self {
         self.start = t;
@@ -154,6 +164,7 @@ impl TestServerBuilder {
         if let Some(f) = self.identity {
             state = state.with_identity(f(&store, &clock));
         }
+        state = state.with_calls(self.calls);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| err("bind", e))?;
@@ -211,6 +222,7 @@ impl TestServer {
             routes: Router::new(),
             start: TEST_EPOCH,
             identity: None,
+            calls: Default::default(),
         }
     }
 

@@ -3,9 +3,11 @@
 
 pub mod jambonz;
 pub mod seal;
+pub mod session;
 pub mod signature;
 pub mod twiml;
 pub mod vxml;
+pub mod web;
 
 use ivrauth_core::ivr::{CallEnd, Prompt, Verb};
 use serde::{Deserialize, Serialize};
