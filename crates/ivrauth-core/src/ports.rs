@@ -180,6 +180,8 @@ pub struct CallRecord {
     /// Set while the call is being asked for a secret after a failed attempt: the account
     /// number it would be checked against. A hang-up (or expiry) then counts as a failure.
     pub pending_secret_account: Option<String>,
+    /// The caller's number, for the per-caller-number limits when a hang-up is charged.
+    pub ani: String,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
     pub expires_at: UnixMillis,

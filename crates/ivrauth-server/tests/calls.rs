@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ivrauth_core::identity::{HashParams, LockoutPolicy};
 use ivrauth_core::ports::{AuditStore as _, LockoutStore as _};
 use ivrauth_core::secret::Secret;
+use ivrauth_core::time::Clock as _;
 use ivrauth_server::calls::signature;
 use ivrauth_server::identity::IdentityService;
 use ivrauth_store::{BuiltinDirectory, HashPool};
@@ -27,6 +28,12 @@ const CHEAP: HashParams = HashParams {
 /// A server with the built-in directory, the demo flows and accounts, and Twilio and
 /// jambonz credentials.
 pub async fn demo_server() -> TestServer {
+    demo_server_with(|_| {}).await
+}
+
+async fn demo_server_with(
+    more: impl FnOnce(&mut ivrauth_server::calls::session::CallsConfig),
+) -> TestServer {
     let server = TestServer::builder()
         .identity(|store, clock| {
             let directory = BuiltinDirectory::new(
@@ -48,6 +55,7 @@ pub async fn demo_server() -> TestServer {
         .calls(|c| {
             c.platforms.twilio.auth_tokens = vec![Secret::new(TWILIO_TOKEN.to_owned())];
             c.platforms.jambonz.secrets = vec![Secret::new(JAMBONZ_SECRET.to_owned())];
+            more(c);
         })
         .start()
         .await
@@ -418,4 +426,534 @@ async fn an_idle_session_expires() {
         body.contains("<Hangup/>") && !body.contains("<Gather"),
         "{body}"
     );
+}
+
+// ---------------------------------------------------------------- jambonz
+
+/// A jambonz caller: signed JSON webhooks, verb arrays back (each checked with jambonz's
+/// own `@jambonz/verb-specifications`).
+struct JambonzCall<'a> {
+    server: &'a TestServer,
+    call_sid: String,
+    hook: Option<String>,
+    bodies: Vec<String>,
+}
+
+impl<'a> JambonzCall<'a> {
+    fn new(server: &'a TestServer, call_sid: &str) -> Self {
+        JambonzCall {
+            server,
+            call_sid: call_sid.to_owned(),
+            hook: None,
+            bodies: Vec::new(),
+        }
+    }
+
+    async fn post_raw(
+        &self,
+        url: &str,
+        body: &Value,
+        header: Option<String>,
+    ) -> (StatusCode, String) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let t = self.server.clock().now().0 / 1000;
+        let header = header
+            .unwrap_or_else(|| ivrauth_testkit::telephony::jambonz_sign(JAMBONZ_SECRET, &bytes, t));
+        let res = self
+            .server
+            .http()
+            .post(url)
+            .header("Jambonz-Signature", header)
+            .header("content-type", "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.text().await.unwrap())
+    }
+
+    async fn post(&mut self, url: String, extra: Value) -> Value {
+        let mut body = json!({
+            "call_sid": self.call_sid, "from": "+15550100888", "to": "+15550100000",
+            "direction": "inbound", "call_status": "in-progress",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, text) = self.post_raw(&url, &body, None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let verbs: Value = serde_json::from_str(&text).unwrap();
+        ivrauth_testkit::telephony::validate_jambonz_verbs(&verbs)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("jambonz refuses {verbs}: {e}"));
+        self.hook = verbs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["verb"] == "gather")
+            .map(|g| g["actionHook"].as_str().unwrap().to_owned());
+        self.bodies.push(text);
+        verbs
+    }
+
+    async fn start(&mut self) -> Value {
+        let url = self.server.url("/voice/jambonz/demo-pin");
+        self.post(url, json!({})).await
+    }
+    async fn keys(&mut self, digits: &str) -> Value {
+        let url = self.hook.clone().unwrap();
+        self.post(url, json!({"digits": digits, "reason": "dtmfDetected"}))
+            .await
+    }
+    async fn silence(&mut self) -> Value {
+        let url = self.hook.clone().unwrap();
+        self.post(url, json!({"reason": "timeout"})).await
+    }
+}
+
+/// All spoken text of a verb array, in order (nested gather prompts included).
+fn jambonz_texts(verbs: &Value) -> String {
+    let mut out = Vec::new();
+    for v in verbs.as_array().unwrap() {
+        if let Some(t) = v["text"].as_str() {
+            out.push(t.to_owned());
+        }
+        if let Some(t) = v["say"]["text"].as_str() {
+            out.push(t.to_owned());
+        }
+    }
+    out.join(" | ")
+}
+
+#[tokio::test]
+async fn jambonz_demo_calls() {
+    let server = demo_server().await;
+    // Right PIN, menu, exit; recording paused around the PIN.
+    let mut call = JambonzCall::new(&server, "jb-right");
+    let v = call.start().await;
+    assert!(jambonz_texts(&v).contains(ACCOUNT_PROMPT), "{v}");
+    let v = call.keys("10001").await;
+    assert!(jambonz_texts(&v).contains(PIN_PROMPT), "{v}");
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["verb"] == "config" && x["record"]["action"] == "pauseCallRecording"),
+        "{v}"
+    );
+    let v = call.keys(PIN).await;
+    assert!(jambonz_texts(&v).contains("Welcome, Ada."), "{v}");
+    assert!(jambonz_texts(&v).contains(MENU_PROMPT), "{v}");
+    let v = call.keys("9").await;
+    assert_eq!(
+        v.as_array().unwrap().last().unwrap()["verb"],
+        "hangup",
+        "{v}"
+    );
+    assert!(call.bodies.iter().all(|b| !b.contains(PIN)));
+
+    // Wrong PIN three times: transfer, with the verification result as a tag.
+    let mut call = JambonzCall::new(&server, "jb-wrong");
+    call.start().await;
+    call.keys("10002").await;
+    call.keys("1111").await;
+    call.keys("2222").await;
+    let v = call.keys("3333").await;
+    let verbs = v.as_array().unwrap();
+    let tag = verbs
+        .iter()
+        .find(|x| x["verb"] == "tag")
+        .expect("a tag verb");
+    assert_eq!(tag["data"]["verified"], false);
+    assert_eq!(tag["data"]["failureReason"], "max_attempts");
+    assert_eq!(verbs.last().unwrap()["verb"], "enqueue");
+    assert_eq!(verbs.last().unwrap()["name"], "agents");
+
+    // Silence: re-prompt, then transfer.
+    let mut call = JambonzCall::new(&server, "jb-silent");
+    call.start().await;
+    let v = call.silence().await;
+    assert!(jambonz_texts(&v).contains(ACCOUNT_PROMPT), "{v}");
+    call.silence().await;
+    let v = call.silence().await;
+    assert!(jambonz_texts(&v).contains(HOLD), "{v}");
+    assert_eq!(v.as_array().unwrap().last().unwrap()["verb"], "enqueue");
+}
+
+#[tokio::test]
+async fn jambonz_signatures_from_its_own_library_rules() {
+    let server = demo_server().await;
+    let call = JambonzCall::new(&server, "jb-sig");
+    let url = server.url("/voice/jambonz/demo-pin");
+    let body = json!({"call_sid": "jb-sig", "from": "+15550100888", "to": "+1555"});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let t = server.clock().now().0 / 1000;
+    let header = ivrauth_testkit::telephony::jambonz_sign(JAMBONZ_SECRET, &bytes, t);
+    // The test's signer is the one jambonz's own node-client accepts (it checks the
+    // timestamp against the real clock, so it gets one signed now), and one changed
+    // character is refused by it.
+    let real_t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let real = ivrauth_testkit::telephony::jambonz_sign(JAMBONZ_SECRET, &bytes, real_t);
+    let node_ok = |h: &str| {
+        ivrauth_testkit::telephony::jambonz_verify_with_node_client(JAMBONZ_SECRET, &bytes, h)
+            .unwrap()
+    };
+    assert!(node_ok(&real));
+    let mut changed = real.clone().into_bytes();
+    let last = changed.len() - 1;
+    changed[last] = if changed[last] == b'0' { b'1' } else { b'0' };
+    assert!(!node_ok(&String::from_utf8(changed).unwrap()));
+    let (status, _) = call.post_raw(&url, &body, Some(header.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    // One changed character in the signature.
+    let mut bad = header.clone().into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'0' { b'1' } else { b'0' };
+    let bad = String::from_utf8(bad).unwrap();
+    let (status, _) = call.post_raw(&url, &body, Some(bad)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A signature of another body, and an old timestamp.
+    let other = ivrauth_testkit::telephony::jambonz_sign(JAMBONZ_SECRET, b"{}", t);
+    let (status, _) = call.post_raw(&url, &body, Some(other)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let old = ivrauth_testkit::telephony::jambonz_sign(JAMBONZ_SECRET, &bytes, t - 301);
+    let (status, _) = call.post_raw(&url, &body, Some(old)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+// ---------------------------------------------------------------- VoiceXML
+
+/// A VoiceXML browser: follows `<submit>`s, every document checked against the W3C
+/// VoiceXML 2.1 schema.
+struct VxmlCall<'a> {
+    server: &'a TestServer,
+    doc: String,
+    docs: Vec<String>,
+}
+
+/// The `next` of the `<submit>` inside `<parent>`.
+fn submit_in(doc: &str, parent: &str) -> Option<String> {
+    let start = doc.find(&format!("<{parent}"))?;
+    let rest = &doc[start..];
+    let sub = rest.find("<submit")?;
+    attr(&rest[sub..], "next")
+}
+
+impl<'a> VxmlCall<'a> {
+    async fn start(server: &'a TestServer) -> VxmlCall<'a> {
+        let res = server
+            .http()
+            .get(server.url("/voice/vxml/demo-pin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut call = VxmlCall {
+            server,
+            doc: String::new(),
+            docs: Vec::new(),
+        };
+        call.accept(res.text().await.unwrap());
+        call
+    }
+
+    fn accept(&mut self, doc: String) {
+        ivrauth_testkit::telephony::validate_vxml(&doc)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("invalid VoiceXML ({e}):\n{doc}"));
+        self.docs.push(doc.clone());
+        self.doc = doc;
+    }
+
+    async fn submit(&mut self, url: String, digits: Option<&str>) -> String {
+        let mut req = self.server.http().post(url);
+        if let Some(d) = digits {
+            req = req.form(&[("digits", d)]);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        self.accept(res.text().await.unwrap());
+        self.doc.clone()
+    }
+
+    async fn keys(&mut self, digits: &str) -> String {
+        let url = submit_in(&self.doc, "filled").expect("no <filled> submit");
+        self.submit(url, Some(digits)).await
+    }
+    async fn silence(&mut self) -> String {
+        let url = submit_in(&self.doc, "noinput").expect("no <noinput> submit");
+        self.submit(url, None).await
+    }
+}
+
+#[tokio::test]
+async fn voicexml_demo_calls() {
+    let server = demo_server().await;
+    let mut call = VxmlCall::start(&server).await;
+    assert!(call.doc.contains(ACCOUNT_PROMPT));
+    let d = call.keys("10001").await;
+    assert!(d.contains(PIN_PROMPT), "{d}");
+    let d = call.keys(PIN).await;
+    assert!(
+        d.contains("Welcome, Ada.") && d.contains(MENU_PROMPT),
+        "{d}"
+    );
+    let d = call.keys("9").await;
+    assert!(d.contains("Goodbye.") && d.contains("<disconnect"), "{d}");
+    assert!(call.docs.iter().all(|d| !d.contains(PIN)));
+
+    let mut call = VxmlCall::start(&server).await;
+    call.keys("10003").await;
+    call.keys("1111").await;
+    call.keys("2222").await;
+    let d = call.keys("3333").await;
+    assert!(d.contains(HOLD) && d.contains("<transfer"), "{d}");
+    let aai = attr(&d, "aai").unwrap();
+    let aai = percent_encoding::percent_decode_str(&aai)
+        .decode_utf8()
+        .unwrap();
+    let aai: Value = serde_json::from_str(&aai).unwrap();
+    assert_eq!(aai["verified"], false);
+    assert_eq!(aai["queue"], "agents");
+
+    let mut call = VxmlCall::start(&server).await;
+    let d = call.silence().await;
+    assert!(d.contains(ACCOUNT_PROMPT), "{d}");
+    call.silence().await;
+    let d = call.silence().await;
+    assert!(d.contains(HOLD) && d.contains("<transfer"), "{d}");
+}
+
+#[tokio::test]
+async fn voicexml_urls_need_the_calls_secret() {
+    let server = demo_server().await;
+    let call = VxmlCall::start(&server).await;
+    let url = submit_in(&call.doc, "filled").unwrap();
+    assert!(url.contains("&k="), "{url}");
+    let k = url.find("&k=").unwrap() + 3;
+    let mut forged = url.clone().into_bytes();
+    forged[k] = if forged[k] == b'A' { b'B' } else { b'A' };
+    let res = server
+        .http()
+        .post(String::from_utf8(forged).unwrap())
+        .form(&[("digits", "10001")])
+        .send()
+        .await
+        .unwrap();
+    let doc = res.text().await.unwrap();
+    assert!(!doc.contains(PIN_PROMPT), "{doc}");
+    assert!(doc.contains("<disconnect"), "{doc}");
+}
+
+// ---------------------------------------------------------------- decision API
+
+async fn api_turn(
+    server: &TestServer,
+    token: &str,
+    call_id: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let res = server
+        .http()
+        .post(server.url(&format!("/api/v2/calls/{call_id}/turns")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn decision_api_demo_calls() {
+    let server = demo_server().await;
+    let (id, secret) = server
+        .create_client("genesys", &["call:turn"])
+        .await
+        .unwrap();
+    let token = server.token(&id, &secret, None).await.unwrap();
+    let turn = |call: &'static str, input: Option<&'static str>, turn: Option<u32>| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            let mut body =
+                json!({"flowId": "demo-pin", "ani": "+15550100999", "dnis": "+15550100000"});
+            if let Some(i) = input {
+                body["input"] = json!(i);
+            }
+            if let Some(t) = turn {
+                body["turn"] = json!(t);
+            }
+            api_turn(server, &token, call, body).await
+        }
+    };
+    let (status, r) = turn("gc-1", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["action"], "collect");
+    assert_eq!(r["prompt"], ACCOUNT_PROMPT);
+    assert_eq!(r["maxDigits"], 10);
+    assert_eq!(r["secure"], false);
+    assert_eq!(r["turn"], 2);
+    let (_, r) = turn("gc-1", Some("10001#"), Some(2)).await;
+    assert_eq!(r["prompt"], PIN_PROMPT);
+    assert_eq!(r["secure"], true);
+    assert_eq!(r["recording"], "pause");
+    let (_, r) = turn("gc-1", Some("2468#"), Some(3)).await;
+    assert_eq!(r["prompt"], format!("Welcome, Ada. {MENU_PROMPT}"));
+    assert_eq!(r["choices"], "1,2,9");
+    assert_eq!(r["recording"], "resume");
+    // A retried request for turn 3 gets the same answer, without a second verification.
+    let (_, again) = turn("gc-1", Some("2468#"), Some(3)).await;
+    assert_eq!(again, r);
+    assert_eq!(audit_events(&server, "identity.verify").await.len(), 1);
+    // An older turn than the last answered one is refused.
+    let (status, _) = turn("gc-1", Some("10001#"), Some(2)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, r) = turn("gc-1", Some("9"), Some(4)).await;
+    assert_eq!(r["action"], "hangup");
+    assert_eq!(r["prompt"], "Goodbye.");
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["factors"], "pin");
+
+    // Wrong PIN three times: a transfer with the reason.
+    turn("gc-2", None, None).await;
+    turn("gc-2", Some("10001#"), Some(2)).await;
+    turn("gc-2", Some("1111#"), Some(3)).await;
+    turn("gc-2", Some("2222#"), Some(4)).await;
+    let (_, r) = turn("gc-2", Some("3333#"), Some(5)).await;
+    assert_eq!(r["action"], "transfer", "{r}");
+    assert_eq!(r["queue"], "agents");
+    assert_eq!(r["verified"], false);
+    assert_eq!(r["failureReason"], "max_attempts");
+    assert_eq!(r["prompt"], HOLD);
+
+    // Silence.
+    turn("gc-3", None, None).await;
+    let (_, r) = turn("gc-3", Some(""), Some(2)).await;
+    assert_eq!(r["prompt"], ACCOUNT_PROMPT);
+    turn("gc-3", None, Some(3)).await;
+    let (_, r) = turn("gc-3", None, Some(4)).await;
+    assert_eq!(r["action"], "transfer");
+
+    // The scope is required.
+    let (id, secret) = server.create_client("other", &["flow:read"]).await.unwrap();
+    let other = server.token(&id, &secret, None).await.unwrap();
+    let (status, _) = api_turn(&server, &other, "gc-4", json!({"flowId": "demo-pin"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Unknown flows are a 404.
+    let (status, _) = api_turn(&server, &token, "gc-5", json!({"flowId": "nope"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn no_secret_digit_reaches_the_database_or_the_audit() {
+    let server = demo_server().await;
+    let canary = "97531864";
+    let mut call = TwilioCall::new(&server, "CA-canary");
+    call.start().await;
+    call.keys("10001#").await;
+    call.keys(&format!("{canary}#")).await;
+    assert!(call.bodies.iter().all(|b| !b.contains(canary)));
+    let audit = server.store().read_audit().await.unwrap();
+    assert!(!format!("{audit:?}").contains(canary));
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "the canary PIN is in a database file"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_signed_by_twilios_own_library_are_accepted() {
+    let server = demo_server().await;
+    let call = TwilioCall::new(&server, "CA-official");
+    let url = server.url("/voice/twilio/demo-pin");
+    let params = call.params(None);
+    let official =
+        ivrauth_testkit::telephony::twilio_signature(TWILIO_TOKEN, &url, &params).unwrap();
+    let (status, body) = call
+        .post_signed(&url, &params, Some(official.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(ACCOUNT_PROMPT));
+    // The same request with one character changed, signed the same way, is refused.
+    let mut changed = params.clone();
+    changed[3].1 = changed[3].1.replace('5', "6");
+    let (status, _) = call.post_signed(&url, &changed, Some(official)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // And a follow-up turn (query string with the sealed session) signed by the library.
+    let next = attr(&body, "action").unwrap();
+    let mut keyed = params.clone();
+    keyed.push(("Digits".to_owned(), "10001#".to_owned()));
+    let sig = ivrauth_testkit::telephony::twilio_signature(TWILIO_TOKEN, &next, &keyed).unwrap();
+    let (status, body) = call.post_signed(&next, &keyed, Some(sig)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(PIN_PROMPT), "{body}");
+}
+
+#[tokio::test]
+async fn twilio_recording_is_paused_through_the_rest_api_in_secure_segments() {
+    use std::sync::Mutex;
+    // A local stand-in for Twilio's REST API that records what it is asked.
+    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+            let log = log.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                log.lock()
+                    .unwrap()
+                    .push((uri.path().to_owned(), body, auth));
+                axum::Json(json!({"sid": "RE1", "status": "paused"}))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = demo_server_with(|c| {
+        c.platforms.twilio.rest = Some(ivrauth_server::calls::web::TwilioRest {
+            base_url: rest.clone(),
+            username: "AC0123456789".to_owned(),
+            password: Secret::new("rest-secret".to_owned()),
+        });
+    })
+    .await;
+    let mut call = TwilioCall::new(&server, "CA-rec");
+    call.start().await;
+    assert!(seen.lock().unwrap().is_empty());
+    call.keys("10001#").await;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(
+            seen[0].0,
+            "/2010-04-01/Accounts/AC0123456789/Calls/CA-rec/Recordings/Twilio.CURRENT.json"
+        );
+        assert!(seen[0].1.contains("Status=paused"), "{:?}", seen[0]);
+        let expected = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                "AC0123456789:rest-secret"
+            )
+        );
+        assert_eq!(seen[0].2, expected);
+    }
+    call.keys(&format!("{PIN}#")).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].1.contains("Status=in-progress"), "{:?}", seen[1]);
 }

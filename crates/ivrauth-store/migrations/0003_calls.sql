@@ -7,6 +7,7 @@
 -- column is derived from another. call_id is platform-qualified (`twilio:CA…`, `api:<id>`);
 -- turn is the next turn expected, and the store refuses to move it backwards.
 -- pending_secret_account: the account number a hang-up would be charged a failure against.
+-- ani: the caller's number, for the per-caller-number limits when a hang-up is charged.
 CREATE TABLE call_sessions (
     call_id                TEXT    NOT NULL PRIMARY KEY,
     flow_id                TEXT    NOT NULL,
@@ -16,6 +17,7 @@ CREATE TABLE call_sessions (
     last_answer            TEXT,
     failures               INTEGER NOT NULL CHECK (failures >= 0),
     pending_secret_account TEXT,
+    ani                    TEXT    NOT NULL,
     created_at             INTEGER NOT NULL,
     updated_at             INTEGER NOT NULL,
     expires_at             INTEGER NOT NULL

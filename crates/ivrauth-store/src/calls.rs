@@ -19,7 +19,7 @@ use crate::SqliteStore;
 
 /// Every column, in [`decode`]'s order.
 const COLUMNS: &str = "call_id, flow_id, flow_version, turn, state, last_answer, failures, \
-                       pending_secret_account, created_at, updated_at, expires_at";
+                       pending_secret_account, ani, created_at, updated_at, expires_at";
 
 /// The B-trees that hold call sessions: the table, its primary-key index, the expiry index.
 const CALL_BTREES: &str =
@@ -39,6 +39,7 @@ fn decode(row: &SqliteRow) -> Result<CallRecord, StoreError> {
         last_answer: row.try_get("last_answer").map_err(backend)?,
         failures: to_u32("failures", row.try_get("failures").map_err(backend)?)?,
         pending_secret_account: row.try_get("pending_secret_account").map_err(backend)?,
+        ani: row.try_get("ani").map_err(backend)?,
         created_at: UnixMillis(row.try_get("created_at").map_err(backend)?),
         updated_at: UnixMillis(row.try_get("updated_at").map_err(backend)?),
         expires_at: UnixMillis(row.try_get("expires_at").map_err(backend)?),
@@ -66,12 +67,12 @@ impl CallStore for SqliteStore {
     async fn save_call(&self, record: &CallRecord) -> Result<(), StoreError> {
         let done = sqlx::query(&format!(
             "INSERT INTO call_sessions ({COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
              ON CONFLICT (call_id) DO UPDATE SET flow_id = excluded.flow_id, \
              flow_version = excluded.flow_version, turn = excluded.turn, \
              state = excluded.state, last_answer = excluded.last_answer, \
              failures = excluded.failures, \
-             pending_secret_account = excluded.pending_secret_account, \
+             pending_secret_account = excluded.pending_secret_account, ani = excluded.ani, \
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
              expires_at = excluded.expires_at \
              WHERE excluded.turn >= call_sessions.turn"
@@ -84,6 +85,7 @@ impl CallStore for SqliteStore {
         .bind(record.last_answer.as_deref())
         .bind(i64::from(record.failures))
         .bind(record.pending_secret_account.as_deref())
+        .bind(&record.ani)
         .bind(record.created_at.0)
         .bind(record.updated_at.0)
         .bind(record.expires_at.0)

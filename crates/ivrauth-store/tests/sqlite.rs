@@ -418,6 +418,7 @@ async fn call_session_storage_per_idle_call() {
                 last_answer: Some(last_answer.clone()),
                 failures: 1,
                 pending_secret_account: Some("1001".into()),
+                ani: "+15550100123".into(),
                 created_at: t0,
                 updated_at: t0.plus_secs(20),
                 expires_at: t0.plus_secs(20 + 300),

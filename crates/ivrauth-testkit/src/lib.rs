@@ -11,6 +11,7 @@ pub mod identity;
 pub mod identity_conformance;
 pub mod oauth2_server;
 pub mod slapd;
+pub mod telephony;
 
 use std::fmt;
 use std::path::Path;

@@ -577,6 +577,7 @@ async fn finish_turn(
             ),
             failures: driven.host.failures,
             pending_secret_account: driven.pending_secret.clone(),
+            ani: meta.ani.clone(),
             created_at: UnixMillis(meta.started),
             updated_at: now,
             expires_at: now.plus_secs(state.calls.idle_secs),
@@ -643,10 +644,9 @@ pub async fn expire(state: &AppState, limit: u32) -> Result<usize, CallError> {
 async fn charge_abandoned(state: &AppState, row: &CallRecord, how: &str) -> Result<(), CallError> {
     let now = state.clock.now();
     if let (Some(account), Some(service)) = (&row.pending_secret_account, &state.identity) {
-        let ani = String::new();
         let ctx = CallContext {
             call_id: row.call_id.clone(),
-            ani,
+            ani: row.ani.clone(),
             failures: row.failures,
         };
         service.abandoned(account, &ctx).await?;

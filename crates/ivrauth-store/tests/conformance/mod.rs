@@ -884,6 +884,7 @@ pub fn call(call_id: &str, turn: u32, expires_at: UnixMillis) -> CallRecord {
         )),
         failures: 1,
         pending_secret_account: Some("1001".into()),
+        ani: "+15550100123".into(),
         created_at: T0,
         updated_at: T0.plus_secs(i64::from(turn)),
         expires_at,
@@ -915,6 +916,7 @@ pub async fn calls_round_trip(store: &dyn Store) {
         last_answer: None,
         failures: 0,
         pending_secret_account: None,
+        ani: "+15550100123".into(),
         created_at: UnixMillis(0),
         updated_at: UnixMillis(0),
         expires_at: UnixMillis(0),
@@ -977,6 +979,7 @@ pub async fn calls_monotonic(store: &dyn Store) {
         last_answer: Some(r#"{"verbs":[]}"#.into()),
         failures: 2,
         pending_secret_account: None,
+        ani: "+15550100123".into(),
         created_at: T0.plus_secs(1),
         updated_at: T0.plus_secs(6),
         ..call("twilio:CA2", 5, T0.plus_secs(360))
