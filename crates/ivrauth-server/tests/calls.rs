@@ -957,3 +957,66 @@ async fn twilio_recording_is_paused_through_the_rest_api_in_secure_segments() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[1].1.contains("Status=in-progress"), "{:?}", seen[1]);
 }
+
+#[tokio::test]
+async fn no_pin_is_asked_for_when_twilio_cannot_pause_the_recording() {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "try later".to_owned(),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = demo_server_with(|c| {
+        c.platforms.twilio.rest = Some(ivrauth_server::calls::web::TwilioRest {
+            base_url: rest.clone(),
+            username: "AC0123456789".to_owned(),
+            password: Secret::new("rest-secret".to_owned()),
+        });
+    })
+    .await;
+    let mut call = TwilioCall::new(&server, "CA-rec-down");
+    call.start().await;
+    let body = call.keys("10001#").await;
+    assert!(!body.contains(PIN_PROMPT), "{body}");
+    assert!(body.contains("<Hangup/>"), "{body}");
+}
+
+#[tokio::test]
+async fn decision_api_needs_the_turn_once_a_call_has_a_session() {
+    let server = demo_server().await;
+    let (id, secret) = server
+        .create_client("genesys", &["call:turn"])
+        .await
+        .unwrap();
+    let token = server.token(&id, &secret, None).await.unwrap();
+    let body = |turn: Option<u32>| {
+        let mut b = json!({"flowId": "demo-pin", "ani": "+15550100999", "input": "10001#"});
+        if let Some(t) = turn {
+            b["turn"] = json!(t);
+        }
+        b
+    };
+    let (status, first) = api_turn(&server, &token, "gc-t", body(Some(1))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["prompt"], ACCOUNT_PROMPT);
+    // A retry of the first request (turn 1) is a replay, not an answer.
+    let (_, again) = api_turn(&server, &token, "gc-t", body(Some(1))).await;
+    assert_eq!(again, first);
+    // Without a turn the request is ambiguous once the call has a session.
+    let (status, _) = api_turn(&server, &token, "gc-t", body(None)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // After a hang-up, a late turn does not start the call again.
+    let res = server
+        .http()
+        .post(server.url("/api/v2/calls/gc-t/hangup"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["closed"], true);
+    let (status, _) = api_turn(&server, &token, "gc-t", body(Some(2))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

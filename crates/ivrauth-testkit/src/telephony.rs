@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{err, Result, TestkitError};
 
-/// The Twilio helper library the venv holds (change [`TWILIO_VENV`] with it).
+/// The Twilio helper library the venv holds (change `TWILIO_VENV`, its directory name, with it).
 pub const TWILIO_REQUIREMENT: &str = "twilio==9.13.0";
 const TWILIO_VENV: &str = "twilio-venv-9.13.0";
 
@@ -49,8 +49,12 @@ pub const JAMBONZ_SIGNATURE_HEADER: &str = "Jambonz-Signature";
 /// refuses when `now - t > 300`, and puts no bound on timestamps in the future.
 pub const JAMBONZ_NODE_CLIENT_TOLERANCE_SECS: i64 = 300;
 
-static TWILIO_PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
-static JAMBONZ_TOOLS: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The outcome of the first install attempt in this process, success or failure: a registry
+/// that is down fails every later test at once rather than once per test.
+type Installed = Mutex<Option<std::result::Result<PathBuf, String>>>;
+
+static TWILIO_PYTHON: Installed = Mutex::new(None);
+static JAMBONZ_TOOLS: Installed = Mutex::new(None);
 
 // ----------------------------------------------------------------------------------------
 // Twilio
@@ -107,31 +111,25 @@ fn run_twilio(request: Value) -> Result<Value> {
 
 /// The Twilio venv's python, creating the venv on first use.
 fn twilio_python() -> Result<PathBuf> {
-    let mut cached = TWILIO_PYTHON
-        .lock()
-        .map_err(|_| TestkitError("twilio venv lock".into()))?;
-    if let Some(p) = cached.as_ref() {
-        return Ok(p.clone());
-    }
-    let venv = install_once(
-        TWILIO_VENV,
-        |dir| dir.join("bin/python").exists(),
-        |scratch| {
-            run_ok(
-                Command::new("python3").arg("-m").arg("venv").arg(scratch),
-                "python3 -m venv (run scripts/install-test-deps)",
-            )?;
-            run_ok(
-                Command::new(scratch.join("bin/python"))
-                    .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-                    .arg(TWILIO_REQUIREMENT),
-                &format!("pip install {TWILIO_REQUIREMENT} (is PyPI reachable?)"),
-            )
-        },
-    )?;
-    let python = venv.join("bin/python");
-    *cached = Some(python.clone());
-    Ok(python)
+    cached_install(&TWILIO_PYTHON, "twilio venv", || {
+        let venv = install_once(
+            TWILIO_VENV,
+            |dir| dir.join("bin/python").exists(),
+            |scratch| {
+                run_ok(
+                    Command::new("python3").arg("-m").arg("venv").arg(scratch),
+                    "python3 -m venv (run scripts/install-test-deps)",
+                )?;
+                run_ok(
+                    Command::new(scratch.join("bin/python"))
+                        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                        .arg(TWILIO_REQUIREMENT),
+                    &format!("pip install {TWILIO_REQUIREMENT} (is PyPI reachable?)"),
+                )
+            },
+        )?;
+        Ok(venv.join("bin/python"))
+    })
 }
 
 // ----------------------------------------------------------------------------------------
@@ -201,12 +199,10 @@ fn run_jambonz(command: &str, input: &Value) -> Result<std::result::Result<(), S
 
 /// The `npm ci` install of `tools/package-lock.json`, creating it on first use.
 fn jambonz_tools() -> Result<PathBuf> {
-    let mut cached = JAMBONZ_TOOLS
-        .lock()
-        .map_err(|_| TestkitError("jambonz tools lock".into()))?;
-    if let Some(p) = cached.as_ref() {
-        return Ok(p.clone());
-    }
+    cached_install(&JAMBONZ_TOOLS, "jambonz npm tools", install_jambonz_tools)
+}
+
+fn install_jambonz_tools() -> Result<PathBuf> {
     let tools = tools_dir();
     let manifest = std::fs::read(tools.join("package.json")).map_err(|e| err("package.json", e))?;
     let lock =
@@ -221,7 +217,7 @@ fn jambonz_tools() -> Result<PathBuf> {
         modules.join("node-client/package.json").exists()
             && modules.join("verb-specifications/package.json").exists()
     };
-    let dir = install_once(&name, installed, |scratch| {
+    install_once(&name, installed, |scratch| {
         std::fs::create_dir_all(scratch).map_err(|e| err("npm scratch dir", e))?;
         std::fs::write(scratch.join("package.json"), &manifest)
             .map_err(|e| err("copy package.json", e))?;
@@ -233,13 +229,15 @@ fn jambonz_tools() -> Result<PathBuf> {
             Command::new("npm")
                 .current_dir(scratch)
                 .args(["ci", "--omit=optional", "--ignore-scripts", "--no-audit"])
-                .args(["--no-fund", "--fetch-retries=2", "--loglevel=error"]),
+                .args(["--no-fund", "--loglevel=error", "--fetch-retries=2"])
+                .args([
+                    "--fetch-retry-mintimeout=2000",
+                    "--fetch-retry-maxtimeout=10000",
+                ]),
             "npm ci for tools/package-lock.json (is npm installed and the npm registry \
              reachable? run scripts/install-test-deps)",
         )
-    })?;
-    *cached = Some(dir.clone());
-    Ok(dir)
+    })
 }
 
 // ----------------------------------------------------------------------------------------
@@ -280,6 +278,20 @@ pub fn validate_vxml(document: &str) -> Result<std::result::Result<(), String>> 
 
 // ----------------------------------------------------------------------------------------
 // Plumbing
+
+/// `install()`'s outcome, computed once per process under `slot`'s lock (which also keeps
+/// this process's test threads from installing side by side).
+fn cached_install(
+    slot: &Installed,
+    what: &str,
+    install: impl FnOnce() -> Result<PathBuf>,
+) -> Result<PathBuf> {
+    let mut cached = slot
+        .lock()
+        .map_err(|_| TestkitError(format!("{what} lock")))?;
+    let outcome = cached.get_or_insert_with(|| install().map_err(|e| e.0));
+    outcome.clone().map_err(TestkitError)
+}
 
 fn tools_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools")

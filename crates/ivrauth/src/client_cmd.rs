@@ -33,7 +33,7 @@ pub enum ClientCommand {
         /// A name to recognise the client by
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: flow:read, flow:write, flow:simulate
+        /// Comma-separated scopes: flow:read, flow:write, flow:simulate, call:turn
         #[arg(long, value_name = "SCOPES")]
         scopes: String,
         /// Print one JSON line {"client_id": ..., "client_secret": ...}

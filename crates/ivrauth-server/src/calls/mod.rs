@@ -34,8 +34,9 @@ pub struct TransferAttributes {
     pub verified: bool,
     /// Factors that succeeded, such as `pin`.
     pub factors: Vec<String>,
-    /// Why the caller is not verified: `not_attempted`, `failed`, `max_attempts`,
-    /// `no_input`. `None` when verified.
+    /// Why the caller is not verified: `not_attempted` (no verification was tried),
+    /// `failed` (tried, not verified), `max_attempts` (the call's attempts ran out).
+    /// `None` when verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     /// The account number the caller keyed in, when a verification was attempted.

@@ -86,6 +86,9 @@ pub enum CallError {
     /// A turn older than the last durable one, other than its exact replay.
     #[error("that turn was already answered")]
     StaleTurn,
+    /// The decision API: the call has a session, and the request gave no `turn`.
+    #[error("the call has a session; send the `turn` of the last answer")]
+    TurnRequired,
     #[error("the flow is not ready for calls: {0}")]
     FlowNotCallable(String),
     #[error(transparent)]
@@ -187,9 +190,15 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
     } else {
         None
     };
-    if let (Some(row), Some(t)) = (&stored, req.turn) {
-        if t < row.turn {
-            return replay(row, t);
+    if req.platform == Platform::Api {
+        match (&stored, req.turn) {
+            (Some(row), Some(t)) if t < row.turn => return replay(row, t),
+            // Without a turn number a retry could not be told from the next answer.
+            (Some(_), None) => return Err(CallError::TurnRequired),
+            // A later turn of a call whose session is gone (hung up, expired) does not
+            // start the flow again.
+            (None, Some(t)) if t > 1 => return Err(CallError::BadSession),
+            _ => {}
         }
     }
     let token = match (&req.token, &stored) {

@@ -107,7 +107,12 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    format!("http://{host}")
+    // Behind a TLS-terminating proxy; set `[calls] public_url` to not depend on it.
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    format!("{}://{host}", if https { "https" } else { "http" })
 }
 
 /// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded
@@ -173,7 +178,10 @@ fn apology_answer() -> TurnAnswer {
 fn failure_status(e: &CallError) -> StatusCode {
     match e {
         CallError::UnknownFlow => StatusCode::NOT_FOUND,
-        CallError::BadSession | CallError::Expired | CallError::StaleTurn => {
+        CallError::BadSession
+        | CallError::Expired
+        | CallError::StaleTurn
+        | CallError::TurnRequired => {
             tracing::warn!(error = %e, "call turn refused");
             StatusCode::OK
         }
@@ -268,8 +276,20 @@ async fn twilio_turn(
     };
     match session::turn(&state, req).await {
         Ok(r) => {
-            if let Some(account_sid) = field(&params, "AccountSid") {
-                twilio_recording(&state, account_sid, &call_sid, &r.answer).await;
+            let account_sid = field(&params, "AccountSid").unwrap_or_default();
+            if !twilio_recording(&state, account_sid, &call_sid, &r.answer).await {
+                // Fail closed: never ask for a secret while the call may be recorded.
+                tracing::error!(call = %call_sid, "recording could not be paused; ending the call rather than collect a secret on the recording");
+                let next = NextTurn {
+                    action: String::new(),
+                    no_input: String::new(),
+                    no_match: String::new(),
+                    hangup: String::new(),
+                };
+                return xml(
+                    StatusCode::OK,
+                    twiml::render(&apology_answer(), &next, &opts),
+                );
             }
             let next = next_urls(&base, &path, &r, false);
             xml(StatusCode::OK, twiml::render(&r.answer, &next, &opts))
@@ -288,16 +308,18 @@ async fn twilio_turn(
 }
 
 /// TwiML cannot pause a recording: in a secure segment, ask Twilio's REST API to (when it
-/// is configured; otherwise recording must be off for the number, see the docs).
+/// is configured; otherwise recording must be off for the number, see the docs). False
+/// when a pause was needed and Twilio did not confirm it.
 async fn twilio_recording(
     state: &AppState,
     account_sid: &str,
     call_sid: &str,
     answer: &TurnAnswer,
-) {
+) -> bool {
     let Some(rest) = &state.calls.platforms.twilio.rest else {
-        return;
+        return true;
     };
+    let mut ok = true;
     let verbs = match answer {
         TurnAnswer::Ask { verbs, .. } | TurnAnswer::End { verbs, .. } => verbs,
     };
@@ -345,12 +367,15 @@ async fn twilio_recording(
             }
             ivrauth_core::http::HttpResult::Response(r) => {
                 tracing::warn!(call = %call_sid, http_status = r.status, "Twilio refused to change the call recording");
+                ok &= status != "paused";
             }
             ivrauth_core::http::HttpResult::Failed(f) => {
                 tracing::warn!(call = %call_sid, error = %f.message, "cannot reach Twilio to change the call recording");
+                ok &= status != "paused";
             }
         }
     }
+    ok
 }
 
 async fn twilio_status(
@@ -634,8 +659,11 @@ pub struct ApiTurnResponse {
     pub reason: String,
     /// The node the flow ended at (`say`, `transfer`, `hangup`); empty for `collect`.
     pub end_node: String,
-    /// An `end` node's status code.
-    pub status_code: Option<u16>,
+    /// An `end` node's status code; 0 when there is none.
+    pub status_code: u16,
+    /// The account number the caller keyed in, when a verification was attempted (also
+    /// in `attributes`).
+    pub account: String,
     pub verified: bool,
     /// Factors that succeeded, comma-separated.
     pub factors: String,
@@ -678,7 +706,8 @@ fn flat(r: &TurnResponse) -> ApiTurnResponse {
         target: String::new(),
         reason: String::new(),
         end_node: String::new(),
-        status_code: None,
+        status_code: 0,
+        account: String::new(),
         verified: false,
         factors: String::new(),
         failure_reason: String::new(),
@@ -709,7 +738,7 @@ fn flat(r: &TurnResponse) -> ApiTurnResponse {
                     status_code,
                 } => {
                     out.end_node = end_node.clone();
-                    out.status_code = *status_code;
+                    out.status_code = status_code.unwrap_or(0);
                 }
                 CallEnd::Transfer { node_id, .. } | CallEnd::Hangup { node_id } => {
                     out.end_node = node_id.clone();
@@ -727,6 +756,7 @@ fn flat(r: &TurnResponse) -> ApiTurnResponse {
                 out.reason = reason.clone().unwrap_or_default();
             }
             out.verified = attributes.verified;
+            out.account = attributes.account.clone().unwrap_or_default();
             out.factors = attributes.factors.join(",");
             out.failure_reason = attributes.failure_reason.clone().unwrap_or_default();
             out.attributes = serde_json::to_value(attributes).unwrap_or(Value::Null);
@@ -742,7 +772,12 @@ fn api_error(e: CallError) -> ApiError {
             ApiError::Conflict("that turn was already answered; send the latest `turn`".to_owned())
         }
         CallError::Expired => ApiError::Conflict("the call session has expired".to_owned()),
-        CallError::BadSession => ApiError::Conflict("the call session is not valid".to_owned()),
+        CallError::BadSession => {
+            ApiError::Conflict("there is no valid session for this call and turn".to_owned())
+        }
+        CallError::TurnRequired => ApiError::Conflict(
+            "the call has a session: send the `turn` of the last answer".to_owned(),
+        ),
         CallError::FlowNotCallable(m) => ApiError::BadRequest {
             code: "flow_not_callable".to_owned(),
             message: m,
