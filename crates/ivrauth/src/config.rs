@@ -11,6 +11,11 @@
 //! nothing; `serve` checks the provider's health). Secrets (`bind_password`,
 //! `client_secret`, ...) are held as [`Secret`] from the moment they are read, and no
 //! problem message ever contains one.
+//!
+//! `[calls]`, `[twilio]` and `[jambonz]` configure call sessions and the telephony
+//! front-ends ([`CallsSettings`], [`TwilioSettings`], [`JambonzSettings`]); session keys are
+//! checked (base64, 32 bytes each) while loading, and a problem names the entry by its
+//! position, never its content.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,6 +31,9 @@ use ivrauth_connect::{
 };
 use ivrauth_core::identity::{HashParams, IdentityError, LockoutPolicy};
 use ivrauth_core::secret::Secret;
+use ivrauth_server::calls::seal::{SealError, SessionKeys};
+use ivrauth_server::calls::session::CallsConfig;
+use ivrauth_server::calls::web::{JambonzConfig, PlatformConfig, TwilioConfig, TwilioRest};
 use ivrauth_server::ServerConfig;
 
 /// The config file looked for in the working directory when `--config` is not given.
@@ -41,6 +49,15 @@ pub const DEFAULT_MIN_VERIFY_MS: u64 = 300;
 /// Default `timeout_ms` of the OAuth2 and HTTP identity providers (LDAP's default comes
 /// from [`LdapConfig::new`], also 5 s).
 pub const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 5_000;
+
+/// Default of `[calls] idle_timeout_secs`: a call session idle for half an hour is over.
+pub const DEFAULT_CALL_IDLE_TIMEOUT_SECS: u64 = 1_800;
+
+/// Longest `[calls] idle_timeout_secs`: a day.
+const MAX_CALL_IDLE_TIMEOUT_SECS: u64 = 86_400;
+
+/// Default of `[twilio] rest_base_url`.
+pub const DEFAULT_TWILIO_REST_BASE_URL: &str = "https://api.twilio.com";
 
 /// `IVRAUTH_*` variables that are not configuration but are read by `ivrauth flow` commands
 /// (through their flags); they are ignored here without a warning.
@@ -67,6 +84,12 @@ pub struct Settings {
     pub http_allowed_hosts: Option<Vec<String>>,
     /// The `[identity]` sections.
     pub identity: IdentitySettings,
+    /// `[calls]`: call sessions.
+    pub calls: CallsSettings,
+    /// `[twilio]`: the Twilio front-end.
+    pub twilio: TwilioSettings,
+    /// `[jambonz]`: the jambonz front-end.
+    pub jambonz: JambonzSettings,
 }
 
 impl Default for Settings {
@@ -83,6 +106,9 @@ impl Default for Settings {
             secret_rotation_overlap_secs: DEFAULT_SECRET_ROTATION_OVERLAP_SECS,
             http_allowed_hosts: None,
             identity: IdentitySettings::default(),
+            calls: CallsSettings::default(),
+            twilio: TwilioSettings::default(),
+            jambonz: JambonzSettings::default(),
         }
     }
 }
@@ -98,6 +124,157 @@ impl Settings {
             demo,
             public_base_url: self.public_url.clone(),
         }
+    }
+
+    /// The call sessions' settings for the server, sealing with `keys` (the configured
+    /// `[calls] session_keys`, or the data directory's generated key: see `serve`).
+    pub fn calls_config(&self, keys: SessionKeys) -> CallsConfig {
+        let twilio = &self.twilio;
+        let jambonz = &self.jambonz;
+        CallsConfig {
+            keys,
+            idle_secs: i64::try_from(self.calls.idle_timeout_secs).unwrap_or(i64::MAX),
+            platforms: PlatformConfig {
+                public_url: self.calls.public_url.clone(),
+                twilio: TwilioConfig {
+                    auth_tokens: twilio
+                        .auth_token
+                        .iter()
+                        .chain(&twilio.previous_auth_token)
+                        .cloned()
+                        .collect(),
+                    skip_signature_check: twilio.skip_signature_check,
+                    account_sids: twilio.account_sids.clone(),
+                    workflow_sid: twilio.workflow_sid.clone(),
+                    rest: twilio.rest(),
+                },
+                jambonz: JambonzConfig {
+                    secrets: jambonz
+                        .webhook_secret
+                        .iter()
+                        .chain(&jambonz.previous_webhook_secret)
+                        .cloned()
+                        .collect(),
+                    skip_signature_check: jambonz.skip_signature_check,
+                },
+            },
+        }
+    }
+}
+
+/// `[calls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallsSettings {
+    /// A call session idle for longer is over (its sealed state no longer opens, and the
+    /// periodic expiry closes its row).
+    pub idle_timeout_secs: u64,
+    /// The session keys, base64 of 32 bytes each (checked while loading): the first seals,
+    /// all open, so keys rotate by putting the new one first. Empty: `serve` generates a
+    /// key once and keeps it in `DATA_DIR/call-session.key`.
+    pub session_keys: Vec<Secret<String>>,
+    /// The URL telephony platforms reach this server at (`https://ivr.example.com`), for
+    /// callback URLs and Twilio's signed URL. `None`: `[server] public_url`, else rebuilt
+    /// from each request's `Host` header.
+    pub public_url: Option<String>,
+}
+
+impl Default for CallsSettings {
+    fn default() -> Self {
+        CallsSettings {
+            idle_timeout_secs: DEFAULT_CALL_IDLE_TIMEOUT_SECS,
+            session_keys: Vec::new(),
+            public_url: None,
+        }
+    }
+}
+
+impl CallsSettings {
+    /// The configured key ring, `None` when no key is configured. Loading already checked
+    /// the keys, so an error here means the settings were built by hand.
+    pub fn configured_keys(&self) -> Option<Result<SessionKeys, SealError>> {
+        if self.session_keys.is_empty() {
+            return None;
+        }
+        let texts: Vec<&str> = self
+            .session_keys
+            .iter()
+            .map(|k| k.expose().as_str())
+            .collect();
+        Some(SessionKeys::from_base64(&texts))
+    }
+}
+
+/// `[twilio]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwilioSettings {
+    /// The account's auth token, which signs Twilio's requests. With neither a token nor
+    /// `skip_signature_check`, every Twilio request is refused (403).
+    pub auth_token: Option<Secret<String>>,
+    /// The previous auth token, accepted too while a rotation is under way.
+    pub previous_auth_token: Option<Secret<String>>,
+    /// If not empty, only requests from these Account SIDs are served.
+    pub account_sids: Vec<String>,
+    /// Development only: accept unsigned requests (`serve` warns loudly).
+    pub skip_signature_check: bool,
+    /// TaskRouter workflow for `<Enqueue>` with `<Task>` attributes.
+    pub workflow_sid: Option<String>,
+    /// Twilio's REST API (pauses call recording in secure segments).
+    pub rest_base_url: String,
+    /// The REST API's user: the Account SID or an API key SID.
+    pub rest_username: Option<String>,
+    pub rest_password: Option<Secret<String>>,
+}
+
+impl Default for TwilioSettings {
+    fn default() -> Self {
+        TwilioSettings {
+            auth_token: None,
+            previous_auth_token: None,
+            account_sids: Vec::new(),
+            skip_signature_check: false,
+            workflow_sid: None,
+            rest_base_url: DEFAULT_TWILIO_REST_BASE_URL.to_owned(),
+            rest_username: None,
+            rest_password: None,
+        }
+    }
+}
+
+impl TwilioSettings {
+    /// The REST API, when both its user name and password are set.
+    pub fn rest(&self) -> Option<TwilioRest> {
+        match (&self.rest_username, &self.rest_password) {
+            (Some(username), Some(password)) => Some(TwilioRest {
+                base_url: self.rest_base_url.clone(),
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether Twilio's requests can be accepted at all.
+    pub fn accepts_requests(&self) -> bool {
+        self.auth_token.is_some() || self.skip_signature_check
+    }
+}
+
+/// `[jambonz]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JambonzSettings {
+    /// The webhook secret jambonz signs its requests with. With neither a secret nor
+    /// `skip_signature_check`, every jambonz request is refused (403).
+    pub webhook_secret: Option<Secret<String>>,
+    /// The previous secret, accepted too while a rotation is under way.
+    pub previous_webhook_secret: Option<Secret<String>>,
+    /// Development only: accept unsigned requests (`serve` warns loudly).
+    pub skip_signature_check: bool,
+}
+
+impl JambonzSettings {
+    /// Whether jambonz's requests can be accepted at all.
+    pub fn accepts_requests(&self) -> bool {
+        self.webhook_secret.is_some() || self.skip_signature_check
     }
 }
 
@@ -1378,6 +1555,153 @@ static KEYS: &[Spec] = &[
             Ok(())
         },
     },
+    // [calls]
+    Spec {
+        section: "calls",
+        key: "idle_timeout_secs",
+        env: Some("IVRAUTH_CALL_IDLE_TIMEOUT_SECS"),
+        apply: |s, raw| {
+            s.calls.idle_timeout_secs = raw.integer(1, MAX_CALL_IDLE_TIMEOUT_SECS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "calls",
+        key: "session_keys",
+        env: Some("IVRAUTH_CALL_SESSION_KEYS"),
+        apply: apply_session_keys,
+    },
+    Spec {
+        section: "calls",
+        key: "public_url",
+        env: Some("IVRAUTH_CALL_PUBLIC_URL"),
+        apply: |s, raw| {
+            s.calls.public_url = match raw.optional_text()? {
+                None => None,
+                Some(_) => Some(
+                    raw.url(&["https", "http"])?
+                        .trim_end_matches('/')
+                        .to_owned(),
+                ),
+            };
+            Ok(())
+        },
+    },
+    // [twilio]
+    Spec {
+        section: "twilio",
+        key: "auth_token",
+        env: Some("IVRAUTH_TWILIO_AUTH_TOKEN"),
+        apply: |s, raw| {
+            s.twilio.auth_token = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "previous_auth_token",
+        env: Some("IVRAUTH_TWILIO_PREVIOUS_AUTH_TOKEN"),
+        apply: |s, raw| {
+            s.twilio.previous_auth_token = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "account_sids",
+        env: Some("IVRAUTH_TWILIO_ACCOUNT_SIDS"),
+        apply: |s, raw| {
+            let sids = raw.string_list()?;
+            if sids
+                .iter()
+                .any(|sid| sid.trim().is_empty() || sid.chars().any(char::is_whitespace))
+            {
+                return Err("entries must be Account SIDs (AC...), without spaces".to_owned());
+            }
+            s.twilio.account_sids = sids;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "skip_signature_check",
+        env: Some("IVRAUTH_TWILIO_SKIP_SIGNATURE_CHECK"),
+        apply: |s, raw| {
+            s.twilio.skip_signature_check = raw.boolean()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "workflow_sid",
+        env: Some("IVRAUTH_TWILIO_WORKFLOW_SID"),
+        apply: |s, raw| {
+            s.twilio.workflow_sid = raw.optional_text()?.map(|t| t.trim().to_owned());
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "rest_base_url",
+        env: None,
+        apply: |s, raw| {
+            let url = raw.url(&["https", "http"])?;
+            if !ivrauth_core::http::secure_transport(&url) {
+                return Err(
+                    "must be https (plain http only to a loopback address): the REST password is sent to it"
+                        .to_owned(),
+                );
+            }
+            s.twilio.rest_base_url = url.trim_end_matches('/').to_owned();
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "rest_username",
+        env: Some("IVRAUTH_TWILIO_REST_USERNAME"),
+        apply: |s, raw| {
+            s.twilio.rest_username = Some(raw.text()?.trim().to_owned());
+            Ok(())
+        },
+    },
+    Spec {
+        section: "twilio",
+        key: "rest_password",
+        env: Some("IVRAUTH_TWILIO_REST_PASSWORD"),
+        apply: |s, raw| {
+            s.twilio.rest_password = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    // [jambonz]
+    Spec {
+        section: "jambonz",
+        key: "webhook_secret",
+        env: Some("IVRAUTH_JAMBONZ_WEBHOOK_SECRET"),
+        apply: |s, raw| {
+            s.jambonz.webhook_secret = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "jambonz",
+        key: "previous_webhook_secret",
+        env: Some("IVRAUTH_JAMBONZ_PREVIOUS_WEBHOOK_SECRET"),
+        apply: |s, raw| {
+            s.jambonz.previous_webhook_secret = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "jambonz",
+        key: "skip_signature_check",
+        env: Some("IVRAUTH_JAMBONZ_SKIP_SIGNATURE_CHECK"),
+        apply: |s, raw| {
+            s.jambonz.skip_signature_check = raw.boolean()?;
+            Ok(())
+        },
+    },
 ];
 
 fn spec(section: &str, key: &str) -> Option<&'static Spec> {
@@ -1401,6 +1725,44 @@ fn apply_public_url(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), String
         settings.public_url = Some(s.trim_end_matches('/').to_owned());
     }
     Ok(())
+}
+
+/// `[calls] session_keys`: every entry must decode to 32 bytes. Problems name the entry by
+/// its position (from 1), never its content.
+fn apply_session_keys(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), String> {
+    let entries: Vec<Secret<String>> = raw.string_list()?.into_iter().map(Secret::new).collect();
+    let count = entries.len();
+    let texts: Vec<&str> = entries.iter().map(|k| k.expose().as_str()).collect();
+    match SessionKeys::from_base64(&texts) {
+        Ok(_) => {
+            settings.calls.session_keys = entries;
+            Ok(())
+        }
+        Err(e) => Err(session_key_problem(&e, count)),
+    }
+}
+
+fn session_key_problem(e: &SealError, count: usize) -> String {
+    const HINT: &str =
+        "each entry is 32 random bytes in base64, such as the output of `openssl rand -base64 32`";
+    match *e {
+        SealError::NoKeys => format!(
+            "must list at least one key (leave the key out to use a key generated in the data directory); {HINT}"
+        ),
+        SealError::KeyEncoding { index } => format!(
+            "entry #{} of {count} is not base64; {HINT}",
+            index + 1
+        ),
+        SealError::KeyLength { index, len } => format!(
+            "entry #{} of {count} decodes to {len} bytes, not 32; {HINT}",
+            index + 1
+        ),
+        SealError::DuplicateKey { index } => format!(
+            "entry #{} of {count} repeats an earlier entry",
+            index + 1
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn apply_allowed_hosts(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), String> {
@@ -1496,7 +1858,7 @@ impl Loading {
                     .push(format!("{origin}: unknown section [{child}]"));
             } else if path.is_empty() {
                 self.problems.push(format!(
-                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http] or [identity])"
+                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http], [identity], [calls], [twilio] or [jambonz])"
                 ));
             } else {
                 self.problems
@@ -1535,6 +1897,39 @@ impl Loading {
 
     fn section_ok(&self, prefix: &str) -> bool {
         !self.bad_sections.iter().any(|s| s.starts_with(prefix))
+    }
+
+    /// Checks across keys of `[twilio]` and `[jambonz]`: a previous secret needs a current
+    /// one, and the REST API needs both its user name and password.
+    fn check_calls(&mut self) {
+        let t = &self.settings.twilio;
+        let mut problems = Vec::new();
+        if self.section_ok("twilio") {
+            if t.previous_auth_token.is_some() && t.auth_token.is_none() {
+                problems.push(
+                    "[twilio] previous_auth_token is set but auth_token is not (or IVRAUTH_TWILIO_AUTH_TOKEN): during a rotation, auth_token is the new token".to_owned(),
+                );
+            }
+            match (&t.rest_username, &t.rest_password) {
+                (Some(_), None) => problems.push(
+                    "[twilio] rest_username is set but rest_password is not (or IVRAUTH_TWILIO_REST_PASSWORD): set both, or neither".to_owned(),
+                ),
+                (None, Some(_)) => problems.push(
+                    "[twilio] rest_password is set but rest_username is not (or IVRAUTH_TWILIO_REST_USERNAME): set both, or neither".to_owned(),
+                ),
+                _ => {}
+            }
+        }
+        let j = &self.settings.jambonz;
+        if self.section_ok("jambonz")
+            && j.previous_webhook_secret.is_some()
+            && j.webhook_secret.is_none()
+        {
+            problems.push(
+                "[jambonz] previous_webhook_secret is set but webhook_secret is not (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET): during a rotation, webhook_secret is the new secret".to_owned(),
+            );
+        }
+        self.problems.extend(problems);
     }
 
     /// Checks across keys and layers: lockout periods, hash parameters, the selected
@@ -1624,6 +2019,7 @@ pub fn load(
 
     let warnings = loading.apply_env(env);
     loading.check_identity();
+    loading.check_calls();
 
     let Loading {
         mut settings,
@@ -2213,5 +2609,290 @@ client_secret = "{CANARY}"
                 "[identity] hash_m_kib must be at least 8 × hash_p".to_owned(),
             ]
         );
+    }
+
+    /// Base64 of 32 bytes of `byte`.
+    fn key(byte: u8) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode([byte; 32])
+    }
+
+    #[test]
+    fn calls_defaults_are_the_documented_ones() {
+        let s = Settings::default();
+        assert_eq!(s.calls.idle_timeout_secs, 1800);
+        assert!(s.calls.session_keys.is_empty());
+        assert!(s.calls.configured_keys().is_none());
+        assert_eq!(s.calls.public_url, None);
+        let t = &s.twilio;
+        assert_eq!(t.auth_token, None);
+        assert_eq!(t.previous_auth_token, None);
+        assert!(t.account_sids.is_empty());
+        assert!(!t.skip_signature_check);
+        assert_eq!(t.workflow_sid, None);
+        assert_eq!(t.rest_base_url, "https://api.twilio.com");
+        assert!(t.rest().is_none());
+        assert!(!t.accepts_requests());
+        assert_eq!(s.jambonz, JambonzSettings::default());
+        assert!(!s.jambonz.accepts_requests());
+
+        let c = s.calls_config(SessionKeys::generate());
+        assert_eq!(c.idle_secs, 1800);
+        assert_eq!(c.keys.key_count(), 1);
+        assert!(c.platforms.public_url.is_none());
+        assert!(c.platforms.twilio.auth_tokens.is_empty());
+        assert!(c.platforms.twilio.rest.is_none());
+        assert!(c.platforms.jambonz.secrets.is_empty());
+    }
+
+    #[test]
+    fn calls_keys_reach_the_server_config() {
+        let (s, warnings) = load_text(
+            &format!(
+                r#"
+[calls]
+idle_timeout_secs = 600
+session_keys = ["{}", "{}"]
+public_url = "https://ivr.example.com/"
+
+[twilio]
+auth_token = "tok-new"
+previous_auth_token = "tok-old"
+account_sids = ["AC123", "AC456"]
+workflow_sid = "WW1"
+rest_base_url = "http://127.0.0.1:9999/"
+rest_username = "AC123"
+rest_password = "rest-pw"
+
+[jambonz]
+webhook_secret = "wh-new"
+previous_webhook_secret = "wh-old"
+"#,
+                key(1),
+                key(2)
+            ),
+            &[],
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(s.calls.idle_timeout_secs, 600);
+        assert_eq!(
+            s.calls.public_url.as_deref(),
+            Some("https://ivr.example.com")
+        );
+        let ring = s.calls.configured_keys().unwrap().unwrap();
+        assert_eq!(ring.key_count(), 2);
+        assert!(s.twilio.accepts_requests() && s.jambonz.accepts_requests());
+
+        let c = s.calls_config(ring);
+        assert_eq!(c.idle_secs, 600);
+        assert_eq!(
+            c.platforms.public_url.as_deref(),
+            Some("https://ivr.example.com")
+        );
+        let t = &c.platforms.twilio;
+        let tokens: Vec<&str> = t.auth_tokens.iter().map(|x| x.expose().as_str()).collect();
+        assert_eq!(tokens, ["tok-new", "tok-old"]);
+        assert_eq!(t.account_sids, ["AC123", "AC456"]);
+        assert_eq!(t.workflow_sid.as_deref(), Some("WW1"));
+        assert!(!t.skip_signature_check);
+        let rest = t.rest.as_ref().unwrap();
+        assert_eq!(rest.base_url, "http://127.0.0.1:9999");
+        assert_eq!(rest.username, "AC123");
+        assert_eq!(rest.password.expose(), "rest-pw");
+        let j = &c.platforms.jambonz;
+        let secrets: Vec<&str> = j.secrets.iter().map(|x| x.expose().as_str()).collect();
+        assert_eq!(secrets, ["wh-new", "wh-old"]);
+        assert!(!j.skip_signature_check);
+    }
+
+    #[test]
+    fn calls_from_the_environment() {
+        let (s, warnings) = load_text(
+            &format!(
+                "[calls]\nsession_keys = [\"{}\"]\n[twilio]\nauth_token = \"from-file\"\n",
+                key(9)
+            ),
+            &env(&[
+                (
+                    "IVRAUTH_CALL_SESSION_KEYS",
+                    &format!("{}, {}", key(3), key(4)),
+                ),
+                ("IVRAUTH_CALL_IDLE_TIMEOUT_SECS", "90"),
+                ("IVRAUTH_CALL_PUBLIC_URL", "https://calls.example.com"),
+                ("IVRAUTH_TWILIO_AUTH_TOKEN", "from-env"),
+                ("IVRAUTH_TWILIO_SKIP_SIGNATURE_CHECK", "true"),
+                ("IVRAUTH_TWILIO_REST_USERNAME", "SK1"),
+                ("IVRAUTH_TWILIO_REST_PASSWORD", "rest-env"),
+                ("IVRAUTH_JAMBONZ_WEBHOOK_SECRET", "wh-env"),
+                ("IVRAUTH_JAMBONZ_SKIP_SIGNATURE_CHECK", "yes"),
+            ]),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(s.calls.idle_timeout_secs, 90);
+        assert_eq!(
+            s.calls.public_url.as_deref(),
+            Some("https://calls.example.com")
+        );
+        // The environment's list replaces the file's.
+        let exposed: Vec<&str> = s
+            .calls
+            .session_keys
+            .iter()
+            .map(|k| k.expose().as_str())
+            .collect();
+        assert_eq!(exposed, [key(3).as_str(), key(4).as_str()]);
+        assert_eq!(s.twilio.auth_token.as_ref().unwrap().expose(), "from-env");
+        assert!(s.twilio.skip_signature_check);
+        assert_eq!(s.twilio.rest().unwrap().password.expose(), "rest-env");
+        assert_eq!(
+            s.jambonz.webhook_secret.as_ref().unwrap().expose(),
+            "wh-env"
+        );
+        assert!(s.jambonz.skip_signature_check);
+    }
+
+    #[test]
+    fn session_key_rotation_opens_what_the_old_ring_sealed() {
+        let aad = b"api\0flow\0call";
+        let old = |keys: &[String]| {
+            let (s, _) = load(
+                &Flags::default(),
+                Path::new("/nonexistent"),
+                &env(&[("IVRAUTH_CALL_SESSION_KEYS", &keys.join(","))]),
+            )
+            .unwrap();
+            s.calls.configured_keys().unwrap().unwrap()
+        };
+        let before = old(&[key(1)]);
+        let token = before.seal(b"state", aad).unwrap();
+        // New key first: it seals, the old one still opens.
+        let during = old(&[key(2), key(1)]);
+        assert_eq!(during.open(&token, aad).unwrap(), b"state");
+        let fresh = during.seal(b"next", aad).unwrap();
+        assert!(before.open(&fresh, aad).is_err());
+        let after = old(&[key(2)]);
+        assert!(after.open(&token, aad).is_err());
+        assert_eq!(after.open(&fresh, aad).unwrap(), b"next");
+    }
+
+    #[test]
+    fn bad_session_keys_name_the_entry_never_its_content() {
+        const CANARY: &str = "c2VjcmV0LWNhbmFyeS1rZXk="; // 17 bytes
+        let errors = load_text(
+            &format!("[calls]\nsession_keys = [\"{}\", \"{CANARY}\"]\n", key(1)),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let text = errors.to_string();
+        assert!(
+            text.contains("[calls] session_keys: entry #2 of 2 decodes to 17 bytes, not 32"),
+            "{text}"
+        );
+        assert!(!text.contains(CANARY), "{text}");
+
+        let errors = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[(
+                "IVRAUTH_CALL_SESSION_KEYS",
+                &format!("not*base64*canary,{}", key(1)),
+            )]),
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("environment: IVRAUTH_CALL_SESSION_KEYS: entry #1 of 2 is not base64"),
+            "{text}"
+        );
+        assert!(!text.contains("canary"), "{text}");
+
+        for (value, needle) in [
+            ("[]", "must list at least one key"),
+            ("\"one\"", "expected a list of strings"),
+            (
+                &format!("[\"{}\", \"{}\"]", key(5), key(5)),
+                "entry #2 of 2 repeats an earlier entry",
+            ),
+        ] {
+            let errors = load_text(&format!("[calls]\nsession_keys = {value}\n"), &[]).unwrap_err();
+            assert!(errors.to_string().contains(needle), "{errors}");
+        }
+        // Secrets never show in a loaded configuration's Debug output either.
+        let (s, _) = load_text(
+            &format!(
+                "[calls]\nsession_keys = [\"{}\"]\n[twilio]\nauth_token = \"Canary-Tok\"\n",
+                key(7)
+            ),
+            &[],
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains(&key(7)) && !shown.contains("Canary-Tok"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn calls_problems_name_their_keys() {
+        let errors = load_text(
+            r#"
+[calls]
+idle_timeout_secs = 0
+public_url = "ftp://x"
+colour = "blue"
+
+[twilio]
+previous_auth_token = "old"
+rest_username = "AC1"
+rest_base_url = "http://api.twilio.example"
+skip_signature_check = "maybe"
+
+[jambonz]
+previous_webhook_secret = "old"
+"#,
+            &[],
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        for needle in [
+            "[calls] idle_timeout_secs: must be between 1 and 86400",
+            "[calls] public_url: expected a https or http URL",
+            "[calls] unknown key `colour`",
+            "[twilio] rest_base_url: must be https",
+            "[twilio] skip_signature_check: expected true or false",
+            "[jambonz] previous_webhook_secret is set but webhook_secret is not",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        // [twilio] had a bad key: its cross-checks are skipped (one mistake, one problem).
+        assert!(!text.contains("rest_password is not"), "{text}");
+        assert_eq!(errors.0.len(), 6, "{text}");
+
+        let errors = load_text(
+            "[twilio]\nprevious_auth_token = \"old\"\nrest_username = \"AC1\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.0,
+            vec![
+                "[twilio] previous_auth_token is set but auth_token is not (or IVRAUTH_TWILIO_AUTH_TOKEN): during a rotation, auth_token is the new token".to_owned(),
+                "[twilio] rest_username is set but rest_password is not (or IVRAUTH_TWILIO_REST_PASSWORD): set both, or neither".to_owned(),
+            ]
+        );
+        let errors = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[("IVRAUTH_TWILIO_REST_PASSWORD", "Canary-Pw")]),
+        )
+        .unwrap_err();
+        assert!(errors
+            .to_string()
+            .contains("rest_password is set but rest_username is not"));
+        assert!(!errors.to_string().contains("Canary-Pw"));
     }
 }

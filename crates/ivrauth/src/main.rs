@@ -1,12 +1,14 @@
 //! `ivrauth`: the server binary and its administration commands.
 //!
 //! `ivrauth serve` hosts the API; `ivrauth client ...` manages API clients,
-//! `ivrauth account ...` the built-in directory's accounts and lockouts, and
-//! `ivrauth audit verify` checks the audit chain, all against the same data directory.
+//! `ivrauth account ...` the built-in directory's accounts and lockouts,
+//! `ivrauth audit verify` checks the audit chain, all against the same data directory, and
+//! `ivrauth call` simulates a phone call in the terminal (in-process, or against a server).
 //! Configuration is layered (see `config.rs` and `config.example.toml`).
 
 mod account_cmd;
 mod audit_cmd;
+mod call_cmd;
 mod client_cmd;
 mod config;
 mod flow_cmd;
@@ -48,11 +50,19 @@ enum Command {
     /// Manage the built-in directory's accounts, PINs and lockouts
     #[command(subcommand)]
     Account(account_cmd::AccountCommand),
+    /// Simulate a phone call to a flow in this terminal (in-process, or against a server)
+    Call(call_cmd::CallArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // A call in the terminal is a conversation: only warnings interrupt it unless asked.
+    let default_level = if matches!(cli.command, Command::Call(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,6 +112,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = load_settings(&flags)?;
             account_cmd::run(cmd, &settings).await
         }
+        Command::Call(args) => {
+            if args.server.is_some() {
+                // Against a server, the server's configuration applies, not this one.
+                if let Some(path) = &flags.config {
+                    anyhow::bail!(
+                        "--config {} does not apply to `ivrauth call --server`: the server uses its own configuration; remove --config",
+                        path.display()
+                    );
+                }
+                return call_cmd::run(args, None).await;
+            }
+            flags.data_dir = args.data.data_dir.clone();
+            let settings = load_settings(&flags)?;
+            call_cmd::run(args, Some(&settings)).await
+        }
     }
 }
 
@@ -114,10 +139,10 @@ fn load_settings(flags: &config::Flags) -> anyhow::Result<config::Settings> {
     Ok(settings)
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -2,9 +2,17 @@
 //! health (a provider that fails stops the start-up, naming it), build the server state,
 //! bind, announce the address on stdout and serve until Ctrl-C or SIGTERM, then close the
 //! store (checkpointing its WAL).
+//!
+//! Call sessions are sealed with `[calls] session_keys` when configured; otherwise with a
+//! key generated once and kept in `DATA_DIR/call-session.key` (owner-only, created
+//! atomically), so one instance's calls survive a restart. Several instances must share
+//! configured keys. Idle call sessions are closed every minute.
+//!
+//! `ivrauth call` builds its in-process state with the same [`app_state`].
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +22,8 @@ use ivrauth_connect::{HttpConfig, HttpExecutor, SystemClock, TokioSleeper};
 use ivrauth_core::identity::{IdentityError, IdentityProvider};
 use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
+use ivrauth_server::calls::seal::SessionKeys;
+use ivrauth_server::calls::session;
 use ivrauth_server::identity::IdentityService;
 use ivrauth_server::AppState;
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
@@ -23,6 +33,16 @@ use crate::DataDirArg;
 
 /// How often expired access tokens and old caller-number failures are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// How often idle call sessions are closed, and how many at most per batch.
+const CALL_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+const CALL_EXPIRY_BATCH: u32 = 1000;
+
+/// The generated call session key, in the data directory, when none is configured.
+pub(crate) const SESSION_KEY_FILE: &str = "call-session.key";
+
+/// The demo accounts and their PINs (`serve --demo`), in the data directory.
+pub(crate) const DEMO_ACCOUNTS_FILE: &str = "demo-accounts.txt";
 
 /// Caller-number failures older than this are forgotten (the per-number limits count one
 /// hour).
@@ -54,6 +74,55 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
 }
 
 async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> anyhow::Result<()> {
+    let (state, keys) = app_state(settings, demo, sqlite).await?;
+    announce_calls(settings, &keys);
+    let store = state.store.clone();
+    let clock = state.clock.clone();
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ivrauth listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    if demo {
+        demo_setup(&state, addr, &settings.data_dir).await?;
+    }
+
+    let purger = tokio::spawn(purge_periodically(store, clock));
+    let expirer = tokio::spawn(expire_calls_periodically(state.clone()));
+    let result = ivrauth_server::serve(listener, state, shutdown_signal()).await;
+    purger.abort();
+    expirer.abort();
+    // Wait for the background tasks to stop, so no query races the close.
+    let _ = purger.await;
+    let _ = expirer.await;
+    result.context("server error")
+}
+
+/// Where the call session keys came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeySource {
+    /// `[calls] session_keys` (or `IVRAUTH_CALL_SESSION_KEYS`), with this many keys.
+    Configured(usize),
+    /// The data directory's key file, created just now.
+    Generated(PathBuf),
+    /// The data directory's key file, as an earlier start left it.
+    Existing(PathBuf),
+}
+
+/// The server's state as `serve` runs it: the store, the configured identity provider
+/// (health-checked), outbound HTTP, and call sessions ([`session_keys`]). `ivrauth call`
+/// drives calls in-process with the very same state.
+pub(crate) async fn app_state(
+    settings: &Settings,
+    demo: bool,
+    sqlite: &SqliteStore,
+) -> anyhow::Result<(AppState, KeySource)> {
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let provider = identity_provider(&settings.identity, store.clone(), clock.clone()).await?;
@@ -71,39 +140,193 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     };
     let http = HttpExecutor::new(http_config, Arc::new(TokioSleeper), clock.clone())
         .context("invalid [http] configuration")?;
-    let state = AppState::new(
-        store.clone(),
-        clock.clone(),
-        settings.server_config(demo),
-        Arc::new(http),
-    )
-    .with_identity(identity);
+    let (keys, source) = session_keys(settings)?;
+    let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
+        .with_identity(identity)
+        .with_calls(settings.calls_config(keys));
+    Ok((state, source))
+}
 
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let addr = listener.local_addr()?;
+/// The call session key ring: `[calls] session_keys` when configured, else the key in
+/// `DATA_DIR/call-session.key`, generated on first use. The key is never logged.
+pub(crate) fn session_keys(settings: &Settings) -> anyhow::Result<(SessionKeys, KeySource)> {
+    if let Some(ring) = settings.calls.configured_keys() {
+        let ring = ring.map_err(|e| anyhow::anyhow!("[calls] session_keys: {e}"))?;
+        let n = ring.key_count();
+        return Ok((ring, KeySource::Configured(n)));
+    }
+    let path = settings.data_dir.join(SESSION_KEY_FILE);
+    let created = if path.exists() {
+        false
+    } else {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        let mut text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        zeroize::Zeroize::zeroize(&mut key);
+        text.push('\n');
+        let created = create_private_file(&path, text.as_bytes());
+        zeroize::Zeroize::zeroize(&mut text);
+        created.with_context(|| format!("cannot create the call session key {}", path.display()))?
+    };
+    warn_if_readable_by_others(&path);
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the call session key {}", path.display()))?,
+    );
+    let ring = SessionKeys::from_base64(&[text.trim()]).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}. It should hold one base64 key of 32 bytes; delete the file to generate a new one (calls in progress are then lost)",
+            path.display()
+        )
+    })?;
+    Ok((
+        ring,
+        if created {
+            KeySource::Generated(path)
+        } else {
+            KeySource::Existing(path)
+        },
+    ))
+}
+
+/// Log how calls are set up: where the session keys come from, which front-ends accept
+/// requests, and a loud warning for each signature check that is off.
+fn announce_calls(settings: &Settings, keys: &KeySource) {
+    match keys {
+        KeySource::Configured(n) => {
+            tracing::info!(
+                keys = n,
+                "call sessions sealed with the configured [calls] session_keys"
+            );
+        }
+        KeySource::Generated(path) | KeySource::Existing(path) => {
+            let verb = if matches!(keys, KeySource::Generated(_)) {
+                "generated"
+            } else {
+                "kept"
+            };
+            tracing::info!(
+                key_file = %path.display(),
+                "call sessions sealed with the key {verb} in the data directory; several instances behind one address must share configured keys ([calls] session_keys or IVRAUTH_CALL_SESSION_KEYS) instead"
+            );
+        }
+    }
+    let twilio = &settings.twilio;
+    if twilio.skip_signature_check {
+        tracing::warn!(
+            "!!! [twilio] skip_signature_check = true: Twilio requests are NOT authenticated; anyone who can reach /voice/twilio can drive calls. For development only. !!!"
+        );
+    } else if !twilio.accepts_requests() {
+        tracing::info!(
+            "Twilio requests are refused (403): no [twilio] auth_token (or IVRAUTH_TWILIO_AUTH_TOKEN) is configured"
+        );
+    }
+    if twilio.auth_token.is_some() && twilio.rest().is_none() {
+        tracing::info!(
+            "Twilio REST API not configured ([twilio] rest_username, rest_password): call recording cannot be paused in secure segments, so recording must be off for these numbers"
+        );
+    }
+    let jambonz = &settings.jambonz;
+    if jambonz.skip_signature_check {
+        tracing::warn!(
+            "!!! [jambonz] skip_signature_check = true: jambonz requests are NOT authenticated; anyone who can reach /voice/jambonz can drive calls. For development only. !!!"
+        );
+    } else if !jambonz.accepts_requests() {
+        tracing::info!(
+            "jambonz requests are refused (403): no [jambonz] webhook_secret (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET) is configured"
+        );
+    }
+}
+
+/// Create `path` with `contents`, readable and writable by its owner only, unless it
+/// exists. Atomic: the file appears complete or not at all, and of two processes creating
+/// it at once one wins and the other reads the winner's (`Ok(false)`).
+pub(crate) fn create_private_file(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    let tmp = write_private_temp(path, contents)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_parent(path);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write `path` with `contents` (replacing it), readable and writable by its owner only.
+/// Atomic: readers see the old file or the new one, never a part.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = write_private_temp(path, contents)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_parent(path);
+    Ok(())
+}
+
+/// A new owner-only file next to `path` holding `contents`, flushed to disk.
+fn write_private_temp(path: &Path, contents: &[u8]) -> std::io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Make a new directory entry durable (best effort).
+fn sync_parent(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Warn when a file holding secrets can be read by others than its owner.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
     {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ivrauth listening on http://{addr}")?;
-        out.flush()?;
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the call session key is readable by other users: chmod 600 it"
+                );
+            }
+        }
     }
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
-    if demo {
-        demo_setup(&state, addr).await?;
-    }
-
-    let purger = tokio::spawn(purge_periodically(store, clock));
-    let result = ivrauth_server::serve(listener, state, shutdown_signal()).await;
-    purger.abort();
-    // Wait for the purger to stop, so no query races the close.
-    let _ = purger.await;
-    result.context("server error")
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Install what `--demo` provides (demo flows pointed at the built-in demo identity
 /// endpoint of this very server, and a demo client) and print how to try them.
-async fn demo_setup(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+async fn demo_setup(state: &AppState, addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     // The demo flow calls this server over loopback, whatever address it listens on.
     let port = addr.port();
     let local = if addr.is_ipv6() {
@@ -132,8 +355,48 @@ async fn demo_setup(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
         id = info.client_id,
         secret = info.client_secret,
     )?;
+    let accounts = write_demo_accounts(data_dir)?;
+    let dir = shell_word(&data_dir.display().to_string());
+    writeln!(
+        out,
+        "\nPhone demo: flow demo-pin asks for an account number and PIN, then offers a menu.\n\
+         Demo accounts and their PINs: {accounts} (readable by you only).\n\
+         Call it from this terminal (in-process, same data directory):\n  \
+         cargo run -q -p ivrauth -- call --flow demo-pin --data-dir {dir}\n\
+         or through this server:\n  \
+         IVRAUTH_CLIENT_ID={id} IVRAUTH_CLIENT_SECRET={secret} \\\n    \
+         cargo run -q -p ivrauth -- call --flow demo-pin --server {local}\n",
+        accounts = accounts.display(),
+        id = info.client_id,
+        secret = info.client_secret,
+    )?;
     out.flush()?;
     Ok(())
+}
+
+/// Write `DATA_DIR/demo-accounts.txt` (owner-only, atomically): a header line, then each
+/// demo account's number, PIN and name. Returns its path; the PINs are printed nowhere.
+pub(crate) fn write_demo_accounts(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join(DEMO_ACCOUNTS_FILE);
+    let mut text = zeroize::Zeroizing::new(String::from("account  pin       name\n"));
+    for (number, pin, name, _, _) in ivrauth_server::demo::DEMO_ACCOUNTS {
+        text.push_str(&format!("{number:<8} {pin:<9} {name}\n"));
+    }
+    write_private_file(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Build the configured identity provider and check its health; an error names the
@@ -236,6 +499,34 @@ async fn purge_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
     }
 }
 
+/// Every [`CALL_EXPIRY_INTERVAL`]: close call sessions idle past their expiry (a caller
+/// who went silent while asked for a secret after a failure is charged that attempt).
+async fn expire_calls_periodically(state: AppState) {
+    let mut tick = tokio::time::interval(CALL_EXPIRY_INTERVAL);
+    loop {
+        tick.tick().await;
+        let mut closed = 0usize;
+        // Drain a backlog batch by batch, but never loop forever.
+        for _ in 0..100 {
+            match session::expire(&state, CALL_EXPIRY_BATCH).await {
+                Ok(n) => {
+                    closed += n;
+                    if n < CALL_EXPIRY_BATCH as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not close idle call sessions");
+                    break;
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::info!(closed, "idle call sessions closed");
+        }
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -263,4 +554,117 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn settings_in(dir: &Path) -> Settings {
+        Settings {
+            data_dir: dir.to_owned(),
+            ..Settings::default()
+        }
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_generated_session_key_is_kept_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_in(dir.path());
+        let (first, source) = session_keys(&settings).unwrap();
+        let path = dir.path().join(SESSION_KEY_FILE);
+        assert_eq!(source, KeySource::Generated(path.clone()));
+        #[cfg(unix)]
+        assert_eq!(mode(&path), 0o600);
+        let token = first.seal(b"state", b"aad").unwrap();
+
+        // A restart finds the same key: calls survive it.
+        let (second, source) = session_keys(&settings).unwrap();
+        assert_eq!(source, KeySource::Existing(path.clone()));
+        assert_eq!(second.open(&token, b"aad").unwrap(), b"state");
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [SESSION_KEY_FILE]);
+
+        // A damaged file is an error that names it, and is not replaced.
+        std::fs::write(&path, "not a key\n").unwrap();
+        let err = session_keys(&settings).unwrap_err().to_string();
+        assert!(
+            err.contains(SESSION_KEY_FILE) && err.contains("delete"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a key\n");
+    }
+
+    #[test]
+    fn configured_keys_win_over_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings_in(dir.path());
+        settings.calls.session_keys = vec![ivrauth_core::secret::Secret::new(
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]),
+        )];
+        let (ring, source) = session_keys(&settings).unwrap();
+        assert_eq!(source, KeySource::Configured(1));
+        assert_eq!(ring.key_count(), 1);
+        assert!(!dir.path().join(SESSION_KEY_FILE).exists());
+    }
+
+    #[test]
+    fn concurrent_creators_agree_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("once");
+        let results: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || create_private_file(path, &[i; 16]).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|created| **created).count(), 1);
+        let contents = std::fs::read(&path).unwrap();
+        assert_eq!(contents.len(), 16);
+        assert!(contents.iter().all(|b| *b == contents[0]));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn demo_accounts_file_is_private_and_lists_every_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_demo_accounts(dir.path()).unwrap();
+        // Written twice: replaced, not appended.
+        let path2 = write_demo_accounts(dir.path()).unwrap();
+        assert_eq!(path, path2);
+        #[cfg(unix)]
+        assert_eq!(mode(&path), 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().starts_with("account"));
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows.len(), ivrauth_server::demo::DEMO_ACCOUNTS.len());
+        for (row, (number, pin, name, _, _)) in rows.iter().zip(ivrauth_server::demo::DEMO_ACCOUNTS)
+        {
+            assert_eq!(row[0], *number);
+            assert_eq!(row[1], *pin);
+            assert_eq!(row[2..].join(" "), *name);
+        }
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("./data"), "./data");
+        assert_eq!(shell_word("my data"), "'my data'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
 }

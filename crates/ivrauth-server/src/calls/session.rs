@@ -644,8 +644,11 @@ pub async fn expire(state: &AppState, limit: u32) -> Result<usize, CallError> {
         .store
         .take_expired_calls(state.clock.now(), limit)
         .await?;
+    // The rows are already gone: charge every one even if one fails (each failure is logged).
     for row in &rows {
-        charge_abandoned(state, row, "expired").await?;
+        if let Err(e) = charge_abandoned(state, row, "expired").await {
+            tracing::error!(error = %e, call = %row.call_id, "cannot close an expired call session");
+        }
     }
     Ok(rows.len())
 }
