@@ -729,7 +729,13 @@ fn answer(
             }
         }
         (Kind::Menu(_), Input::Digits(d)) => {
-            let key = d.expose().trim().trim_end_matches('#').to_owned();
+            // A platform may pass a finish key on; `#` is stripped unless it is a choice.
+            let raw = d.expose().trim();
+            let key = if keys.iter().any(|(k, _)| k == raw) {
+                raw.to_owned()
+            } else {
+                raw.trim_end_matches('#').to_owned()
+            };
             if key.is_empty() {
                 Err(true)
             } else {

@@ -182,6 +182,9 @@ pub struct CallRecord {
     pub pending_secret_account: Option<String>,
     /// The caller's number, for the per-caller-number limits when a hang-up is charged.
     pub ani: String,
+    /// The call hung up: the row stays as a tombstone until it expires (nothing saves over
+    /// it, and a hang-up is acted on once).
+    pub ended: bool,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
     pub expires_at: UnixMillis,
@@ -197,10 +200,20 @@ pub trait CallStore: Send + Sync {
     /// `turn`, nothing is written and the result is `StoreError::Conflict`. Same turn
     /// overwrites (a retried write).
     async fn save_call(&self, record: &CallRecord) -> Result<(), StoreError>;
-    /// Delete the session and return what it was (atomically, so a hang-up that arrives
-    /// twice is acted on once).
-    async fn end_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
-    /// Delete up to `limit` sessions whose `expires_at <= now` and return them.
+    /// Like [`CallStore::save_call`], but only to a strictly later turn: one of several
+    /// concurrent copies of a turn claims it before performing its side effects; the others
+    /// get `Conflict`. Ended calls are never written (`Conflict`).
+    async fn claim_call(&self, record: &CallRecord) -> Result<(), StoreError>;
+    /// Mark the session ended and return it (atomically, so a hang-up that arrives twice is
+    /// acted on once; `None` when there is none or it had ended). The row stays as a
+    /// tombstone until [`CallStore::take_expired_calls`] removes it.
+    async fn end_call(
+        &self,
+        call_id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<CallRecord>, StoreError>;
+    /// Delete up to `limit` sessions (tombstones included) whose `expires_at <= now` and
+    /// return them.
     async fn take_expired_calls(
         &self,
         now: UnixMillis,

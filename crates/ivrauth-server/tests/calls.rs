@@ -1020,3 +1020,94 @@ async fn decision_api_needs_the_turn_once_a_call_has_a_session() {
     let (status, _) = api_turn(&server, &token, "gc-t", body(Some(2))).await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn concurrent_copies_of_a_pin_turn_verify_once() {
+    let server = demo_server().await;
+    let (id, secret) = server
+        .create_client("genesys", &["call:turn"])
+        .await
+        .unwrap();
+    let token = server.token(&id, &secret, None).await.unwrap();
+    let body = |input: &str, turn: u32| json!({"flowId": "demo-pin", "ani": "+15550100999", "input": input, "turn": turn});
+    api_turn(&server, &token, "gc-dup", body("", 1)).await;
+    api_turn(&server, &token, "gc-dup", body("10001#", 2)).await;
+    let (a, b) = tokio::join!(
+        api_turn(&server, &token, "gc-dup", body("1111#", 3)),
+        api_turn(&server, &token, "gc-dup", body("2222#", 3)),
+    );
+    let statuses = [a.0, b.0];
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert_eq!(audit_events(&server, "identity.verify").await.len(), 1);
+    assert_eq!(
+        server
+            .store()
+            .counters("10001")
+            .await
+            .unwrap()
+            .failed_attempts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn after_a_hang_up_no_old_session_url_gets_another_attempt() {
+    let server = demo_server().await;
+    let mut call = TwilioCall::new(&server, "CA-fork");
+    call.start().await;
+    call.keys("10001#").await;
+    let pin_url = call.action.clone().unwrap();
+    call.keys("1111#").await;
+    assert_eq!(call.hang_up().await, StatusCode::NO_CONTENT);
+    let before = audit_events(&server, "identity.verify").await.len();
+    // The PIN turn's URL again, with another guess, after the call hung up.
+    let (status, body) = call
+        .post_signed(&pin_url, &call.params(Some("2222#")), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !body.contains(PIN_PROMPT) && body.contains("<Hangup/>"),
+        "{body}"
+    );
+    assert_eq!(audit_events(&server, "identity.verify").await.len(), before);
+}
+
+#[tokio::test]
+async fn decision_api_calls_belong_to_their_client() {
+    let server = demo_server().await;
+    let (a_id, a_secret) = server.create_client("a", &["call:turn"]).await.unwrap();
+    let (b_id, b_secret) = server.create_client("b", &["call:turn"]).await.unwrap();
+    let a = server.token(&a_id, &a_secret, None).await.unwrap();
+    let b = server.token(&b_id, &b_secret, None).await.unwrap();
+    let body = json!({"flowId": "demo-pin", "ani": "+15550100999", "turn": 1});
+    let (status, r) = api_turn(&server, &a, "shared-id", body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(r["callId"], "shared-id");
+    // Client B cannot hang up (or answer) client A's call.
+    let res = server
+        .http()
+        .post(server.url("/api/v2/calls/shared-id/hangup"))
+        .bearer_auth(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["closed"], false);
+    let (status, _) = api_turn(
+        &server,
+        &a,
+        "shared-id",
+        json!({"flowId": "demo-pin", "input": "10001#", "turn": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Oversized fields are a 400, not a failure to seal.
+    let long = "5".repeat(9000);
+    let (status, _) = api_turn(
+        &server,
+        &b,
+        "other",
+        json!({"flowId": "demo-pin", "ani": long, "turn": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

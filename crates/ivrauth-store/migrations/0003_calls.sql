@@ -18,6 +18,9 @@ CREATE TABLE call_sessions (
     failures               INTEGER NOT NULL CHECK (failures >= 0),
     pending_secret_account TEXT,
     ani                    TEXT    NOT NULL,
+    -- 1 once the call hung up: a tombstone until it expires, so that an old continuation
+    -- cannot start the call's attempts over and a late turn cannot bring the row back.
+    ended                  INTEGER NOT NULL DEFAULT 0 CHECK (ended IN (0, 1)),
     created_at             INTEGER NOT NULL,
     updated_at             INTEGER NOT NULL,
     expires_at             INTEGER NOT NULL

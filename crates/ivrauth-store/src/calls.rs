@@ -19,7 +19,7 @@ use crate::SqliteStore;
 
 /// Every column, in [`decode`]'s order.
 const COLUMNS: &str = "call_id, flow_id, flow_version, turn, state, last_answer, failures, \
-                       pending_secret_account, ani, created_at, updated_at, expires_at";
+                       pending_secret_account, ani, created_at, updated_at, expires_at, ended";
 
 /// The B-trees that hold call sessions: the table, its primary-key index, the expiry index.
 const CALL_BTREES: &str =
@@ -43,6 +43,7 @@ fn decode(row: &SqliteRow) -> Result<CallRecord, StoreError> {
         created_at: UnixMillis(row.try_get("created_at").map_err(backend)?),
         updated_at: UnixMillis(row.try_get("updated_at").map_err(backend)?),
         expires_at: UnixMillis(row.try_get("expires_at").map_err(backend)?),
+        ended: row.try_get::<i64, _>("ended").map_err(backend)? != 0,
     })
 }
 
@@ -65,45 +66,24 @@ impl CallStore for SqliteStore {
 
     /// One upsert: the update's `WHERE` refuses a lower turn, and then no row changes.
     async fn save_call(&self, record: &CallRecord) -> Result<(), StoreError> {
-        let done = sqlx::query(&format!(
-            "INSERT INTO call_sessions ({COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-             ON CONFLICT (call_id) DO UPDATE SET flow_id = excluded.flow_id, \
-             flow_version = excluded.flow_version, turn = excluded.turn, \
-             state = excluded.state, last_answer = excluded.last_answer, \
-             failures = excluded.failures, \
-             pending_secret_account = excluded.pending_secret_account, ani = excluded.ani, \
-             created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             expires_at = excluded.expires_at \
-             WHERE excluded.turn >= call_sessions.turn"
-        ))
-        .bind(&record.call_id)
-        .bind(&record.flow_id)
-        .bind(record.flow_version)
-        .bind(i64::from(record.turn))
-        .bind(record.state.as_slice())
-        .bind(record.last_answer.as_deref())
-        .bind(i64::from(record.failures))
-        .bind(record.pending_secret_account.as_deref())
-        .bind(&record.ani)
-        .bind(record.created_at.0)
-        .bind(record.updated_at.0)
-        .bind(record.expires_at.0)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
+        self.upsert_call(record, ">=").await
     }
 
-    async fn end_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+    async fn claim_call(&self, record: &CallRecord) -> Result<(), StoreError> {
+        self.upsert_call(record, ">").await
+    }
+
+    async fn end_call(
+        &self,
+        call_id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<CallRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "DELETE FROM call_sessions WHERE call_id = ?1 RETURNING {COLUMNS}"
+            "UPDATE call_sessions SET ended = 1, updated_at = ?2 \
+             WHERE call_id = ?1 AND ended = 0 RETURNING {COLUMNS}"
         ))
         .bind(call_id)
+        .bind(now.0)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
@@ -133,6 +113,45 @@ impl CallStore for SqliteStore {
         let mut calls = decode_all(&rows)?;
         calls.sort_by(|a, b| (a.expires_at, &a.call_id).cmp(&(b.expires_at, &b.call_id)));
         Ok(calls)
+    }
+}
+
+impl SqliteStore {
+    /// Insert, or update where the new turn compares to the stored one as `cmp` says (`>=`:
+    /// same turn or later; `>`: strictly later) and the call has not ended.
+    async fn upsert_call(&self, record: &CallRecord, cmp: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO call_sessions ({COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0) \
+             ON CONFLICT (call_id) DO UPDATE SET flow_id = excluded.flow_id, \
+             flow_version = excluded.flow_version, turn = excluded.turn, \
+             state = excluded.state, last_answer = excluded.last_answer, \
+             failures = excluded.failures, \
+             pending_secret_account = excluded.pending_secret_account, ani = excluded.ani, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             expires_at = excluded.expires_at \
+             WHERE excluded.turn {cmp} call_sessions.turn AND call_sessions.ended = 0"
+        ))
+        .bind(&record.call_id)
+        .bind(&record.flow_id)
+        .bind(record.flow_version)
+        .bind(i64::from(record.turn))
+        .bind(record.state.as_slice())
+        .bind(record.last_answer.as_deref())
+        .bind(i64::from(record.failures))
+        .bind(record.pending_secret_account.as_deref())
+        .bind(&record.ani)
+        .bind(record.created_at.0)
+        .bind(record.updated_at.0)
+        .bind(record.expires_at.0)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
     }
 }
 

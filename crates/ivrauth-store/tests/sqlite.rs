@@ -314,6 +314,7 @@ async fn calls_monotonic() {
 async fn calls_end_once() {
     let (_dir, store) = fresh().await;
     conformance::calls_end_once(&store).await;
+    conformance::calls_claim_once(&store).await;
 }
 
 #[tokio::test]
@@ -419,6 +420,7 @@ async fn call_session_storage_per_idle_call() {
                 failures: 1,
                 pending_secret_account: Some("1001".into()),
                 ani: "+15550100123".into(),
+                ended: false,
                 created_at: t0,
                 updated_at: t0.plus_secs(20),
                 expires_at: t0.plus_secs(20 + 300),

@@ -137,10 +137,17 @@ pub struct TurnResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct HostState {
     failures: u32,
+    /// The last verification succeeded.
     verified: bool,
     /// The account number of the last verification attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     account: Option<String>,
+    /// That account number was keyed as a secret: it never leaves in attributes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    account_secure: bool,
+    /// What the call's row says a hang-up would be charged against, as last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stored_pending: Option<String>,
 }
 
 /// The sealed continuation: everything the next turn needs.
@@ -372,17 +379,20 @@ async fn drive(
 ) -> Result<Driven, CallError> {
     let key = call_key(req.platform, &req.call_id);
     let mut durable = req.platform == Platform::Api;
-    let mut checked = false;
+    let mut claimed = false;
     let mut verbs: Vec<Verb> = Vec::new();
     loop {
         let event = match cmd {
             Command::Prompt(prompt) => {
                 verbs.extend(run.take_verbs());
-                let pending_secret = if prompt.secure && host.failures > 0 {
+                // A hang-up now would abandon a secret asked for after a failed attempt.
+                let pending_secret = if prompt.secure && host.failures > 0 && !host.verified {
                     host.account.clone()
                 } else {
                     None
                 };
+                // The row must say so before the answer goes out (and stop saying so).
+                durable |= pending_secret != host.stored_pending;
                 return Ok(Driven {
                     answer: TurnAnswer::Ask { verbs, prompt },
                     turn,
@@ -394,6 +404,9 @@ async fn drive(
                 });
             }
             Command::Finish(outcome) => {
+                if !claimed {
+                    claim(state, &key, req, turn, meta, &mut host).await?;
+                }
                 verbs.extend(run.take_verbs());
                 let end = call_end(&outcome);
                 let attributes = attributes(state, &host, &end, &req.call_id);
@@ -417,22 +430,16 @@ async fn drive(
                 Event::LogWritten
             }
             Command::Action(call) => {
-                // A side effect: make sure this turn was not answered already, and take the
-                // call's failure count from the store (the continuation may be older).
-                if !checked {
-                    if let Some(row) = state.store.load_call(&key).await? {
-                        if row.turn > turn {
-                            return Err(match replay(&row, turn) {
-                                Ok(r) => CallError::Replayed(Box::new(r)),
-                                Err(e) => e,
-                            });
-                        }
-                        host.failures = host.failures.max(row.failures);
-                    }
-                    checked = true;
+                // A side effect: claim this turn first (so that neither a retry nor a
+                // concurrent copy performs it again), and take the call's failure count
+                // from the store (the continuation may be older).
+                if !claimed {
+                    claim(state, &key, req, turn, meta, &mut host).await?;
+                    claimed = true;
                     durable = true;
                 }
                 let account = call.text("account").map(|s| s.expose().clone());
+                let account_secure = call.secrets.iter().any(|(n, _)| *n == "account");
                 let is_verify = call.action == "identity.verify";
                 match &state.identity {
                     Some(service) => {
@@ -445,11 +452,8 @@ async fn drive(
                         host.failures = failures;
                         if is_verify {
                             host.account = account;
-                            if let Ok(out) = &result {
-                                if out.get("verified") == Some(&Value::Bool(true)) {
-                                    host.verified = true;
-                                }
-                            }
+                            host.account_secure = account_secure;
+                            host.verified = matches!(&result, Ok(out) if out.get("verified") == Some(&Value::Bool(true)));
                         }
                         Event::ActionCompleted(result)
                     }
@@ -464,6 +468,54 @@ async fn drive(
             }
         };
         (run, cmd) = engine::step(flow, run, event, state.clock.now());
+    }
+}
+
+/// Claim turn `turn` of the call `key` before a side effect: refuse an ended call, answer
+/// a turn already answered from the store, and move the row to the next turn so that a
+/// concurrent copy of this turn cannot perform the side effect too.
+async fn claim(
+    state: &AppState,
+    key: &str,
+    req: &TurnRequest,
+    turn: u32,
+    meta: &Meta,
+    host: &mut HostState,
+) -> Result<(), CallError> {
+    let row = state.store.load_call(key).await?;
+    if let Some(row) = &row {
+        if row.ended {
+            return Err(CallError::BadSession);
+        }
+        if row.turn > turn {
+            return Err(match replay(row, turn) {
+                Ok(r) => CallError::Replayed(Box::new(r)),
+                Err(e) => e,
+            });
+        }
+        host.failures = host.failures.max(row.failures);
+    }
+    let now = state.clock.now();
+    let record = CallRecord {
+        call_id: key.to_owned(),
+        flow_id: req.flow_id.clone(),
+        flow_version: meta.version,
+        turn: turn + 1,
+        state: row.as_ref().map(|r| r.state.clone()).unwrap_or_default(),
+        last_answer: None,
+        failures: host.failures,
+        pending_secret_account: row.as_ref().and_then(|r| r.pending_secret_account.clone()),
+        ani: meta.ani.clone(),
+        created_at: UnixMillis(meta.started),
+        updated_at: now,
+        expires_at: now.plus_secs(state.calls.idle_secs),
+        ended: false,
+    };
+    match state.store.claim_call(&record).await {
+        Ok(()) => Ok(()),
+        // Another copy of this turn got there first (or the call just ended).
+        Err(StoreError::Conflict) => Err(CallError::StaleTurn),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -513,7 +565,11 @@ fn attributes(
             Vec::new()
         },
         failure_reason,
-        account: host.account.clone(),
+        account: if host.account_secure {
+            None
+        } else {
+            host.account.clone()
+        },
         reason: match end {
             CallEnd::Transfer { reason, .. } => reason.clone(),
             _ => None,
@@ -528,11 +584,14 @@ async fn finish_turn(
     state: &AppState,
     req: &TurnRequest,
     meta: &Meta,
-    driven: Driven,
+    mut driven: Driven,
     keys: &SessionKeys,
     now: UnixMillis,
 ) -> Result<TurnResponse, CallError> {
     let next_turn = driven.turn + 1;
+    if driven.durable {
+        driven.host.stored_pending = driven.pending_secret.clone();
+    }
     let token = match &driven.engine {
         None => None,
         Some(engine) => {
@@ -590,6 +649,7 @@ async fn finish_turn(
             created_at: UnixMillis(meta.started),
             updated_at: now,
             expires_at: now.plus_secs(state.calls.idle_secs),
+            ended: false,
         };
         match state.store.save_call(&record).await {
             Ok(()) => {}
@@ -623,15 +683,16 @@ async fn finish_turn(
     Ok(response)
 }
 
-/// The platform says the call is over. Deletes the session; a caller who hung up while
-/// being asked for a secret after a failed attempt is charged that attempt.
+/// The platform says the call is over. Marks the session ended (a tombstone until it
+/// expires, so no old continuation can act for the call again); a caller who hung up while
+/// being asked for a secret after a failed attempt is charged that attempt, once.
 pub async fn hangup(
     state: &AppState,
     platform: Platform,
     call_id: &str,
 ) -> Result<bool, CallError> {
     let key = call_key(platform, call_id);
-    let Some(row) = state.store.end_call(&key).await? else {
+    let Some(row) = state.store.end_call(&key, state.clock.now()).await? else {
         return Ok(false);
     };
     charge_abandoned(state, &row, "hangup").await?;
@@ -645,7 +706,7 @@ pub async fn expire(state: &AppState, limit: u32) -> Result<usize, CallError> {
         .take_expired_calls(state.clock.now(), limit)
         .await?;
     // The rows are already gone: charge every one even if one fails (each failure is logged).
-    for row in &rows {
+    for row in rows.iter().filter(|r| !r.ended) {
         if let Err(e) = charge_abandoned(state, row, "expired").await {
             tracing::error!(error = %e, call = %row.call_id, "cannot close an expired call session");
         }

@@ -251,7 +251,15 @@ async fn twilio_turn(
         return StatusCode::FORBIDDEN.into_response();
     }
     let call_sid = field(&params, "CallSid").unwrap_or_default().to_owned();
-    if call_sid.is_empty() {
+    if call_sid.is_empty()
+        || too_long(&[
+            ("CallSid", &call_sid),
+            ("From", field(&params, "From").unwrap_or_default()),
+            ("To", field(&params, "To").unwrap_or_default()),
+            ("Digits", field(&params, "Digits").unwrap_or_default()),
+        ])
+        .is_some()
+    {
         return StatusCode::BAD_REQUEST.into_response();
     }
     let input = match (q.ev.as_deref(), field(&params, "Digits")) {
@@ -456,10 +464,18 @@ async fn jambonz_turn(
             .to_owned()
     };
     let call_sid = text("call_sid");
-    if call_sid.is_empty() {
+    let digits = text("digits");
+    if call_sid.is_empty()
+        || too_long(&[
+            ("call_sid", &call_sid),
+            ("from", &text("from")),
+            ("to", &text("to")),
+            ("digits", &digits),
+        ])
+        .is_some()
+    {
         return StatusCode::BAD_REQUEST.into_response();
     }
-    let digits = text("digits");
     let input = if digits.is_empty() {
         Input::NoInput
     } else {
@@ -546,6 +562,19 @@ async fn vxml_turn(
     body: Bytes,
 ) -> Response {
     let params = form(&body);
+    if too_long(&[
+        ("ani", field(&params, "ani").unwrap_or_default()),
+        ("dnis", field(&params, "dnis").unwrap_or_default()),
+        ("digits", field(&params, "digits").unwrap_or_default()),
+        ("c", q.c.as_deref().unwrap_or_default()),
+    ])
+    .is_some()
+    {
+        return xml(
+            StatusCode::BAD_REQUEST,
+            vxml::error_document(vxml::DEFAULT_APOLOGY),
+        );
+    }
     let first = q.s.is_none();
     let (call_id, secret) = if first {
         (
@@ -788,6 +817,33 @@ fn api_error(e: CallError) -> ApiError {
     }
 }
 
+/// Longest call id, flow id, caller number or key entry accepted (they travel sealed in
+/// URLs, which must stay short).
+pub const MAX_FIELD_LEN: usize = 128;
+
+fn too_long(fields: &[(&str, &str)]) -> Option<String> {
+    fields
+        .iter()
+        .find(|(_, v)| v.len() > MAX_FIELD_LEN)
+        .map(|(name, _)| format!("`{name}` is longer than {MAX_FIELD_LEN} characters"))
+}
+
+fn check_lengths(fields: &[(&str, &str)]) -> Result<(), ApiError> {
+    match too_long(fields) {
+        None => Ok(()),
+        Some(message) => Err(ApiError::BadRequest {
+            code: "too_long".to_owned(),
+            message,
+            errors: Vec::new(),
+        }),
+    }
+}
+
+/// The session key of a decision-API call: the client's id and the platform's call id.
+fn owned_call(client: &str, call_id: &str) -> String {
+    format!("{client}/{call_id}")
+}
+
 /// One turn of a call whose dialogue the platform keeps (Genesys Cloud data actions,
 /// Amazon Connect): ivrauth says what to do next.
 #[utoipa::path(post, path = "/api/v2/calls/{callId}/turns", tag = "calls", security(("bearer" = ["call:turn"])),
@@ -797,11 +853,18 @@ fn api_error(e: CallError) -> ApiError {
               (status = 404, description = "No such flow"),
               (status = 409, description = "A stale turn, or an expired session")))]
 pub async fn api_turn(
-    _caller: Scoped<CallTurn>,
+    caller: Scoped<CallTurn>,
     State(state): State<AppState>,
     Path(call_id): Path<String>,
     ApiJson(body): ApiJson<ApiTurnRequest>,
 ) -> Result<Json<ApiTurnResponse>, ApiError> {
+    check_lengths(&[
+        ("callId", &call_id),
+        ("flowId", &body.flow_id),
+        ("ani", &body.ani),
+        ("dnis", &body.dnis),
+        ("input", body.input.as_deref().unwrap_or_default()),
+    ])?;
     let input = match body.input.as_deref() {
         None | Some("") => Input::NoInput,
         Some(d) => Input::Digits(Secret::new(d.to_owned())),
@@ -809,7 +872,8 @@ pub async fn api_turn(
     let req = TurnRequest {
         platform: Platform::Api,
         flow_id: body.flow_id,
-        call_id,
+        // A call belongs to the client that started it.
+        call_id: owned_call(caller.actor(), &call_id),
         ani: body.ani,
         dnis: body.dnis,
         turn: body.turn,
@@ -818,7 +882,9 @@ pub async fn api_turn(
         call_secret: None,
     };
     let r = session::turn(&state, req).await.map_err(api_error)?;
-    Ok(Json(flat(&r)))
+    let mut out = flat(&r);
+    out.call_id = call_id;
+    Ok(Json(out))
 }
 
 /// The caller hung up: close the session (a secret being asked for after a failure counts
@@ -827,11 +893,12 @@ pub async fn api_turn(
     params(("callId" = String, Path, description = "The platform's call id")),
     responses((status = 200, description = "Closed (`closed` is false when there was no session)")))]
 pub async fn api_hangup(
-    _caller: Scoped<CallTurn>,
+    caller: Scoped<CallTurn>,
     State(state): State<AppState>,
     Path(call_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let closed = session::hangup(&state, Platform::Api, &call_id)
+    check_lengths(&[("callId", &call_id)])?;
+    let closed = session::hangup(&state, Platform::Api, &owned_call(caller.actor(), &call_id))
         .await
         .map_err(api_error)?;
     Ok(Json(json!({ "closed": closed })))

@@ -885,6 +885,7 @@ pub fn call(call_id: &str, turn: u32, expires_at: UnixMillis) -> CallRecord {
         failures: 1,
         pending_secret_account: Some("1001".into()),
         ani: "+15550100123".into(),
+        ended: false,
         created_at: T0,
         updated_at: T0.plus_secs(i64::from(turn)),
         expires_at,
@@ -917,6 +918,7 @@ pub async fn calls_round_trip(store: &dyn Store) {
         failures: 0,
         pending_secret_account: None,
         ani: "+15550100123".into(),
+        ended: false,
         created_at: UnixMillis(0),
         updated_at: UnixMillis(0),
         expires_at: UnixMillis(0),
@@ -980,6 +982,7 @@ pub async fn calls_monotonic(store: &dyn Store) {
         failures: 2,
         pending_secret_account: None,
         ani: "+15550100123".into(),
+        ended: false,
         created_at: T0.plus_secs(1),
         updated_at: T0.plus_secs(6),
         ..call("twilio:CA2", 5, T0.plus_secs(360))
@@ -1002,24 +1005,67 @@ pub async fn calls_monotonic(store: &dyn Store) {
     );
 }
 
-/// `end_call` hands the session over once, then `None`; the session is gone.
+/// `end_call` hands the session over once, then `None`; the session stays as an ended
+/// tombstone that nothing saves over, until expiry takes it.
 pub async fn calls_end_once(store: &dyn Store) {
-    assert_eq!(store.end_call("twilio:CA4").await.unwrap(), None);
+    let now = T0.plus_secs(10);
+    assert_eq!(store.end_call("twilio:CA4", now).await.unwrap(), None);
     let record = call("twilio:CA4", 3, T0.plus_secs(300));
     let other = call("twilio:CA5", 2, T0.plus_secs(300));
     store.save_call(&record).await.unwrap();
     store.save_call(&other).await.unwrap();
 
-    assert_eq!(store.end_call("twilio:CA4").await.unwrap(), Some(record));
-    assert_eq!(store.end_call("twilio:CA4").await.unwrap(), None);
-    assert_eq!(store.load_call("twilio:CA4").await.unwrap(), None);
+    let mut ended = record.clone();
+    ended.ended = true;
+    ended.updated_at = now;
+    assert_eq!(
+        store.end_call("twilio:CA4", now).await.unwrap(),
+        Some(ended.clone())
+    );
+    assert_eq!(store.end_call("twilio:CA4", now).await.unwrap(), None);
+    assert_eq!(
+        store.load_call("twilio:CA4").await.unwrap(),
+        Some(ended.clone())
+    );
     assert_eq!(store.load_call("twilio:CA5").await.unwrap(), Some(other));
-    assert!(store
+    // A late turn cannot bring the call back, not even to a later turn.
+    let mut late = record.clone();
+    late.turn = 9;
+    assert!(matches!(
+        store.save_call(&late).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(matches!(
+        store.claim_call(&late).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.load_call("twilio:CA4").await.unwrap(),
+        Some(ended.clone())
+    );
+    let expired = store
         .take_expired_calls(UnixMillis(i64::MAX), 100)
         .await
-        .unwrap()
-        .iter()
-        .all(|c| c.call_id != "twilio:CA4"));
+        .unwrap();
+    assert!(expired.contains(&ended));
+    assert_eq!(store.load_call("twilio:CA4").await.unwrap(), None);
+}
+
+/// `claim_call` moves a call strictly forward: of two copies of a turn, one claims it.
+pub async fn calls_claim_once(store: &dyn Store) {
+    let first = call("api:claim", 2, T0.plus_secs(300));
+    store.claim_call(&first).await.unwrap();
+    let mut next = call("api:claim", 3, T0.plus_secs(300));
+    store.claim_call(&next).await.unwrap();
+    next.last_answer = Some("duplicate".to_owned());
+    assert!(matches!(
+        store.claim_call(&next).await,
+        Err(StoreError::Conflict)
+    ));
+    // The claimant's own save of the same turn goes through.
+    next.last_answer = Some("answer".to_owned());
+    store.save_call(&next).await.unwrap();
+    assert_eq!(store.load_call("api:claim").await.unwrap(), Some(next));
 }
 
 /// `take_expired_calls` takes only sessions with `expires_at <= now` (inclusive), at most
@@ -1106,9 +1152,12 @@ pub async fn calls_concurrent(
         );
     }
 
-    let (x, y) = tokio::join!(a.end_call("twilio:race"), b.end_call("twilio:race"));
+    let (x, y) = tokio::join!(a.end_call("twilio:race", T0), b.end_call("twilio:race", T0));
     let ended: Vec<CallRecord> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
-    assert_eq!(ended, [call("twilio:race", turns, expires)]);
+    let mut tomb = call("twilio:race", turns, expires);
+    tomb.ended = true;
+    tomb.updated_at = T0;
+    assert_eq!(ended, [tomb]);
 
     for n in 0..turns {
         let store = if n % 2 == 0 { &a } else { &b };
@@ -1135,7 +1184,9 @@ pub async fn calls_concurrent(
         taken.extend(done.unwrap());
     }
     taken.sort_unstable();
+    // The ended race call is a tombstone that expires with the rest.
     let mut expected: Vec<String> = (0..turns).map(|n| format!("api:x{n}")).collect();
+    expected.push("twilio:race".to_owned());
     expected.sort_unstable();
     assert_eq!(taken, expected, "every session taken exactly once");
 }
