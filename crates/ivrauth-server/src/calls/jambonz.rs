@@ -690,14 +690,14 @@ mod tests {
         assert!(!is_sip_uri("sipper"));
     }
 
-    /// Prints every sample as one JSON document per line, for checking against
-    /// `@jambonz/verb-specifications`:
-    /// `cargo test -p ivrauth-server --lib calls::jambonz::tests::print_samples -- --ignored --nocapture`.
+    /// Every sample is a verb array jambonz's own `@jambonz/verb-specifications` accepts.
     #[test]
-    #[ignore = "prints samples for the jambonz validator"]
-    fn print_samples() {
+    fn every_sample_validates_with_jambonz_own_specification() {
         for (name, answer) in samples() {
-            println!("JAMBONZ_SAMPLE {name} {}", render(&answer, &next()));
+            let verbs = render(&answer, &next());
+            if let Err(e) = ivrauth_testkit::telephony::validate_jambonz_verbs(&verbs).unwrap() {
+                panic!("sample {name} is refused by jambonz: {e}\n{verbs}");
+            }
         }
     }
 }

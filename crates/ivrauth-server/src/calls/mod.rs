@@ -8,6 +8,7 @@ pub mod signature;
 pub mod twiml;
 pub mod vxml;
 pub mod web;
+mod xml;
 
 use ivrauth_core::ivr::{CallEnd, Prompt, Verb};
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,7 @@ pub struct TransferAttributes {
 
 /// Where the platform sends the caller's next answer. Absolute URLs that already carry the
 /// call id, the next turn number and the sealed session; renderers only escape them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NextTurn {
     /// Where keys go (TwiML `Gather action`, jambonz `actionHook`, VoiceXML `submit next`).
     pub action: String,

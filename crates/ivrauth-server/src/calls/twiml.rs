@@ -17,10 +17,10 @@ use std::fmt::Write as _;
 
 use ivrauth_core::ivr::{CallEnd, Prompt, PromptKind, Verb};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use quick_xml::escape::{escape, partial_escape};
 use serde_json::Value;
 
 use super::jambonz::{finish_key, is_sip_uri, transfer_headers};
+use super::xml::Xml;
 use super::{NextTurn, TransferAttributes, TurnAnswer};
 
 /// Deployment settings for the TwiML front-end.
@@ -180,65 +180,6 @@ fn sip_uri_with_headers(target: &str, attributes: &TransferAttributes) -> String
         separator = '&';
     }
     uri
-}
-
-/// Drops the characters XML 1.0 does not allow in a document.
-fn xml_chars(s: &str) -> std::borrow::Cow<'_, str> {
-    fn allowed(c: char) -> bool {
-        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
-    }
-    if s.chars().all(allowed) {
-        std::borrow::Cow::Borrowed(s)
-    } else {
-        std::borrow::Cow::Owned(s.chars().filter(|&c| allowed(c)).collect())
-    }
-}
-
-/// A minimal XML writer over a `String`: writing cannot fail, names are static and every
-/// attribute value and text is cleaned of disallowed characters and escaped.
-#[derive(Default)]
-struct Xml {
-    out: String,
-}
-
-impl Xml {
-    fn raw(&mut self, s: &str) {
-        self.out.push_str(s);
-    }
-
-    fn start(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.out.push('<');
-        self.out.push_str(name);
-        for (key, value) in attrs {
-            self.out.push(' ');
-            self.out.push_str(key);
-            self.out.push_str("=\"");
-            self.out.push_str(&escape(xml_chars(value)));
-            self.out.push('"');
-        }
-    }
-
-    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.start(name, attrs);
-        self.out.push('>');
-    }
-
-    fn close(&mut self, name: &str) {
-        self.out.push_str("</");
-        self.out.push_str(name);
-        self.out.push('>');
-    }
-
-    fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.start(name, attrs);
-        self.out.push_str("/>");
-    }
-
-    fn text_element(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) {
-        self.open(name, attrs);
-        self.out.push_str(&partial_escape(xml_chars(text)));
-        self.close(name);
-    }
 }
 
 #[cfg(test)]
@@ -727,63 +668,5 @@ mod tests {
              <Redirect method=\"POST\">https://ivr.example.com/calls/twilio/CA1/turn?n=2&amp;s=abc&amp;noInput=1</Redirect>\
              </Response>"
         );
-    }
-
-    /// Prints one document of each form:
-    /// `cargo test -p ivrauth-server --lib calls::twiml::tests::print_samples -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "prints sample documents"]
-    fn print_samples() {
-        let workflow = TwimlOptions {
-            workflow_sid: Some("WW0123".to_owned()),
-        };
-        let samples = [
-            (
-                "collect",
-                TurnAnswer::Ask {
-                    verbs: vec![say("Welcome."), Verb::RecordingPause],
-                    prompt: prompt(PromptKind::Collect, vec![say("Enter your PIN.")]),
-                },
-                TwimlOptions::default(),
-            ),
-            (
-                "menu",
-                TurnAnswer::Ask {
-                    verbs: Vec::new(),
-                    prompt: prompt(PromptKind::Menu, vec![say("Press 1 or 2.")]),
-                },
-                TwimlOptions::default(),
-            ),
-            (
-                "enqueue_workflow",
-                end(transfer(Some("billing"), None)),
-                workflow,
-            ),
-            (
-                "enqueue_plain",
-                end(transfer(Some("billing"), None)),
-                TwimlOptions::default(),
-            ),
-            (
-                "dial_number",
-                end(transfer(None, Some("+15550100"))),
-                TwimlOptions::default(),
-            ),
-            (
-                "dial_sip",
-                end(transfer(None, Some("sip:agents@pbx.example.com"))),
-                TwimlOptions::default(),
-            ),
-            (
-                "hangup",
-                end(CallEnd::Hangup {
-                    node_id: "bye".to_owned(),
-                }),
-                TwimlOptions::default(),
-            ),
-        ];
-        for (name, answer, opts) in samples {
-            println!("TWIML_SAMPLE {name} {}", render(&answer, &next(), &opts));
-        }
     }
 }

@@ -21,14 +21,13 @@
 //! `xsd:anyURI`s), and language tags that are not valid `xml:lang` values are left out, so
 //! hostile or sloppy text cannot break the document or its validity.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use ivrauth_core::ivr::{CallEnd, Prompt, PromptKind, Verb};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use quick_xml::escape::{escape, partial_escape};
 use serde_json::Value;
 
+use super::xml::{xml_chars, Xml};
 use super::{NextTurn, TransferAttributes, TurnAnswer};
 
 /// What [`error_document`] says when it is given nothing to say.
@@ -447,66 +446,6 @@ fn clean_uri(s: &str) -> String {
         }
     }
     out
-}
-
-/// Drops the characters XML 1.0 does not allow in a document.
-fn xml_chars(s: &str) -> Cow<'_, str> {
-    fn allowed(c: char) -> bool {
-        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
-    }
-    if s.chars().all(allowed) {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(s.chars().filter(|&c| allowed(c)).collect())
-    }
-}
-
-/// A minimal XML writer over a `String`: writing cannot fail, element and attribute names
-/// are the renderer's own, and every attribute value and text is cleaned of disallowed
-/// characters and escaped.
-#[derive(Default)]
-struct Xml {
-    out: String,
-}
-
-impl Xml {
-    fn raw(&mut self, s: &str) {
-        self.out.push_str(s);
-    }
-
-    fn start(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.out.push('<');
-        self.out.push_str(name);
-        for (key, value) in attrs {
-            self.out.push(' ');
-            self.out.push_str(key);
-            self.out.push_str("=\"");
-            self.out.push_str(&escape(xml_chars(value)));
-            self.out.push('"');
-        }
-    }
-
-    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.start(name, attrs);
-        self.out.push('>');
-    }
-
-    fn close(&mut self, name: &str) {
-        self.out.push_str("</");
-        self.out.push_str(name);
-        self.out.push('>');
-    }
-
-    fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.start(name, attrs);
-        self.out.push_str("/>");
-    }
-
-    fn text_element(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) {
-        self.open(name, attrs);
-        self.out.push_str(&partial_escape(xml_chars(text)));
-        self.close(name);
-    }
 }
 
 #[cfg(test)]

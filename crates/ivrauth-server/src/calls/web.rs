@@ -288,12 +288,7 @@ async fn twilio_turn(
             if !twilio_recording(&state, account_sid, &call_sid, &r.answer).await {
                 // Fail closed: never ask for a secret while the call may be recorded.
                 tracing::error!(call = %call_sid, "recording could not be paused; ending the call rather than collect a secret on the recording");
-                let next = NextTurn {
-                    action: String::new(),
-                    no_input: String::new(),
-                    no_match: String::new(),
-                    hangup: String::new(),
-                };
+                let next = NextTurn::default();
                 return xml(
                     StatusCode::OK,
                     twiml::render(&apology_answer(), &next, &opts),
@@ -304,12 +299,7 @@ async fn twilio_turn(
         }
         Err(e) => {
             let status = failure_status(&e);
-            let next = NextTurn {
-                action: String::new(),
-                no_input: String::new(),
-                no_match: String::new(),
-                hangup: String::new(),
-            };
+            let next = NextTurn::default();
             xml(status, twiml::render(&apology_answer(), &next, &opts))
         }
     }
@@ -494,12 +484,7 @@ async fn jambonz_turn(
     };
     let base = base_url(&state, &headers);
     let path = format!("/voice/jambonz/{}", enc(&flow_id));
-    let empty = NextTurn {
-        action: String::new(),
-        no_input: String::new(),
-        no_match: String::new(),
-        hangup: String::new(),
-    };
+    let empty = NextTurn::default();
     match session::turn(&state, req).await {
         Ok(r) => Json(jambonz::render(
             &r.answer,
