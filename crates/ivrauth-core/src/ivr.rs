@@ -82,6 +82,7 @@ pub enum Input {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum CallEnd {
     /// An `end` node.
+    #[serde(rename_all = "camelCase")]
     End {
         end_node: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,5 +100,6 @@ pub enum CallEnd {
         reason: Option<String>,
     },
     /// A `hangup` node.
+    #[serde(rename_all = "camelCase")]
     Hangup { node_id: String },
 }
