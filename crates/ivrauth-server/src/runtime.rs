@@ -31,6 +31,12 @@ pub struct FlowCache {
 const CACHE_LIMIT: usize = 1_000;
 
 impl FlowCache {
+    /// The compiled flow version, if it is cached.
+    pub fn get(&self, id: &str, version: i64) -> Option<Arc<Flow>> {
+        let map = self.inner.lock().ok()?;
+        map.get(&(id.to_owned(), version)).cloned()
+    }
+
     /// The compiled form of a stored flow version.
     pub fn get_or_compile(&self, stored: &StoredFlow) -> Result<Arc<Flow>, ApiError> {
         let key = (stored.id.clone(), stored.version);

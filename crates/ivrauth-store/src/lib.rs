@@ -87,6 +87,9 @@ impl SqliteStore {
         let pool = loop {
             match SqlitePoolOptions::new()
                 .max_connections(POOL_SIZE)
+                // A local file connection does not go stale; pinging it before every use
+                // only costs two more hand-offs to its worker thread per query.
+                .test_before_acquire(false)
                 .connect_with(options.clone())
                 .await
             {

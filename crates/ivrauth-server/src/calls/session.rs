@@ -268,15 +268,21 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
     if now.0.saturating_sub(cont.at) > calls.idle_secs.saturating_mul(1000) {
         return Err(CallError::Expired);
     }
-    let stored_flow = state
-        .store
-        .get_flow(&cont.flow_id, Some(cont.version))
-        .await?
-        .ok_or(CallError::UnknownFlow)?;
-    let flow = state
-        .flow_cache
-        .get_or_compile(&stored_flow)
-        .map_err(|e| CallError::Internal(e.to_string()))?;
+    // Versions are immutable: a compiled one in the cache needs no store read.
+    let flow = match state.flow_cache.get(&cont.flow_id, cont.version) {
+        Some(flow) => flow,
+        None => {
+            let stored_flow = state
+                .store
+                .get_flow(&cont.flow_id, Some(cont.version))
+                .await?
+                .ok_or(CallError::UnknownFlow)?;
+            state
+                .flow_cache
+                .get_or_compile(&stored_flow)
+                .map_err(|e| CallError::Internal(e.to_string()))?
+        }
+    };
     let run = RunState::restore(&flow, cont.engine.get().as_bytes())
         .map_err(|_| CallError::BadSession)?;
     let meta = Meta {
@@ -326,7 +332,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn replay(row: &CallRecord, t: u32) -> Result<TurnResponse, CallError> {
     if t + 1 == row.turn {
         if let Some(answer) = &row.last_answer {
-            return serde_json::from_str(answer).map_err(|e| CallError::Internal(e.to_string()));
+            let mut r: TurnResponse =
+                serde_json::from_str(answer).map_err(|e| CallError::Internal(e.to_string()))?;
+            // The answer is stored without its continuation, which is the row's state (the
+            // decision API carries none).
+            let api = row.call_id.starts_with("api:");
+            if !api && matches!(r.answer, TurnAnswer::Ask { .. }) && !row.state.is_empty() {
+                r.token = Some(
+                    String::from_utf8(row.state.clone())
+                        .map_err(|e| CallError::Internal(e.to_string()))?,
+                );
+            }
+            return Ok(r);
         }
     }
     Err(CallError::StaleTurn)
@@ -640,8 +657,13 @@ async fn finish_turn(
             flow_version: meta.version,
             turn: next_turn,
             state: token.unwrap_or_default().into_bytes(),
+            // Without the continuation: it is the row's `state` already.
             last_answer: Some(
-                serde_json::to_string(&response).map_err(|e| CallError::Internal(e.to_string()))?,
+                serde_json::to_string(&TurnResponse {
+                    token: None,
+                    ..response.clone()
+                })
+                .map_err(|e| CallError::Internal(e.to_string()))?,
             ),
             failures: driven.host.failures,
             pending_secret_account: driven.pending_secret.clone(),
