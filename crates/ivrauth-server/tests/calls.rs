@@ -1111,3 +1111,70 @@ async fn decision_api_calls_belong_to_their_client() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn an_account_number_keyed_as_a_secret_is_stored_sealed_and_still_charged() {
+    use ivrauth_core::ports::{CallStore as _, FlowStore as _};
+    let server = demo_server().await;
+    // The demo flow with the secure segment opened before the account number.
+    let mut flow: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/demo-pin-flow.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for e in flow["edges"].as_array_mut().unwrap() {
+        if e["source"] == "start" {
+            e["target"] = json!("secure_in");
+        }
+        if e["source"] == "ask_account" && e.get("condition").is_none() {
+            e["target"] = json!("ask_pin");
+        }
+        if e["source"] == "secure_in" {
+            e["target"] = json!("ask_account");
+        }
+        if e["source"] == "ask_account" && e["condition"] == "failed" {
+            e["target"] = json!("secure_out_failed");
+        }
+    }
+    server
+        .store()
+        .create_flow(
+            "secure-account",
+            "secure account",
+            &flow.to_string(),
+            "test",
+            ivrauth_testkit::TEST_EPOCH,
+        )
+        .await
+        .unwrap();
+    let account = "10003";
+    let mut call = TwilioCall::new(&server, "CA-secure-account");
+    let url = server.url("/voice/twilio/secure-account");
+    let first = call.post(url, None).await;
+    assert!(first.contains(ACCOUNT_PROMPT), "{first}");
+    call.keys(&format!("{account}#")).await;
+    let sorry = call.keys("1111#").await;
+    assert!(sorry.contains(SORRY), "{sorry}");
+    assert_eq!(call.hang_up().await, StatusCode::NO_CONTENT);
+    // Charged against the account, which appears in no database column in plain text.
+    assert_eq!(
+        server
+            .store()
+            .counters(account)
+            .await
+            .unwrap()
+            .failed_attempts,
+        2
+    );
+    let rows = server
+        .store()
+        .load_call("twilio:CA-secure-account")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.pending_secret_account.as_deref(), Some("(sealed)"));
+    assert!(call.bodies.iter().all(|b| !b.contains(account)));
+}

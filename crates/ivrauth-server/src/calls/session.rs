@@ -175,6 +175,34 @@ fn aad(platform: Platform, flow_id: &str, call_id: &str) -> Vec<u8> {
 }
 
 /// The key of a call in the store.
+/// `pending_secret_account` when the account number is a secret: it is in the row's
+/// sealed state.
+const SEALED_ACCOUNT: &str = "(sealed)";
+
+/// The account of a pending secret, from the row (in the clear, or from its sealed state).
+fn pending_account(state: &AppState, row: &CallRecord) -> Option<String> {
+    let account = row.pending_secret_account.as_ref()?;
+    if account != SEALED_ACCOUNT {
+        return Some(account.clone());
+    }
+    let (platform, call_id) = row.call_id.split_once(':')?;
+    let platform = match platform {
+        "twilio" => Platform::Twilio,
+        "jambonz" => Platform::Jambonz,
+        "vxml" => Platform::Vxml,
+        "api" => Platform::Api,
+        _ => return None,
+    };
+    let token = std::str::from_utf8(&row.state).ok()?;
+    let plain = state
+        .calls
+        .keys
+        .open(token, &aad(platform, &row.flow_id, call_id))
+        .ok()?;
+    let cont: Continuation = serde_json::from_slice(&plain).ok()?;
+    cont.host.account
+}
+
 pub fn call_key(platform: Platform, call_id: &str) -> String {
     format!("{}:{call_id}", platform.as_str())
 }
@@ -404,7 +432,13 @@ async fn drive(
                 verbs.extend(run.take_verbs());
                 // A hang-up now would abandon a secret asked for after a failed attempt.
                 let pending_secret = if prompt.secure && host.failures > 0 && !host.verified {
-                    host.account.clone()
+                    // An account number keyed as a secret is not written in plain text: a
+                    // hang-up finds it in the row's sealed state.
+                    if host.account_secure {
+                        Some(SEALED_ACCOUNT.to_owned())
+                    } else {
+                        host.account.clone()
+                    }
                 } else {
                     None
                 };
@@ -738,7 +772,11 @@ pub async fn expire(state: &AppState, limit: u32) -> Result<usize, CallError> {
 
 async fn charge_abandoned(state: &AppState, row: &CallRecord, how: &str) -> Result<(), CallError> {
     let now = state.clock.now();
-    if let (Some(account), Some(service)) = (&row.pending_secret_account, &state.identity) {
+    let pending = pending_account(state, row);
+    if row.pending_secret_account.is_some() && pending.is_none() {
+        tracing::error!(call = %row.call_id, "cannot read the account of an abandoned secret (session keys changed?)");
+    }
+    if let (Some(account), Some(service)) = (&pending, &state.identity) {
         let ctx = CallContext {
             call_id: row.call_id.clone(),
             ani: row.ani.clone(),
