@@ -898,6 +898,21 @@ async fn requests_signed_by_twilios_own_library_are_accepted() {
     assert!(body.contains(PIN_PROMPT), "{body}");
 }
 
+/// The demo server with Twilio's REST API configured at `app`, a local stand-in for it.
+async fn demo_server_with_twilio_rest(app: axum::Router) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    demo_server_with(|c| {
+        c.platforms.twilio.rest = Some(ivrauth_server::calls::web::TwilioRest {
+            base_url: rest,
+            username: "AC0123456789".to_owned(),
+            password: Secret::new("rest-secret".to_owned()),
+        });
+    })
+    .await
+}
+
 #[tokio::test]
 async fn twilio_recording_is_paused_through_the_rest_api_in_secure_segments() {
     use std::sync::Mutex;
@@ -920,17 +935,7 @@ async fn twilio_recording_is_paused_through_the_rest_api_in_secure_segments() {
             }
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rest = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let server = demo_server_with(|c| {
-        c.platforms.twilio.rest = Some(ivrauth_server::calls::web::TwilioRest {
-            base_url: rest.clone(),
-            username: "AC0123456789".to_owned(),
-            password: Secret::new("rest-secret".to_owned()),
-        });
-    })
-    .await;
+    let server = demo_server_with_twilio_rest(app).await;
     let mut call = TwilioCall::new(&server, "CA-rec");
     call.start().await;
     assert!(seen.lock().unwrap().is_empty());
@@ -966,17 +971,7 @@ async fn no_pin_is_asked_for_when_twilio_cannot_pause_the_recording() {
             "try later".to_owned(),
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rest = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let server = demo_server_with(|c| {
-        c.platforms.twilio.rest = Some(ivrauth_server::calls::web::TwilioRest {
-            base_url: rest.clone(),
-            username: "AC0123456789".to_owned(),
-            password: Secret::new("rest-secret".to_owned()),
-        });
-    })
-    .await;
+    let server = demo_server_with_twilio_rest(app).await;
     let mut call = TwilioCall::new(&server, "CA-rec-down");
     call.start().await;
     let body = call.keys("10001#").await;
