@@ -204,6 +204,16 @@ impl<'a> TwilioCall<'a> {
     }
 }
 
+/// The lockout counter of `account`.
+async fn failed_attempts(server: &TestServer, account: &str) -> u32 {
+    server
+        .store()
+        .counters(account)
+        .await
+        .unwrap()
+        .failed_attempts
+}
+
 async fn audit_events(server: &TestServer, event: &str) -> Vec<Value> {
     server
         .store()
@@ -375,15 +385,7 @@ async fn hanging_up_at_a_pin_prompt_after_a_failure_counts_as_a_failure() {
     other.start().await;
     other.keys("10002#").await;
     assert_eq!(other.hang_up().await, StatusCode::NO_CONTENT);
-    assert_eq!(
-        server
-            .store()
-            .counters("10002")
-            .await
-            .unwrap()
-            .failed_attempts,
-        0
-    );
+    assert_eq!(failed_attempts(&server, "10002").await, 0);
 }
 
 #[tokio::test]
@@ -1034,15 +1036,7 @@ async fn concurrent_copies_of_a_pin_turn_verify_once() {
     let statuses = [a.0, b.0];
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
     assert_eq!(audit_events(&server, "identity.verify").await.len(), 1);
-    assert_eq!(
-        server
-            .store()
-            .counters("10001")
-            .await
-            .unwrap()
-            .failed_attempts,
-        1
-    );
+    assert_eq!(failed_attempts(&server, "10001").await, 1);
 }
 
 #[tokio::test]
@@ -1155,15 +1149,7 @@ async fn an_account_number_keyed_as_a_secret_is_stored_sealed_and_still_charged(
     assert!(sorry.contains(SORRY), "{sorry}");
     assert_eq!(call.hang_up().await, StatusCode::NO_CONTENT);
     // Charged against the account, which appears in no database column in plain text.
-    assert_eq!(
-        server
-            .store()
-            .counters(account)
-            .await
-            .unwrap()
-            .failed_attempts,
-        2
-    );
+    assert_eq!(failed_attempts(&server, account).await, 2);
     let rows = server
         .store()
         .load_call("twilio:CA-secure-account")

@@ -194,13 +194,44 @@ fn pending_account(state: &AppState, row: &CallRecord) -> Option<String> {
         _ => return None,
     };
     let token = std::str::from_utf8(&row.state).ok()?;
+    open_continuation(state, platform, &row.flow_id, call_id, token)
+        .ok()?
+        .host
+        .account
+}
+
+/// Open a sealed continuation of the call `call_id` of `flow_id` on `platform`.
+fn open_continuation(
+    state: &AppState,
+    platform: Platform,
+    flow_id: &str,
+    call_id: &str,
+    token: &str,
+) -> Result<Continuation, CallError> {
     let plain = state
         .calls
         .keys
-        .open(token, &aad(platform, &row.flow_id, call_id))
-        .ok()?;
-    let cont: Continuation = serde_json::from_slice(&plain).ok()?;
-    cont.host.account
+        .open(token, &aad(platform, flow_id, call_id))
+        .map_err(|e| {
+            tracing::warn!(error = %e, call = %call_id, "call session token refused");
+            CallError::BadSession
+        })?;
+    let cont: Continuation = serde_json::from_slice(&plain).map_err(|_| CallError::BadSession)?;
+    if cont.call_id != call_id || cont.flow_id != flow_id {
+        return Err(CallError::BadSession);
+    }
+    Ok(cont)
+}
+
+/// VoiceXML's per-call secret from the URL matches the sealed one (other platforms have
+/// none).
+fn secret_matches(cont: &Continuation, given: Option<&str>) -> bool {
+    match &cont.secret {
+        Some(expected) => {
+            constant_time_eq(expected.as_bytes(), given.unwrap_or_default().as_bytes())
+        }
+        None => true,
+    }
 }
 
 pub fn call_key(platform: Platform, call_id: &str) -> String {
@@ -275,23 +306,11 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
         return finish_turn(state, &req, &meta, driven, &calls.keys, now).await;
     };
 
-    let aad = aad(req.platform, &req.flow_id, &req.call_id);
-    let plain = calls.keys.open(&token, &aad).map_err(|e| {
-        tracing::warn!(error = %e, call = %req.call_id, "call session token refused");
-        CallError::BadSession
-    })?;
-    let cont: Continuation = serde_json::from_slice(&plain).map_err(|_| CallError::BadSession)?;
-    if cont.call_id != req.call_id || cont.flow_id != req.flow_id {
+    let cont = open_continuation(state, req.platform, &req.flow_id, &req.call_id, &token)?;
+    if req.turn.is_some_and(|t| t != cont.turn)
+        || !secret_matches(&cont, req.call_secret.as_deref())
+    {
         return Err(CallError::BadSession);
-    }
-    if req.turn.is_some_and(|t| t != cont.turn) {
-        return Err(CallError::BadSession);
-    }
-    if let Some(expected) = &cont.secret {
-        let given = req.call_secret.as_deref().unwrap_or_default();
-        if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
-            return Err(CallError::BadSession);
-        }
     }
     if now.0.saturating_sub(cont.at) > calls.idle_secs.saturating_mul(1000) {
         return Err(CallError::Expired);
@@ -330,20 +349,8 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
 /// has no other authentication).
 pub fn authentic(state: &AppState, req: &TurnRequest) -> Result<(), CallError> {
     let token = req.token.as_deref().ok_or(CallError::BadSession)?;
-    let plain = state
-        .calls
-        .keys
-        .open(token, &aad(req.platform, &req.flow_id, &req.call_id))
-        .map_err(|_| CallError::BadSession)?;
-    let cont: Continuation = serde_json::from_slice(&plain).map_err(|_| CallError::BadSession)?;
-    let secret_ok = match &cont.secret {
-        Some(expected) => constant_time_eq(
-            expected.as_bytes(),
-            req.call_secret.as_deref().unwrap_or_default().as_bytes(),
-        ),
-        None => true,
-    };
-    if cont.call_id == req.call_id && secret_ok {
+    let cont = open_continuation(state, req.platform, &req.flow_id, &req.call_id, token)?;
+    if secret_matches(&cont, req.call_secret.as_deref()) {
         Ok(())
     } else {
         Err(CallError::BadSession)
