@@ -650,12 +650,11 @@ async fn finish_turn(
     if driven.durable {
         driven.host.stored_pending = driven.pending_secret.clone();
     }
-    let token = match &driven.engine {
+    let token = match driven.engine.take() {
         None => None,
         Some(engine) => {
             let raw = serde_json::value::RawValue::from_string(
-                String::from_utf8(engine.clone())
-                    .map_err(|e| CallError::Internal(e.to_string()))?,
+                String::from_utf8(engine).map_err(|e| CallError::Internal(e.to_string()))?,
             )
             .map_err(|e| CallError::Internal(e.to_string()))?;
             let cont = Continuation {
