@@ -24,6 +24,10 @@ pub struct ActionSpec {
     pub description: &'static str,
     pub inputs: &'static [InputSpec],
     pub outputs: &'static [&'static str],
+    /// The action reads or judges an account (a lookup, a verification, a code sent to its
+    /// phone): a simulation may perform it only with the scope `identity:simulate`, and it
+    /// is limited per caller key like a call.
+    pub reaches_account: bool,
 }
 
 const ACCOUNT: InputSpec = InputSpec {
@@ -51,6 +55,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             "emailMasked",
             "error",
         ],
+        reaches_account: true,
     },
     ActionSpec {
         name: "identity.verify",
@@ -68,6 +73,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             },
         ],
         outputs: &["verified", "greeting", "attemptsLeft", "error"],
+        reaches_account: true,
     },
 ];
 

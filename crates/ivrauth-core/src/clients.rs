@@ -3,7 +3,15 @@
 use sha2::{Digest, Sha256};
 
 /// Scopes of this version.
-pub const SCOPES: &[&str] = &["flow:read", "flow:write", "flow:simulate", "call:turn"];
+pub const SCOPES: &[&str] = &[
+    "flow:read",
+    "flow:write",
+    "flow:simulate",
+    "call:turn",
+    // Simulations may perform actions that reach an account (`identity.*`, later `otp.*` and
+    // `pin.*`); without it such a simulation is refused.
+    "identity:simulate",
+];
 
 /// Client ids and secrets use only `[A-Za-z0-9_-]`.
 pub fn is_valid_credential_text(s: &str) -> bool {

@@ -304,6 +304,15 @@ impl Flow {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
+
+    /// Whether any `action` node calls an action that reaches an account
+    /// ([`ActionSpec::reaches_account`]): a simulation of such a flow needs the scope
+    /// `identity:simulate`.
+    pub fn reaches_accounts(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(&n.kind, Kind::Action(a) if a.spec.reaches_account))
+    }
 }
 
 /// Validate a document, returning the compiled flow and its warnings, or every problem.

@@ -42,6 +42,82 @@ impl fmt::Display for AccountNumber {
     }
 }
 
+/// How account numbers are normalised, once, before anything keys on them: the directory
+/// lookup, the lockout counters, the caller-number records, the audit subject and the
+/// operator's `ivrauth account` commands all see the same form.
+///
+/// Surrounding whitespace is always trimmed. `fold_case` (default on) lowercases ASCII
+/// letters, so `AB12` and `ab12` are one account everywhere (directories such as LDAP match
+/// without regard to case; a case-sensitive directory then sees only the lowercase form).
+/// `strip_separators` (default off) removes spaces, `-` and `.`, so `12-34 56` is `123456`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountRules {
+    pub fold_case: bool,
+    pub strip_separators: bool,
+}
+
+impl Default for AccountRules {
+    fn default() -> Self {
+        AccountRules {
+            fold_case: true,
+            strip_separators: false,
+        }
+    }
+}
+
+impl AccountRules {
+    /// The account number in its one normal form, or why it is not an account number.
+    pub fn normalise(&self, raw: &str) -> Result<AccountNumber, IdentityError> {
+        let trimmed = raw.trim();
+        let mut s: String = if self.strip_separators {
+            trimmed
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '.'))
+                .collect()
+        } else {
+            trimmed.to_owned()
+        };
+        if self.fold_case {
+            s.make_ascii_lowercase();
+        }
+        AccountNumber::parse(&s)
+    }
+}
+
+/// The key that lockout counters and caller-number records are kept under: a keyed hash
+/// (HMAC-SHA256, 128 bits, hex, prefixed `a1:`) of the normalised account number, so the
+/// counter tables never hold an account number in plain text (an account number collected
+/// as a secret must not be stored). The same key is the audit subject of an account that
+/// was collected as a secret. The host supplies the key bytes (derived from its key ring).
+pub struct AccountKey(Secret<Vec<u8>>);
+
+/// The counter key of anything that is not a valid account number.
+pub const INVALID_ACCOUNT_KEY: &str = "(invalid)";
+
+impl AccountKey {
+    pub fn new(key: Vec<u8>) -> Self {
+        AccountKey(Secret::new(key))
+    }
+
+    /// The counter key of `account` (already normalised).
+    pub fn counter_key(&self, account: &AccountNumber) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let Ok(mut mac) = SimpleHmac::<sha2::Sha256>::new_from_slice(self.0.expose()) else {
+            // HMAC takes keys of any length; this branch cannot be reached.
+            return INVALID_ACCOUNT_KEY.to_owned();
+        };
+        mac.update(account.as_str().as_bytes());
+        let tag = mac.finalize().into_bytes();
+        format!("a1:{}", hex::encode(tag.get(..16).unwrap_or(&tag)))
+    }
+}
+
+impl fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccountKey(********)")
+    }
+}
+
 /// E.164 syntax: `+` and 8–15 digits (no carrier-range validation).
 pub fn is_e164(phone: &str) -> bool {
     phone.strip_prefix('+').is_some_and(|d| {
@@ -361,6 +437,30 @@ impl Ani {
 }
 
 /// Failures from one caller number in the last hour, as read from the store.
+/// One attempt from a caller number, to be counted before the directory is asked
+/// ([`crate::ports::LockoutStore::claim_ani_attempt`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AniAttempt<'a> {
+    pub ani: &'a Ani,
+    /// The account's counter key.
+    pub account: &'a str,
+    pub policy: &'a LockoutPolicy,
+    /// Failures so far in this call.
+    pub call_failures: u32,
+    /// The start of the window the limits count over.
+    pub since: UnixMillis,
+    pub now: UnixMillis,
+}
+
+/// What counting an attempt from a caller number decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AniClaim {
+    /// Over a limit: the attempt is not judged and nothing was recorded.
+    Refused(AniActivity),
+    /// Counted as a failure (id to refund), with the activity seen before it.
+    Counted { claim: i64, activity: AniActivity },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AniActivity {
     pub failures: u32,
@@ -423,6 +523,48 @@ mod tests {
         assert!(!is_e164("+1 555 0100"));
         assert_eq!(default_greeting("Ada Lovelace").as_deref(), Some("Ada"));
         assert_eq!(default_greeting("  "), None);
+    }
+
+    #[test]
+    fn account_rules_give_one_form() {
+        let fold = AccountRules::default();
+        assert_eq!(fold.normalise(" AB12 ").unwrap().as_str(), "ab12");
+        assert_eq!(
+            fold.normalise("ab12").unwrap(),
+            fold.normalise("AB12").unwrap()
+        );
+        assert!(fold.normalise("12 34").is_err());
+        let exact = AccountRules {
+            fold_case: false,
+            strip_separators: false,
+        };
+        assert_eq!(exact.normalise("AB12").unwrap().as_str(), "AB12");
+        assert_ne!(
+            exact.normalise("ab12").unwrap(),
+            exact.normalise("AB12").unwrap()
+        );
+        let strip = AccountRules {
+            fold_case: true,
+            strip_separators: true,
+        };
+        assert_eq!(strip.normalise("12-34 5.6").unwrap().as_str(), "123456");
+        assert!(strip.normalise(" - ").is_err());
+    }
+
+    #[test]
+    fn counter_keys_are_keyed_hashes() {
+        let key = AccountKey::new(vec![7; 32]);
+        let a = AccountNumber::parse("12345678").unwrap();
+        let k = key.counter_key(&a);
+        assert!(k.starts_with("a1:") && k.len() == 3 + 32, "{k}");
+        assert!(!k.contains("12345678"));
+        assert_eq!(k, key.counter_key(&a));
+        assert_ne!(k, AccountKey::new(vec![8; 32]).counter_key(&a));
+        assert_ne!(
+            k,
+            key.counter_key(&AccountNumber::parse("12345679").unwrap())
+        );
+        assert_eq!(format!("{key:?}"), "AccountKey(********)");
     }
 
     #[test]

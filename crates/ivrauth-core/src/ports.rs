@@ -292,8 +292,9 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-/// Lockout counters and caller-number activity, for every provider (keyed by account number
-/// as keyed in, whether or not the account exists, so unknown accounts count alike).
+/// Lockout counters and caller-number activity, for every provider (keyed by the account's
+/// counter key — `AccountKey::counter_key` of the normalised number — whether or not the
+/// account exists, so unknown accounts count alike).
 /// Every update is atomic across processes sharing the store.
 #[async_trait]
 pub trait LockoutStore: Send + Sync {
@@ -329,6 +330,28 @@ pub trait LockoutStore: Send + Sync {
         account: &str,
         now: UnixMillis,
     ) -> Result<(), StoreError>;
+    /// Count an attempt from a caller number before the directory is asked, in one atomic
+    /// update: read the number's failures since `since`, ask
+    /// [`crate::identity::refuse_before_verify`], and unless it refuses, record a failure
+    /// now (refund it with [`LockoutStore::refund_ani_attempt`] when the attempt succeeds).
+    /// Thirty concurrent attempts from one number see each other's counts.
+    async fn claim_ani_attempt(
+        &self,
+        request: &crate::identity::AniAttempt<'_>,
+    ) -> Result<crate::identity::AniClaim, StoreError>;
+    /// Take back a failure recorded by [`LockoutStore::claim_ani_attempt`].
+    async fn refund_ani_attempt(&self, claim: i64) -> Result<(), StoreError>;
     /// Forget caller-number failures older than `before`; returns how many.
     async fn purge_ani_failures(&self, before: UnixMillis) -> Result<u64, StoreError>;
+    /// The directory said this account does not exist: its counters may be purged once
+    /// they no longer lock anything (see [`LockoutStore::purge_unknown_counters`]).
+    async fn mark_unknown_account(&self, account: &str) -> Result<(), StoreError>;
+    /// Forget the counters of accounts marked unknown whose last failure is before
+    /// `before` and that are not locked at `now` (so guessing at numbers that never existed
+    /// cannot grow the table without end); returns how many.
+    async fn purge_unknown_counters(
+        &self,
+        before: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError>;
 }

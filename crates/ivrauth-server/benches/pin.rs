@@ -90,6 +90,13 @@ fn main() {
             min_verify_duration: Duration::ZERO,
             clock: clock.clone(),
             sleeper: Arc::new(TokioSleeper),
+            account_rules: Default::default(),
+            account_key: ivrauth_core::identity::AccountKey::new(
+                ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
+            ),
+            lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+            ),
         });
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Instant::now();

@@ -451,6 +451,13 @@ async fn demo_server(probe: Arc<std::sync::OnceLock<axum::body::Bytes>>) -> Test
                 min_verify_duration: Duration::ZERO,
                 clock: Arc::new(clock.clone()),
                 sleeper: Arc::new(ivrauth_connect::TokioSleeper),
+                account_rules: Default::default(),
+                account_key: ivrauth_core::identity::AccountKey::new(
+                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
+                ),
+                lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+                ),
             }
         })
         .calls(|c| c.platforms.twilio.auth_tokens = vec![Secret::new(TOKEN.to_owned())])

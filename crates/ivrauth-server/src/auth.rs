@@ -77,6 +77,14 @@ impl RequiredScope for FlowSimulate {
     const SCOPE: &'static str = "flow:simulate";
 }
 
+/// `identity:simulate`: simulations may perform actions that reach an account. Checked in
+/// the simulation handler (only flows with such actions need it), not as an extractor.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentitySimulate;
+impl RequiredScope for IdentitySimulate {
+    const SCOPE: &'static str = "identity:simulate";
+}
+
 /// Extractor: the request carries a valid, unexpired bearer token of a client that is not
 /// revoked, the token has scope `S::SCOPE`, and the client is within its rate limit.
 /// Rejects with 401, 403 (naming the scope) or 429. Yields the client id, the audit actor.

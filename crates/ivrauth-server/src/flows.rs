@@ -361,6 +361,17 @@ pub async fn simulate(
             })
         }
     };
+    // Actions that reach an account need a scope of their own, and a directory to reach.
+    if flow.reaches_accounts() {
+        let scope = <crate::auth::IdentitySimulate as crate::auth::RequiredScope>::SCOPE;
+        if !caller.scopes.iter().any(|s| s == scope)
+            || matches!(state.simulate_identity, crate::SimulateIdentity::Off)
+        {
+            return Err(ApiError::Forbidden {
+                scope: scope.to_owned(),
+            });
+        }
+    }
     let response = runtime::simulate(
         &state,
         RunRequest {

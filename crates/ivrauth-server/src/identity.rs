@@ -18,8 +18,9 @@ use ivrauth_connect::Sleeper;
 use ivrauth_core::audit::AuditEvent;
 use ivrauth_core::engine::{ActionCall, ActionFailure};
 use ivrauth_core::identity::{
-    AccountNumber, Ani, FailureEffect, IdentityError, IdentityProvider, LockoutPolicy, Profile,
-    RejectReason, Verification,
+    AccountKey, AccountNumber, AccountRules, Ani, AniAttempt, AniClaim, FailureEffect,
+    IdentityError, IdentityProvider, LockoutPolicy, Profile, RejectReason, Verification,
+    INVALID_ACCOUNT_KEY,
 };
 use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
@@ -30,7 +31,9 @@ use ivrauth_core::Secret;
 pub struct CallContext {
     /// The call id (the trace id of a simulation).
     pub call_id: String,
-    /// The caller's number as the platform gave it (`contact.ani`).
+    /// The caller key the per-caller-number limits count under: the caller's number as the
+    /// platform gave it (`contact.ani`) in calls, `client:<id>` in simulations (whatever
+    /// the request's `contact.ani` says).
     pub ani: String,
     /// Failed secrets so far in this call.
     pub failures: u32,
@@ -47,6 +50,23 @@ pub struct IdentityService {
     pub min_verify_duration: Duration,
     pub clock: Arc<dyn Clock>,
     pub sleeper: Arc<dyn Sleeper>,
+    /// How account numbers are normalised before anything keys on them.
+    pub account_rules: AccountRules,
+    /// Keys the counters (and the audit subject of an account keyed as a secret).
+    pub account_key: AccountKey,
+    /// `identity.lookup` per caller key (calls) or client (simulations).
+    pub lookup_limiter: crate::ratelimit::RateLimiter,
+}
+
+/// Default `identity.lookup` allowance per caller key and hour.
+pub const DEFAULT_LOOKUPS_PER_HOUR: u32 = 60;
+
+/// A limiter of `per_hour` lookups per caller key, the whole hour's worth available at once.
+pub fn lookup_limiter(per_hour: u32) -> crate::ratelimit::RateLimiter {
+    crate::ratelimit::RateLimiter::with_rate(
+        f64::from(per_hour.max(1)) / 3600.0,
+        f64::from(per_hour.max(1)),
+    )
 }
 
 /// An action's outputs, or why it could not be performed.
@@ -136,6 +156,36 @@ impl IdentityService {
         }
     }
 
+    /// The counter key of an account number as keyed (normalised first).
+    pub fn counter_key(&self, raw: &str) -> String {
+        self.account_rules
+            .normalise(raw)
+            .map_or(INVALID_ACCOUNT_KEY.to_owned(), |a| {
+                self.account_key.counter_key(&a)
+            })
+    }
+
+    /// The action's account: normalised (or `None`), its counter key, and the audit
+    /// subject — the normalised number, or the counter key when the number was keyed as a
+    /// secret (so it is never written in plain text).
+    fn account_of(&self, call: &ActionCall) -> (Option<AccountNumber>, String, String) {
+        let raw = call.text("account");
+        let keyed_as_secret = call.secrets.iter().any(|(name, _)| *name == "account");
+        let account = raw
+            .as_ref()
+            .and_then(|r| self.account_rules.normalise(r.expose()).ok());
+        let key = account
+            .as_ref()
+            .map_or(INVALID_ACCOUNT_KEY.to_owned(), |a| {
+                self.account_key.counter_key(a)
+            });
+        let subject = match &account {
+            Some(a) if !keyed_as_secret => a.as_str().to_owned(),
+            _ => key.clone(),
+        };
+        (account, key, subject)
+    }
+
     fn event(
         &self,
         name: &str,
@@ -162,16 +212,32 @@ impl IdentityService {
     }
 
     async fn lookup(&self, call: &ActionCall, ctx: &CallContext) -> (ActionResult, AuditEvent) {
-        let raw = call
-            .text("account")
-            .map(|s| s.expose().clone())
-            .unwrap_or_default();
-        let parsed = AccountNumber::parse(&raw).ok();
+        let (parsed, _, subject) = self.account_of(call);
+        let subject = subject.as_str();
+        if self
+            .lookup_limiter
+            .check(Ani::parse(&ctx.ani).key(), self.clock.now())
+            .is_err()
+        {
+            let ev = self.event(
+                "identity.lookup",
+                "failure",
+                ctx,
+                subject,
+                json!({"reason": "rate_limited"}),
+            );
+            return (
+                Err(failure(
+                    "rate_limited",
+                    "too many lookups from this caller; try again later",
+                )),
+                ev,
+            );
+        }
         let profile: Result<Option<Profile>, IdentityError> = match &parsed {
             Some(account) => self.provider.lookup(account).await,
             None => Ok(None),
         };
-        let subject = parsed.as_ref().map_or("(invalid)", |a| a.as_str());
         match profile {
             Err(e) => {
                 let ev = self.event(
@@ -219,8 +285,7 @@ impl IdentityService {
     /// failed attempt: that counts as one more failure of `account`, so hanging up and
     /// calling again never buys a fresh guess. Writes the counters and an audit record.
     pub async fn abandoned(&self, account: &str, ctx: &CallContext) -> Result<(), StoreError> {
-        let key = AccountNumber::parse(account)
-            .map_or("(invalid)".to_owned(), |a| a.as_str().to_ascii_lowercase());
+        let key = self.counter_key(account);
         let now = self.clock.now();
         let (counters, _) = self.store.record_failure(&key, &self.policy, now).await?;
         let ani = Ani::parse(&ctx.ani);
@@ -275,16 +340,7 @@ impl IdentityService {
         call: &ActionCall,
         ctx: &CallContext,
     ) -> (Result<(bool, Option<String>), ActionFailure>, AuditEvent) {
-        let raw = call
-            .text("account")
-            .map(|s| s.expose().clone())
-            .unwrap_or_default();
-        let account = AccountNumber::parse(&raw).ok();
-        // Directories such as LDAP match account numbers without regard to case: so do the
-        // counters, or each spelling would get its own attempts.
-        let key = account
-            .as_ref()
-            .map_or("(invalid)".to_owned(), |a| a.as_str().to_ascii_lowercase());
+        let (account, key, subject) = self.account_of(call);
         let secret = call
             .text("secret")
             .unwrap_or_else(|| Secret::new(String::new()));
@@ -292,7 +348,7 @@ impl IdentityService {
         let now = self.clock.now();
 
         let audit = |outcome: &str, detail: Value| {
-            self.event("identity.verify", outcome, ctx, &key, detail)
+            self.event("identity.verify", outcome, ctx, &subject, detail)
         };
         let unavailable = |stage: &str| {
             (
@@ -304,24 +360,28 @@ impl IdentityService {
             )
         };
 
-        // Limits of this call and of this caller number come first.
-        let activity = match self
-            .store
-            .ani_activity(ani.key(), &key, now.plus_millis(-HOUR_MS))
-            .await
-        {
-            Ok(a) => a,
+        // Limits of this call and of this caller number come first, and the attempt is
+        // counted against the caller number before the directory is asked (refunded on
+        // success), so concurrent attempts from one number cannot all slip in.
+        let attempt = AniAttempt {
+            ani: &ani,
+            account: &key,
+            policy: &self.policy,
+            call_failures: ctx.failures,
+            since: now.plus_millis(-HOUR_MS),
+            now,
+        };
+        let claim = match self.store.claim_ani_attempt(&attempt).await {
+            Ok(AniClaim::Counted { claim, .. }) => claim,
+            Ok(AniClaim::Refused(activity)) => {
+                let detail = json!({"reason": RejectReason::RateLimited.as_str(), "callFailures": ctx.failures, "aniFailures": activity.failures, "aniAccounts": activity.distinct_accounts});
+                return (Ok((false, None)), audit("failure", detail));
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read caller-number activity");
+                tracing::error!(error = %e, "cannot count a caller-number attempt; refusing it");
                 return unavailable("lockout");
             }
         };
-        if let Some(reason) =
-            ivrauth_core::identity::refuse_before_verify(&self.policy, ctx.failures, &ani, activity)
-        {
-            let detail = json!({"reason": reason.as_str(), "callFailures": ctx.failures, "aniFailures": activity.failures, "aniAccounts": activity.distinct_accounts});
-            return (Ok((false, None)), audit("failure", detail));
-        }
 
         // Count first.
         let (counters, effect) = match self.store.record_failure(&key, &self.policy, now).await {
@@ -342,19 +402,24 @@ impl IdentityService {
             (Some(_), true) => Ok(Verification::Rejected(RejectReason::EmptySecret)),
             (Some(a), false) => self.provider.verify(a, &secret).await,
         };
+        // A directory error answers the same for every account, locked ones included, so
+        // an outage (or a saturated hashing pool) cannot tell which accounts are locked.
         let verification = match verification {
-            _ if was_locked => Verification::Rejected(RejectReason::Locked),
-            Ok(v) => v,
             Err(e) => {
-                let detail = json!({"reason": "error", "stage": "verify", "error": e.to_string(), "failedAttempts": counters.failed_attempts});
+                let detail = json!({"reason": "error", "stage": "verify", "error": e.to_string(), "failedAttempts": counters.failed_attempts, "wasLocked": was_locked});
                 return (Err(from_identity_error(&e)), audit("error", detail));
             }
+            Ok(_) if was_locked => Verification::Rejected(RejectReason::Locked),
+            Ok(v) => v,
         };
         match (verification, account) {
             (Verification::Verified, Some(account)) => {
                 if let Err(e) = self.store.record_success(&key).await {
                     tracing::error!(error = %e, "cannot reset the counters after a success");
                     return unavailable("lockout");
+                }
+                if let Err(e) = self.store.refund_ani_attempt(claim).await {
+                    tracing::error!(error = %e, "cannot refund a caller-number attempt");
                 }
                 let greeting = match self.provider.lookup(&account).await {
                     Ok(Some(p)) => p.greeting.or(p
@@ -370,8 +435,10 @@ impl IdentityService {
                     Verification::Rejected(r) => r,
                     Verification::Verified => RejectReason::UnknownAccount,
                 };
-                if let Err(e) = self.store.record_ani_failure(ani.key(), &key, now).await {
-                    tracing::error!(error = %e, "cannot record a caller-number failure");
+                if reason == RejectReason::UnknownAccount {
+                    if let Err(e) = self.store.mark_unknown_account(&key).await {
+                        tracing::error!(error = %e, "cannot mark an unknown account's counters");
+                    }
                 }
                 let detail = json!({
                     "reason": reason.as_str(),

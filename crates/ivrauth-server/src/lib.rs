@@ -73,6 +73,19 @@ impl Default for ServerConfig {
     }
 }
 
+/// What the identity actions of simulations reach (`[simulate] identity`). Every mode also
+/// needs the client's scope `identity:simulate`.
+#[derive(Clone, Default)]
+pub enum SimulateIdentity {
+    /// The configured directory, limited per client as if the client were one caller.
+    #[default]
+    Live,
+    /// Only the built-in demo accounts (a directory of their own), never the live one.
+    Demo(Arc<identity::IdentityService>),
+    /// Refused like a missing scope.
+    Off,
+}
+
 /// Everything a handler needs; cheap to clone (all shared).
 #[derive(Clone)]
 pub struct AppState {
@@ -86,6 +99,8 @@ pub struct AppState {
     pub flow_cache: Arc<runtime::FlowCache>,
     /// Performs `identity.*` actions; `None` when no directory is configured.
     pub identity: Option<Arc<identity::IdentityService>>,
+    /// What simulations' identity actions reach (`[simulate] identity`).
+    pub simulate_identity: SimulateIdentity,
     /// Call sessions: the sealing keys, idle expiry, platform settings.
     pub calls: Arc<calls::session::CallsConfig>,
 }
@@ -110,6 +125,7 @@ impl AppState {
             http,
             flow_cache: Arc::default(),
             identity: None,
+            simulate_identity: SimulateIdentity::Live,
             calls: Arc::default(),
         }
     }
@@ -118,6 +134,21 @@ impl AppState {
     pub fn with_calls(mut self, calls: calls::session::CallsConfig) -> Self {
         self.calls = Arc::new(calls);
         self
+    }
+
+    /// The same state with simulations' identity actions reaching `what`.
+    pub fn with_simulate_identity(mut self, what: SimulateIdentity) -> Self {
+        self.simulate_identity = what;
+        self
+    }
+
+    /// The service a simulation's identity actions go to, if any.
+    pub fn simulation_identity(&self) -> Option<&Arc<identity::IdentityService>> {
+        match &self.simulate_identity {
+            SimulateIdentity::Live => self.identity.as_ref(),
+            SimulateIdentity::Demo(service) => Some(service),
+            SimulateIdentity::Off => None,
+        }
     }
 
     /// The same state with `identity.*` actions performed by `service`.

@@ -51,6 +51,18 @@ impl RateLimiter {
         }
     }
 
+    /// `per_sec` tokens a second (fractions allowed, e.g. 60 an hour), up to `burst`.
+    pub fn with_rate(per_sec: f64, burst: f64) -> Self {
+        RateLimiter {
+            per_sec: per_sec.max(1e-9),
+            burst: burst.max(1.0),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
+        }
+    }
+
     /// Take one token from `key`'s bucket at time `now`. `Err(secs)` says how many whole
     /// seconds (at least 1) until a token will be there.
     pub fn check(&self, key: &str, now: UnixMillis) -> Result<(), u64> {

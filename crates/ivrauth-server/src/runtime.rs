@@ -88,13 +88,9 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
     let trace_id = uuid::Uuid::new_v4().to_string();
     let mut ctx = RunContext::new(trace_id.clone());
     ctx.flow_id = req.flow_id.clone();
-    // The caller's number, for the per-caller-number limits of identity actions.
-    let ani = req
-        .contact
-        .get("ani")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    // Identity actions count a simulation's attempts as one caller's: the client's. Whatever
+    // `contact.ani` says, a client cannot buy fresh per-caller-number limits with it.
+    let ani = format!("client:{}", req.actor);
     let mut call_failures = 0u32;
     ctx.contact = req.contact;
     let subject = req.flow_id.clone().unwrap_or_else(|| "(inline)".to_owned());
@@ -127,7 +123,7 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
                 }
             }
             Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
-            Command::Action(call) => match &state.identity {
+            Command::Action(call) => match state.simulation_identity() {
                 Some(service) => {
                     let ctx = CallContext {
                         call_id: trace_id.clone(),

@@ -50,6 +50,13 @@ async fn demo_server_with(
                 min_verify_duration: std::time::Duration::ZERO,
                 clock: Arc::new(clock.clone()),
                 sleeper: Arc::new(ivrauth_connect::TokioSleeper),
+                account_rules: Default::default(),
+                account_key: ivrauth_core::identity::AccountKey::new(
+                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
+                ),
+                lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+                ),
             }
         })
         .calls(|c| {
@@ -208,7 +215,7 @@ impl<'a> TwilioCall<'a> {
 async fn failed_attempts(server: &TestServer, account: &str) -> u32 {
     server
         .store()
-        .counters(account)
+        .counters(&ivrauth_testkit::counter_key(account))
         .await
         .unwrap()
         .failed_attempts
@@ -374,7 +381,11 @@ async fn hanging_up_at_a_pin_prompt_after_a_failure_counts_as_a_failure() {
     let verify = audit_events(&server, "identity.verify").await;
     assert_eq!(verify.len(), 2, "{verify:?}");
     assert_eq!(verify[1]["detail"]["reason"], "abandoned");
-    let counters = server.store().counters("10001").await.unwrap();
+    let counters = server
+        .store()
+        .counters(&ivrauth_testkit::counter_key("10001"))
+        .await
+        .unwrap();
     assert_eq!(counters.failed_attempts, 2);
     // The session is gone: a second status callback changes nothing.
     assert_eq!(call.hang_up().await, StatusCode::NO_CONTENT);

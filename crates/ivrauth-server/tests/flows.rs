@@ -654,6 +654,13 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
                 min_verify_duration: std::time::Duration::ZERO,
                 clock: std::sync::Arc::new(clock.clone()),
                 sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
+                account_rules: Default::default(),
+                account_key: ivrauth_core::identity::AccountKey::new(
+                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
+                ),
+                lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+                ),
             }
         })
         .start()

@@ -74,6 +74,13 @@ async fn setup(policy: LockoutPolicy, min_verify: Duration) -> Setup {
                 min_verify_duration: min_verify,
                 clock: Arc::new(clock.clone()),
                 sleeper: s2,
+                account_rules: Default::default(),
+                account_key: ivrauth_core::identity::AccountKey::new(
+                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
+                ),
+                lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+                ),
             }
         })
         .start()
@@ -182,7 +189,7 @@ async fn unknown_wrong_locked_and_disabled_look_the_same_to_the_caller() {
     for _ in 0..5 {
         s.server
             .store()
-            .record_failure("10003", &policy, TEST_EPOCH)
+            .record_failure(&ivrauth_testkit::counter_key("10003"), &policy, TEST_EPOCH)
             .await
             .unwrap();
     }
@@ -232,7 +239,12 @@ async fn twenty_concurrent_wrong_pins_are_all_counted() {
     };
     let s = Arc::new(setup(policy, Duration::ZERO).await);
     wrong_pins_at_once(&s, 20, "+1555010").await;
-    let counters = s.server.store().counters("10001").await.unwrap();
+    let counters = s
+        .server
+        .store()
+        .counters(&ivrauth_testkit::counter_key("10001"))
+        .await
+        .unwrap();
     assert_eq!(counters.failed_attempts, 20);
 }
 
@@ -266,7 +278,7 @@ async fn a_call_gets_three_attempts_and_the_account_locks_at_five() {
     assert_eq!(
         s.server
             .store()
-            .counters("10001")
+            .counters(&ivrauth_testkit::counter_key("10001"))
             .await
             .unwrap()
             .failed_attempts,
@@ -277,12 +289,21 @@ async fn a_call_gets_three_attempts_and_the_account_locks_at_five() {
     // right PIN is refused, and the caller cannot tell.
     s.simulate(&flow(1), "10001", "0000", "+15550000010").await;
     s.simulate(&flow(1), "10001", "0000", "+15550000011").await;
-    let counters = s.server.store().counters("10001").await.unwrap();
+    let counters = s
+        .server
+        .store()
+        .counters(&ivrauth_testkit::counter_key("10001"))
+        .await
+        .unwrap();
     assert!(counters.is_locked(TEST_EPOCH), "{counters:?}");
     let refused = s.simulate(&flow(1), "10001", "2468", "+15550000012").await;
     assert_eq!(refused["outcome"]["endNode"], "no");
     // An operator unlock takes effect on the next attempt.
-    s.server.store().unlock("10001").await.unwrap();
+    s.server
+        .store()
+        .unlock(&ivrauth_testkit::counter_key("10001"))
+        .await
+        .unwrap();
     let ok = s.simulate(&flow(1), "10001", "2468", "+15550000013").await;
     assert_eq!(ok["outcome"]["endNode"], "ok");
 }
@@ -349,7 +370,7 @@ async fn concurrent_guesses_cannot_slip_past_the_lockout() {
     assert_eq!(
         s.server
             .store()
-            .counters("10001")
+            .counters(&ivrauth_testkit::counter_key("10001"))
             .await
             .unwrap()
             .failed_attempts,
@@ -369,7 +390,7 @@ async fn account_numbers_share_counters_whatever_their_case() {
     assert_eq!(
         s.server
             .store()
-            .counters("abc1")
+            .counters(&ivrauth_testkit::counter_key("abc1"))
             .await
             .unwrap()
             .failed_attempts,
@@ -389,6 +410,13 @@ async fn server_with(provider: Arc<dyn ivrauth_core::identity::IdentityProvider>
             min_verify_duration: Duration::ZERO,
             clock: Arc::new(clock.clone()),
             sleeper: s2,
+            account_rules: Default::default(),
+            account_key: ivrauth_core::identity::AccountKey::new(
+                ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
+            ),
+            lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+            ),
         })
         .start()
         .await

@@ -126,7 +126,7 @@ impl SqliteStore {
              ON CONFLICT (call_id) DO UPDATE SET flow_id = excluded.flow_id, \
              flow_version = excluded.flow_version, turn = excluded.turn, \
              state = excluded.state, last_answer = excluded.last_answer, \
-             failures = excluded.failures, \
+             failures = MAX(call_sessions.failures, excluded.failures), \
              pending_secret_account = excluded.pending_secret_account, ani = excluded.ani, \
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
              expires_at = excluded.expires_at \

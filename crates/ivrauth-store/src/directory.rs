@@ -185,11 +185,11 @@ impl IdentityProvider for BuiltinDirectory {
                     .rehash_pin(account.as_str(), &hash, self.clock.now())
                     .await
                 {
-                    tracing::warn!(account = %account, "cannot store the re-hashed PIN: {e}");
+                    tracing::warn!("cannot store a re-hashed PIN (the account number is not logged: it may have been keyed as a secret): {e}");
                 }
             }
             Some(Err(e)) => {
-                tracing::warn!(account = %account, "cannot re-hash the PIN: {e}");
+                tracing::warn!("cannot re-hash a PIN (the account number is not logged): {e}");
             }
             None => {}
         }

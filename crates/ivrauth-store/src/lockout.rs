@@ -6,7 +6,10 @@
 //! all counted. No row means default counters.
 
 use async_trait::async_trait;
-use ivrauth_core::identity::{AccountCounters, AniActivity, FailureEffect, LockoutPolicy};
+use ivrauth_core::identity::{
+    refuse_before_verify, AccountCounters, AniActivity, AniAttempt, AniClaim, FailureEffect,
+    LockoutPolicy,
+};
 use ivrauth_core::ports::{LockoutStore, StoreError};
 use ivrauth_core::time::UnixMillis;
 use sqlx::Row;
@@ -71,17 +74,18 @@ impl LockoutStore for SqliteStore {
         let effect = counters.on_failure(policy, now);
         sqlx::query(
             "INSERT INTO lockout_counters \
-             (account, failed_attempts, locks, locked_until, locked_permanently) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
+             (account, failed_attempts, locks, locked_until, locked_permanently, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (account) DO UPDATE SET failed_attempts = excluded.failed_attempts, \
              locks = excluded.locks, locked_until = excluded.locked_until, \
-             locked_permanently = excluded.locked_permanently",
+             locked_permanently = excluded.locked_permanently, updated_at = excluded.updated_at",
         )
         .bind(account)
         .bind(i64::from(counters.failed_attempts))
         .bind(i64::from(counters.locks))
         .bind(counters.locked_until.map(|t| t.0))
         .bind(counters.locked_permanently)
+        .bind(now.0)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -115,22 +119,42 @@ impl LockoutStore for SqliteStore {
         account: &str,
         since: UnixMillis,
     ) -> Result<AniActivity, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS failures, COUNT(DISTINCT account) AS accounts, \
-             COALESCE(MAX(account = ?2), 0) AS includes \
-             FROM ani_failures WHERE ani = ?1 AND at >= ?3",
-        )
-        .bind(ani_key)
-        .bind(account)
-        .bind(since.0)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(AniActivity {
-            failures: to_u32("failure count", row.try_get("failures").map_err(backend)?)?,
-            distinct_accounts: to_u32("account count", row.try_get("accounts").map_err(backend)?)?,
-            includes_account: row.try_get::<i64, _>("includes").map_err(backend)? != 0,
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        read_ani_activity(&mut conn, ani_key, account, since).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: read, decide, insert.
+    async fn claim_ani_attempt(&self, req: &AniAttempt<'_>) -> Result<AniClaim, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let activity = read_ani_activity(&mut tx, req.ani.key(), req.account, req.since).await?;
+        if refuse_before_verify(req.policy, req.call_failures, req.ani, activity).is_some() {
+            return Ok(AniClaim::Refused(activity));
+        }
+        let done = sqlx::query("INSERT INTO ani_failures (ani, account, at) VALUES (?1, ?2, ?3)")
+            .bind(req.ani.key())
+            .bind(req.account)
+            .bind(req.now.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(AniClaim::Counted {
+            claim: done.last_insert_rowid(),
+            activity,
         })
+    }
+
+    async fn refund_ani_attempt(&self, claim: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ani_failures WHERE rowid = ?1")
+            .bind(claim)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn record_ani_failure(
@@ -158,4 +182,54 @@ impl LockoutStore for SqliteStore {
             .map_err(backend)?;
         Ok(done.rows_affected())
     }
+
+    async fn mark_unknown_account(&self, account: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE lockout_counters SET unknown = 1 WHERE account = ?1")
+            .bind(account)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn purge_unknown_counters(
+        &self,
+        before: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM lockout_counters WHERE unknown = 1 AND COALESCE(updated_at, 0) < ?1 \
+             AND (locked_until IS NULL OR locked_until <= ?2)",
+        )
+        .bind(before.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+async fn read_ani_activity(
+    conn: &mut sqlx::SqliteConnection,
+    ani_key: &str,
+    account: &str,
+    since: UnixMillis,
+) -> Result<AniActivity, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS failures, COUNT(DISTINCT account) AS accounts, \
+             COALESCE(MAX(account = ?2), 0) AS includes \
+             FROM ani_failures WHERE ani = ?1 AND at >= ?3",
+    )
+    .bind(ani_key)
+    .bind(account)
+    .bind(since.0)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(AniActivity {
+        failures: to_u32("failure count", row.try_get("failures").map_err(backend)?)?,
+        distinct_accounts: to_u32("account count", row.try_get("accounts").map_err(backend)?)?,
+        includes_account: row.try_get::<i64, _>("includes").map_err(backend)? != 0,
+    })
 }

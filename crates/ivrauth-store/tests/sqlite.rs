@@ -458,3 +458,26 @@ async fn call_session_storage_per_idle_call() {
     assert!(dbstat <= 4096.0, "{dbstat} bytes per idle call");
     assert!(dbstat > 0.0);
 }
+
+/// Issue 8, item 8: thirty concurrent attempts from one caller number at distinct accounts,
+/// from two processes, are judged no more often than the per-number limit allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ani_attempts_are_counted_first_across_processes() {
+    let dir = TempDir::new().unwrap();
+    let (a, b) = tokio::join!(SqliteStore::open(dir.path()), SqliteStore::open(dir.path()));
+    let a: Arc<dyn Store> = Arc::new(a.unwrap());
+    let b: Arc<dyn Store> = Arc::new(b.unwrap());
+    conformance::ani_claims_counted_first(a, b, 30).await;
+}
+
+#[tokio::test]
+async fn unknown_accounts_counters_are_purged() {
+    let (_dir, store) = fresh().await;
+    conformance::unknown_counters_purged(&store).await;
+}
+
+#[tokio::test]
+async fn call_failures_never_decrease() {
+    let (_dir, store) = fresh().await;
+    conformance::calls_failures_never_decrease(&store).await;
+}

@@ -34,6 +34,19 @@ use ivrauth_store::SqliteStore;
 /// Where a [`TestServer`]'s clock starts: 2025-01-01T00:00:00Z.
 pub const TEST_EPOCH: UnixMillis = UnixMillis(1_735_689_600_000);
 
+/// The counter key tests give their identity service.
+pub const TEST_ACCOUNT_KEY: [u8; 32] = [0x5a; 32];
+
+/// The key `account`'s lockout counters are kept under by an identity service with
+/// [`TEST_ACCOUNT_KEY`] and the default account rules.
+pub fn counter_key(account: &str) -> String {
+    use ivrauth_core::identity::{AccountKey, AccountRules};
+    match AccountRules::default().normalise(account) {
+        Ok(a) => AccountKey::new(TEST_ACCOUNT_KEY.to_vec()).counter_key(&a),
+        Err(_) => ivrauth_core::identity::INVALID_ACCOUNT_KEY.to_owned(),
+    }
+}
+
 /// Why a helper failed.
 #[derive(Debug)]
 pub struct TestkitError(pub String);

@@ -21,7 +21,8 @@ use zeroize::Zeroize as _;
 
 use ivrauth_connect::SystemClock;
 use ivrauth_core::identity::{
-    is_e164, AccountCounters, AccountNumber, HashParams, IdentityError, IdentityProvider as _,
+    is_e164, AccountCounters, AccountNumber, AccountRules, HashParams, IdentityError,
+    IdentityProvider as _,
 };
 use ivrauth_core::ports::{AccountRecord, AccountStore as _, LockoutStore as _};
 use ivrauth_core::secret::Secret;
@@ -171,7 +172,7 @@ async fn execute(
     let params: HashParams = settings.identity.hash;
     match cmd {
         AccountCommand::Import { file, .. } => {
-            let parsed = read_import(&file)?;
+            let parsed = read_import(&file, settings.identity.account_rules)?;
             let store = open(slot, settings, true).await?;
             return import(parsed, store, params, now).await;
         }
@@ -183,7 +184,7 @@ async fn execute(
             no_pin,
             ..
         } => {
-            let number = parse_number(&account)?;
+            let number = parse_number(settings, &account)?;
             let name = name.trim().to_owned();
             check_name(&name).map_err(|p| anyhow::anyhow!("--name: {p}"))?;
             let phone = non_empty(phone.as_deref());
@@ -244,7 +245,8 @@ async fn execute(
                 after = Some(last.account.as_str().to_owned());
                 let full = page.len() == LIST_PAGE as usize;
                 for record in page {
-                    let counters = store.counters(record.account.as_str()).await?;
+                    let key = counter_key(settings, &record.account)?;
+                    let counters = store.counters(&key).await?;
                     rows.push((record, counters));
                 }
                 if !full {
@@ -275,12 +277,12 @@ async fn execute(
             }
         }
         AccountCommand::Show { account, json, .. } => {
-            let number = parse_number(&account)?;
+            let number = parse_number(settings, &account)?;
             let store = open(slot, settings, false).await?;
             let Some(record) = store.get_account(number.as_str()).await? else {
                 bail!("no account {number}");
             };
-            let counters = store.counters(number.as_str()).await?;
+            let counters = store.counters(&counter_key(settings, &number)?).await?;
             let v = account_json(&record, &counters, now);
             if json {
                 println!("{v}");
@@ -296,7 +298,7 @@ async fn execute(
             }
         }
         AccountCommand::SetPin { account, .. } => {
-            let number = parse_number(&account)?;
+            let number = parse_number(settings, &account)?;
             let store = open(slot, settings, false).await?;
             if store.get_account(number.as_str()).await?.is_none() {
                 bail!("no account {number}");
@@ -320,10 +322,10 @@ async fn execute(
             println!("PIN set for account {number}");
         }
         AccountCommand::Unlock { account, .. } => {
-            let number = parse_number(&account)?;
+            let number = parse_number(settings, &account)?;
             let store = open(slot, settings, false).await?;
             let reset = store
-                .unlock(number.as_str())
+                .unlock(&counter_key(settings, &number)?)
                 .await
                 .context("cannot reset the lockout counters")?;
             audit(
@@ -341,11 +343,11 @@ async fn execute(
             }
         }
         AccountCommand::Disable { account, .. } => {
-            let number = parse_number(&account)?;
+            let number = parse_number(settings, &account)?;
             set_disabled(open(slot, settings, false).await?, &number, true, now).await?;
         }
         AccountCommand::Enable { account, .. } => {
-            let number = parse_number(&account)?;
+            let number = parse_number(settings, &account)?;
             set_disabled(open(slot, settings, false).await?, &number, false, now).await?;
         }
     }
@@ -402,9 +404,21 @@ enum RowProblem {
     Hash(String),
 }
 
-fn parse_number(account: &str) -> anyhow::Result<AccountNumber> {
-    AccountNumber::parse(account.trim())
+/// The account number in its one normal form (`[identity] account_fold_case`,
+/// `account_strip_separators`), as the server keys it.
+fn parse_number(settings: &Settings, account: &str) -> anyhow::Result<AccountNumber> {
+    settings
+        .identity
+        .account_rules
+        .normalise(account)
         .map_err(|_| anyhow::anyhow!("{}", RowProblem::InvalidAccount))
+}
+
+/// The key the server keeps `number`'s lockout counters under (a keyed hash: the key is
+/// derived from the call session keys, as `serve` derives it).
+fn counter_key(settings: &Settings, number: &AccountNumber) -> anyhow::Result<String> {
+    let (keys, _) = crate::serve::session_keys(settings)?;
+    Ok(keys.account_key().counter_key(number))
 }
 
 fn check_name(name: &str) -> Result<(), RowProblem> {
@@ -526,6 +540,7 @@ struct ValidRow {
 
 /// Check one record. `seen` maps account numbers already met in the file to their line.
 fn validate_row(
+    rules: AccountRules,
     line: u64,
     record: &csv::StringRecord,
     seen: &mut HashMap<String, u64>,
@@ -535,7 +550,7 @@ fn validate_row(
     }
     let field = |i: usize| record.get(i).unwrap_or_default();
     let mut problems = Vec::new();
-    let account = match AccountNumber::parse(field(0)) {
+    let account = match rules.normalise(field(0)) {
         Ok(n) => match seen.get(n.as_str()) {
             Some(first) => {
                 problems.push(RowProblem::DuplicateInFile(*first));
@@ -657,7 +672,7 @@ struct ParsedImport {
 }
 
 /// Read `file`: the header must be exactly [`IMPORT_HEADER`]; each row is validated.
-fn read_import(file: &std::path::Path) -> anyhow::Result<ParsedImport> {
+fn read_import(file: &std::path::Path, rules: AccountRules) -> anyhow::Result<ParsedImport> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -689,7 +704,7 @@ fn read_import(file: &std::path::Path) -> anyhow::Result<ParsedImport> {
             Ok(true) => {
                 parsed.rows += 1;
                 let line = record.position().map_or(line, csv::Position::line);
-                match validate_row(line, &record, &mut seen) {
+                match validate_row(rules, line, &record, &mut seen) {
                     Ok(row) => parsed.valid.push(row),
                     Err(problems) => parsed.rejected.push((line, join(&problems))),
                 }

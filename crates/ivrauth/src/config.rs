@@ -29,7 +29,7 @@ use ivrauth_connect::{
     HttpIdentity, HttpIdentityConfig, LdapConfig, LdapDirectory, OAuth2Config, OAuth2Directory,
     ProfilePointers, TokenValidation,
 };
-use ivrauth_core::identity::{HashParams, IdentityError, LockoutPolicy};
+use ivrauth_core::identity::{AccountRules, HashParams, IdentityError, LockoutPolicy};
 use ivrauth_core::secret::Secret;
 use ivrauth_server::calls::seal::{SealError, SessionKeys};
 use ivrauth_server::calls::session::CallsConfig;
@@ -339,6 +339,10 @@ pub struct IdentitySettings {
     /// Hashes computed at once by the server; `None`: one per core.
     pub hash_pool_size: Option<usize>,
     pub lockout: LockoutPolicy,
+    /// How account numbers are normalised (`account_fold_case`, `account_strip_separators`).
+    pub account_rules: AccountRules,
+    /// `identity.lookup` allowance per caller key (or simulating client) and hour.
+    pub lookups_per_caller_per_hour: u32,
     /// Present when the file has an `[identity.ldap]` section or an `IVRAUTH_LDAP_*`
     /// variable is set; likewise for the other two.
     pub ldap: Option<LdapSettings>,
@@ -354,6 +358,8 @@ impl Default for IdentitySettings {
             hash: HashParams::default(),
             hash_pool_size: None,
             lockout: LockoutPolicy::default(),
+            account_rules: AccountRules::default(),
+            lookups_per_caller_per_hour: ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
             ldap: None,
             oauth2: None,
             http: None,
@@ -1016,6 +1022,33 @@ static KEYS: &[Spec] = &[
         env: Some("IVRAUTH_IDENTITY_MIN_VERIFY_MS"),
         apply: |s, raw| {
             s.identity.min_verify_ms = raw.integer(0, MAX_MIN_VERIFY_MS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "account_fold_case",
+        env: Some("IVRAUTH_IDENTITY_ACCOUNT_FOLD_CASE"),
+        apply: |s, raw| {
+            s.identity.account_rules.fold_case = raw.boolean()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "account_strip_separators",
+        env: Some("IVRAUTH_IDENTITY_ACCOUNT_STRIP_SEPARATORS"),
+        apply: |s, raw| {
+            s.identity.account_rules.strip_separators = raw.boolean()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "identity",
+        key: "lookups_per_caller_per_hour",
+        env: Some("IVRAUTH_IDENTITY_LOOKUPS_PER_CALLER_PER_HOUR"),
+        apply: |s, raw| {
+            s.identity.lookups_per_caller_per_hour = raw.u32_in(1, 1_000_000)?;
             Ok(())
         },
     },

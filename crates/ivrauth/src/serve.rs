@@ -96,7 +96,14 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
         demo_setup(&state, addr, &settings.data_dir).await?;
     }
 
-    let purger = tokio::spawn(purge_periodically(store, clock));
+    // An unknown number's counters are kept as long as a lock could last, at least the hour
+    // the caller-number limits look at.
+    let unknown_window = settings
+        .identity
+        .lockout
+        .max_lock_secs
+        .max(ANI_FAILURE_RETENTION_SECS);
+    let purger = tokio::spawn(purge_periodically(store, clock, unknown_window));
     let expirer = tokio::spawn(expire_calls_periodically(state.clone()));
     let result = ivrauth_server::serve(listener, state, shutdown).await;
     purger.abort();
@@ -129,6 +136,7 @@ pub(crate) async fn app_state(
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let provider = identity_provider(&settings.identity, store.clone(), clock.clone()).await?;
+    let (keys, source) = session_keys(settings)?;
     let identity = IdentityService {
         provider,
         store: store.clone(),
@@ -136,6 +144,11 @@ pub(crate) async fn app_state(
         min_verify_duration: settings.identity.min_verify_duration(),
         clock: clock.clone(),
         sleeper: Arc::new(TokioSleeper),
+        account_rules: settings.identity.account_rules,
+        account_key: keys.account_key(),
+        lookup_limiter: ivrauth_server::identity::lookup_limiter(
+            settings.identity.lookups_per_caller_per_hour,
+        ),
     };
     let http_config = HttpConfig {
         allowed_hosts: settings.http_allowed_hosts.clone(),
@@ -143,7 +156,6 @@ pub(crate) async fn app_state(
     };
     let http = HttpExecutor::new(http_config, Arc::new(TokioSleeper), clock.clone())
         .context("invalid [http] configuration")?;
-    let (keys, source) = session_keys(settings)?;
     let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
         .with_identity(identity)
         .with_calls(settings.calls_config(keys));
@@ -479,9 +491,15 @@ fn identity_error_text(e: &IdentityError) -> String {
     }
 }
 
-/// Every [`PURGE_INTERVAL`]: expired access tokens, and caller-number failures older than
-/// the hour the per-number limits look at.
-async fn purge_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+/// Every [`PURGE_INTERVAL`]: expired access tokens, caller-number failures older than the
+/// hour the per-number limits look at, and the counters of account numbers that never
+/// existed once their last failure is older than `unknown_window_secs` and they lock
+/// nothing.
+async fn purge_periodically(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    unknown_window_secs: i64,
+) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
@@ -498,6 +516,14 @@ async fn purge_periodically(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "old caller-number failures purged"),
             Err(e) => tracing::warn!(error = %e, "could not purge old caller-number failures"),
+        }
+        match store
+            .purge_unknown_counters(now.plus_secs(-unknown_window_secs), now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "counters of unknown account numbers purged"),
+            Err(e) => tracing::warn!(error = %e, "could not purge unknown accounts' counters"),
         }
     }
 }

@@ -92,7 +92,25 @@ struct RingKey {
 #[derive(Clone)]
 pub struct SessionKeys {
     keys: Vec<RingKey>,
+    /// Derived from the first key: keys the lockout counters ([`SessionKeys::account_key`]).
+    counter_key: Secret<Vec<u8>>,
 }
+
+/// HMAC-SHA256 of `label` under `key`: a key for another purpose that reveals nothing of
+/// `key`.
+fn derive(key: &[u8], label: &[u8]) -> Secret<Vec<u8>> {
+    use hmac::{Mac, SimpleHmac};
+    match <SimpleHmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(label);
+            Secret::new(mac.finalize().into_bytes().to_vec())
+        }
+        // HMAC takes keys of any length.
+        Err(_) => Secret::new(Vec::new()),
+    }
+}
+
+const COUNTER_KEY_LABEL: &[u8] = b"ivrauth account counter key v1";
 
 impl fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -113,6 +131,7 @@ impl SessionKeys {
         let standard = lenient(&alphabet::STANDARD);
         let url_safe = lenient(&alphabet::URL_SAFE);
         let mut ring: Vec<RingKey> = Vec::with_capacity(keys.len());
+        let mut counter_key = Secret::new(Vec::new());
         for (index, entry) in keys.iter().enumerate() {
             let text = entry.as_ref().trim();
             let engine = if text.contains(['-', '_']) {
@@ -132,9 +151,15 @@ impl SessionKeys {
             if ring.iter().any(|k| k.id == key.id) {
                 return Err(SealError::DuplicateKey { index });
             }
+            if index == 0 {
+                counter_key = derive(bytes.expose(), COUNTER_KEY_LABEL);
+            }
             ring.push(key);
         }
-        Ok(SessionKeys { keys: ring })
+        Ok(SessionKeys {
+            keys: ring,
+            counter_key,
+        })
     }
 
     /// One random key. For development and tests: tokens die with the process and other
@@ -145,11 +170,25 @@ impl SessionKeys {
         // Moving the Vec into the Secret moves no key bytes: the one heap copy is zeroized
         // when `bytes` drops.
         let bytes = Secret::new(buf);
+        let counter_key = derive(bytes.expose(), COUNTER_KEY_LABEL);
         match RingKey::new(bytes.expose()) {
-            Some(key) => SessionKeys { keys: vec![key] },
+            Some(key) => SessionKeys {
+                keys: vec![key],
+                counter_key,
+            },
             // Unreachable: the buffer is KEY_LEN long.
-            None => SessionKeys { keys: Vec::new() },
+            None => SessionKeys {
+                keys: Vec::new(),
+                counter_key,
+            },
         }
+    }
+
+    /// The key lockout counters are kept under, derived from the first key of the ring.
+    /// Every instance (and `ivrauth account`) sharing the ring derives the same one; when
+    /// the first key is replaced, counters start over under the new one.
+    pub fn account_key(&self) -> ivrauth_core::identity::AccountKey {
+        ivrauth_core::identity::AccountKey::new(self.counter_key.expose().clone())
     }
 
     /// How many keys the ring holds.

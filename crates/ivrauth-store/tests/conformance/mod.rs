@@ -995,7 +995,11 @@ pub async fn calls_monotonic(store: &dyn Store) {
 
     let six = call("twilio:CA2", 6, T0.plus_secs(400));
     store.save_call(&six).await.unwrap();
-    assert_eq!(store.load_call("twilio:CA2").await.unwrap(), Some(six));
+    // Everything moves to turn 6 but the failure count, which never moves backwards.
+    assert_eq!(
+        store.load_call("twilio:CA2").await.unwrap(),
+        Some(CallRecord { failures: 2, ..six })
+    );
 
     // A refusal on one call says nothing about another.
     store.save_call(&call("twilio:CA3", 1, T0)).await.unwrap();
@@ -1189,4 +1193,113 @@ pub async fn calls_concurrent(
     expected.push("twilio:race".to_owned());
     expected.sort_unstable();
     assert_eq!(taken, expected, "every session taken exactly once");
+}
+
+/// Caller-number attempts are counted before the directory is asked: `n` concurrent
+/// attempts from one number at distinct accounts, from two handles, are judged at most as
+/// often as the per-number account limit allows; a refund takes one back.
+pub async fn ani_claims_counted_first(
+    a: std::sync::Arc<dyn Store>,
+    b: std::sync::Arc<dyn Store>,
+    n: u32,
+) {
+    use ivrauth_core::identity::{Ani, AniAttempt, AniClaim};
+    let policy = LockoutPolicy::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            let ani = Ani::parse("+15550100777");
+            let account = format!("acct-{i}");
+            store
+                .claim_ani_attempt(&AniAttempt {
+                    ani: &ani,
+                    account: &account,
+                    policy: &policy,
+                    call_failures: 0,
+                    since: T0,
+                    now: T0,
+                })
+                .await
+        });
+    }
+    let mut claims = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let AniClaim::Counted { claim, .. } = done.unwrap().unwrap() {
+            claims.push(claim);
+        }
+    }
+    let limit = policy.per_ani_accounts_per_hour;
+    assert_eq!(
+        claims.len(),
+        limit as usize,
+        "judged {} of {n}",
+        claims.len()
+    );
+    let activity = a.ani_activity("+15550100777", "x", T0).await.unwrap();
+    assert_eq!(activity.failures, limit);
+    a.refund_ani_attempt(claims[0]).await.unwrap();
+    let activity = b.ani_activity("+15550100777", "x", T0).await.unwrap();
+    assert_eq!(activity.failures, limit - 1);
+}
+
+/// Counters of account numbers the directory does not know are purged once they lock
+/// nothing and their last failure is old; known accounts' counters stay.
+pub async fn unknown_counters_purged(store: &dyn Store) {
+    let policy = LockoutPolicy {
+        max_failures: 2,
+        base_lock_secs: 60,
+        ..LockoutPolicy::default()
+    };
+    store.record_failure("known", &policy, T0).await.unwrap();
+    store.record_failure("ghost", &policy, T0).await.unwrap();
+    store.record_failure("ghost", &policy, T0).await.unwrap(); // locked until T0+60
+    store.record_failure("ghost2", &policy, T0).await.unwrap();
+    store.mark_unknown_account("ghost").await.unwrap();
+    store.mark_unknown_account("ghost2").await.unwrap();
+    // Too recent: nothing goes.
+    assert_eq!(store.purge_unknown_counters(T0, T0).await.unwrap(), 0);
+    // Old enough, but `ghost` is still locked at T0+30.
+    let later = T0.plus_secs(30);
+    assert_eq!(store.purge_unknown_counters(later, later).await.unwrap(), 1);
+    assert_eq!(
+        store.counters("ghost2").await.unwrap(),
+        AccountCounters::default()
+    );
+    assert_eq!(store.counters("ghost").await.unwrap().failed_attempts, 2);
+    let after = T0.plus_secs(61);
+    assert_eq!(store.purge_unknown_counters(after, after).await.unwrap(), 1);
+    assert_eq!(
+        store.counters("ghost").await.unwrap(),
+        AccountCounters::default()
+    );
+    assert_eq!(store.counters("known").await.unwrap().failed_attempts, 1);
+}
+
+/// A call's failure count never moves backwards: a save carrying a smaller count (from a
+/// stale copy of the turn) keeps the larger stored one.
+pub async fn calls_failures_never_decrease(store: &dyn Store) {
+    let mut record = CallRecord {
+        failures: 2,
+        ..call("twilio:CAF", 3, T0.plus_secs(600))
+    };
+    store.save_call(&record).await.unwrap();
+    record.turn = 4;
+    record.failures = 0;
+    store.save_call(&record).await.unwrap();
+    let loaded = store.load_call("twilio:CAF").await.unwrap().unwrap();
+    assert_eq!(loaded.turn, 4);
+    assert_eq!(loaded.failures, 2);
+    record.turn = 5;
+    record.failures = 3;
+    store.save_call(&record).await.unwrap();
+    assert_eq!(
+        store
+            .load_call("twilio:CAF")
+            .await
+            .unwrap()
+            .unwrap()
+            .failures,
+        3
+    );
 }
