@@ -282,3 +282,83 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
         client_secret: secret,
     })
 }
+
+/// The demo accounts as a directory of their own, in memory: what simulations reach with
+/// `[simulate] identity = "demo"`, so a simulating client can try the demo accounts and
+/// never the live directory. PINs are compared in constant time; there is nothing to change.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DemoDirectory;
+
+impl DemoDirectory {
+    fn find(account: &ivrauth_core::identity::AccountNumber) -> Option<&'static DemoAccount> {
+        DEMO_ACCOUNTS.iter().find(|a| a.0 == account.as_str())
+    }
+}
+
+type DemoAccount = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+#[async_trait::async_trait]
+impl ivrauth_core::identity::IdentityProvider for DemoDirectory {
+    fn kind(&self) -> &'static str {
+        "demo"
+    }
+
+    async fn lookup(
+        &self,
+        account: &ivrauth_core::identity::AccountNumber,
+    ) -> Result<Option<ivrauth_core::identity::Profile>, ivrauth_core::identity::IdentityError>
+    {
+        use ivrauth_core::identity::{AccountStatus, Profile};
+        Ok(
+            Self::find(account).map(|(_, _, name, phone, email)| Profile {
+                account: account.clone(),
+                name: Some((*name).to_owned()),
+                greeting: None,
+                phone: Some((*phone).to_owned()),
+                email: Some((*email).to_owned()),
+                phone_verified: true,
+                email_verified: false,
+                status: AccountStatus::Active,
+            }),
+        )
+    }
+
+    async fn verify(
+        &self,
+        account: &ivrauth_core::identity::AccountNumber,
+        secret: &ivrauth_core::Secret<String>,
+    ) -> Result<ivrauth_core::identity::Verification, ivrauth_core::identity::IdentityError> {
+        use ivrauth_core::identity::{RejectReason, Verification};
+        use subtle::ConstantTimeEq;
+        if secret.expose().is_empty() {
+            return Ok(Verification::Rejected(RejectReason::EmptySecret));
+        }
+        Ok(match Self::find(account) {
+            Some((_, pin, ..)) if bool::from(pin.as_bytes().ct_eq(secret.expose().as_bytes())) => {
+                Verification::Verified
+            }
+            Some(_) => Verification::Rejected(RejectReason::WrongSecret),
+            None => Verification::Rejected(RejectReason::UnknownAccount),
+        })
+    }
+
+    async fn change_secret(
+        &self,
+        _account: &ivrauth_core::identity::AccountNumber,
+        _new_secret: &ivrauth_core::Secret<String>,
+    ) -> Result<(), ivrauth_core::identity::IdentityError> {
+        Err(ivrauth_core::identity::IdentityError::Unsupported(
+            "the demo directory is read-only",
+        ))
+    }
+
+    async fn health(&self) -> Result<(), ivrauth_core::identity::IdentityError> {
+        Ok(())
+    }
+}

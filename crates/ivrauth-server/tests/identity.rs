@@ -108,7 +108,7 @@ async fn setup(policy: LockoutPolicy, min_verify: Duration) -> Setup {
         server.store().create_account(&record).await.unwrap();
     }
     let (id, secret) = server
-        .create_client("ivr", &["flow:simulate"])
+        .create_client("ivr", &["flow:simulate", "identity:simulate"])
         .await
         .unwrap();
     let token = server.token(&id, &secret, None).await.unwrap();
@@ -422,7 +422,7 @@ async fn server_with(provider: Arc<dyn ivrauth_core::identity::IdentityProvider>
         .await
         .unwrap();
     let (id, secret) = server
-        .create_client("ivr", &["flow:simulate"])
+        .create_client("ivr", &["flow:simulate", "identity:simulate"])
         .await
         .unwrap();
     let token = server.token(&id, &secret, None).await.unwrap();

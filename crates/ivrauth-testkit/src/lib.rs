@@ -104,7 +104,11 @@ pub struct TestServerBuilder {
     start: UnixMillis,
     identity: Option<IdentityHook>,
     calls: ivrauth_server::calls::session::CallsConfig,
+    map_state: Option<StateHook>,
 }
+
+/// Changes the finished state (last, after the identity service and calls are set).
+type StateHook = Box<dyn FnOnce(AppState, &Arc<SqliteStore>, &FakeClock) -> AppState + Send>;
 
 /// Builds the server's identity service from its store and clock.
 type IdentityHook = Box<
@@ -152,6 +156,16 @@ impl TestServerBuilder {
         self
     }
 
+    /// Change the finished state (say, what simulations' identity actions reach), given the
+    /// server's own store and fake clock.
+    pub fn map_state(
+        mut self,
+        f: impl FnOnce(AppState, &Arc<SqliteStore>, &FakeClock) -> AppState + Send + 'static,
+    ) -> Self {
+        self.map_state = Some(Box::new(f));
+        self
+    }
+
     /// Where the fake clock starts (default [`TEST_EPOCH`]).
     pub fn clock_start(mut self, t: UnixMillis) -> Self {
         self.start = t;
@@ -179,6 +193,9 @@ impl TestServerBuilder {
             state = state.with_identity(f(&store, &clock));
         }
         state = state.with_calls(self.calls);
+        if let Some(f) = self.map_state {
+            state = f(state, &store, &clock);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| err("bind", e))?;
@@ -237,6 +254,7 @@ impl TestServer {
             start: TEST_EPOCH,
             identity: None,
             calls: Default::default(),
+            map_state: None,
         }
     }
 

@@ -191,6 +191,13 @@ impl SessionKeys {
         ivrauth_core::identity::AccountKey::new(self.counter_key.expose().clone())
     }
 
+    /// The counter key of the demo directory simulations may reach (`[simulate] identity =
+    /// "demo"`): another key, so demo counters never meet live ones.
+    pub fn demo_account_key(&self) -> ivrauth_core::identity::AccountKey {
+        let key = derive(self.counter_key.expose(), b"demo directory");
+        ivrauth_core::identity::AccountKey::new(key.expose().clone())
+    }
+
     /// How many keys the ring holds.
     pub fn key_count(&self) -> usize {
         self.keys.len()

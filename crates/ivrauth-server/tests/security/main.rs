@@ -1,0 +1,6 @@
+//! Security properties of the server, each test named after the property it proves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod caller_limits;
+mod side_door;
+mod support;
