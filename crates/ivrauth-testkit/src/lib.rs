@@ -37,6 +37,36 @@ pub const TEST_EPOCH: UnixMillis = UnixMillis(1_735_689_600_000);
 /// The counter key tests give their identity service.
 pub const TEST_ACCOUNT_KEY: [u8; 32] = [0x5a; 32];
 
+/// The key `account`'s lockout counters are kept under by `ivrauth` (serve, account, call)
+/// running on `data_dir` with default settings: derived from `data_dir/call-session.key`,
+/// which is created (owner-only) when missing, as the first command would create it.
+pub fn data_dir_counter_key(data_dir: &std::path::Path, account: &str) -> Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join("call-session.key");
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir).map_err(|e| err("create data dir", e))?;
+        // A test key: unique per directory, not secret.
+        use sha2::Digest as _;
+        let key = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+        let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{text}\n").as_bytes()))
+            .map_err(|e| err("write call-session.key", e))?;
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| err("read call-session.key", e))?;
+    let keys = ivrauth_server::calls::seal::SessionKeys::from_base64(&[text.trim()])
+        .map_err(|e| err("call-session.key", e))?;
+    let account = ivrauth_core::identity::AccountRules::default()
+        .normalise(account)
+        .map_err(|e| err("account number", e))?;
+    Ok(keys.account_key().counter_key(&account))
+}
+
 /// The key `account`'s lockout counters are kept under by an identity service with
 /// [`TEST_ACCOUNT_KEY`] and the default account rules.
 pub fn counter_key(account: &str) -> String {

@@ -316,8 +316,9 @@ async fn unlock_resets_failed_attempts() {
     // The "server" holds the store open and records failures while the CLI works on it.
     let store = SqliteStore::open(&dir.path().join("data")).await.unwrap();
     let policy = LockoutPolicy::default();
+    let key = ivrauth_testkit::data_dir_counter_key(&dir.path().join("data"), "3001").unwrap();
     for _ in 0..policy.max_failures {
-        store.record_failure("3001", &policy, now()).await.unwrap();
+        store.record_failure(&key, &policy, now()).await.unwrap();
     }
     let v = show(dir.path(), "3001");
     assert_eq!(v["status"], "locked");
@@ -337,7 +338,7 @@ async fn unlock_resets_failed_attempts() {
     assert_eq!(v["status"], "active");
     assert_eq!(v["failed_attempts"], 0);
     assert_eq!(v["locked_until"], Value::Null);
-    assert_eq!(store.counters("3001").await.unwrap().failed_attempts, 0);
+    assert_eq!(store.counters(&key).await.unwrap().failed_attempts, 0);
 
     for (cmd, status) in [("disable", "disabled"), ("enable", "active")] {
         let out = run(dir.path(), &["account", cmd, "3001", "--data-dir", "data"]);
