@@ -254,9 +254,10 @@ impl Refusal {
 /// is charged to one of three kinds of bucket (see [`SUCCESS_KEY_PREFIX`]): issuance to the
 /// client's own, a refusal to the failure bucket of the client id presented when that client
 /// exists, else to the one bucket shared by every unknown or malformed client id. A refusal
-/// over its bucket's limit is answered 429 and not audited, so refusals grow the audit log
-/// at most at the configured rate per bucket, and nobody can use up a client's issuance
-/// limit without its secret.
+/// over its bucket's limit is answered 429 and not audited; the others are counted and
+/// audited as one `token.refused` record per client id, reason and interval (with a
+/// `count`), so refusals never cost a durable write each, and nobody can use up a client's
+/// issuance limit without its secret.
 #[utoipa::path(
     post,
     path = "/auth/v3/oauth/token",
@@ -313,19 +314,16 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
                 .rate_limiter
                 .check(&failure_key(known.as_deref()), now)
                 .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+            // Counted, and audited once per key and interval (see `refusals`), so refusals
+            // cost no durable write each.
             let who = known.unwrap_or_else(|| "anonymous".to_owned());
-            let event = AuditEvent {
-                id: uuid::Uuid::new_v4().to_string(),
-                event: "token.refused".to_owned(),
-                outcome: "failure".to_owned(),
-                actor: who.clone(),
-                subject: who,
-                trace_id: None,
-                detail: json!({ "reason": refusal.reason, "error": refusal.error, "auth_method": used.as_str() }),
-            };
-            if let Err(e) = state.store.append_audit(&event, now).await {
-                tracing::error!(error = %e, "could not audit a refused token request");
-            }
+            state.refusals.note(
+                "token.refused",
+                &who,
+                &who,
+                json!({ "reason": refusal.reason, "error": refusal.error, "auth_method": used.as_str() }),
+                now,
+            );
             Err(ApiError::OAuth {
                 status: refusal.status,
                 error: refusal.error,

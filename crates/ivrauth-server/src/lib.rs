@@ -32,6 +32,7 @@ pub mod flows;
 pub mod identity;
 pub mod openapi;
 pub mod ratelimit;
+pub mod refusals;
 pub mod runtime;
 
 pub use auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
@@ -101,6 +102,8 @@ pub struct AppState {
     pub identity: Option<Arc<identity::IdentityService>>,
     /// What simulations' identity actions reach (`[simulate] identity`).
     pub simulate_identity: SimulateIdentity,
+    /// Refused requests, counted and audited once per key and interval.
+    pub refusals: Arc<refusals::RefusalLog>,
     /// Call sessions: the sealing keys, idle expiry, platform settings.
     pub calls: Arc<calls::session::CallsConfig>,
 }
@@ -126,6 +129,7 @@ impl AppState {
             flow_cache: Arc::default(),
             identity: None,
             simulate_identity: SimulateIdentity::Live,
+            refusals: Arc::default(),
             calls: Arc::default(),
         }
     }

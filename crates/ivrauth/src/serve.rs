@@ -105,7 +105,18 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
         .max(ANI_FAILURE_RETENTION_SECS);
     let purger = tokio::spawn(purge_periodically(store, clock, unknown_window));
     let expirer = tokio::spawn(expire_calls_periodically(state.clone()));
-    let result = ivrauth_server::serve(listener, state, shutdown).await;
+    let refusals = tokio::spawn(flush_refusals_periodically(state.clone()));
+    let result = ivrauth_server::serve(listener, state.clone(), shutdown).await;
+    refusals.abort();
+    let _ = refusals.await;
+    // The refusals counted since the last flush are written before the process ends.
+    if let Err(e) = state
+        .refusals
+        .flush(state.store.as_ref(), state.clock.now())
+        .await
+    {
+        tracing::error!(error = %e, "could not audit the refusals counted before shutdown");
+    }
     purger.abort();
     expirer.abort();
     // Wait for the background tasks to stop, so no query races the close.
@@ -524,6 +535,23 @@ async fn purge_periodically(
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "counters of unknown account numbers purged"),
             Err(e) => tracing::warn!(error = %e, "could not purge unknown accounts' counters"),
+        }
+    }
+}
+
+/// Every [`ivrauth_server::refusals::FLUSH_INTERVAL`]: audit the refusals counted since the
+/// last flush, one record per key.
+async fn flush_refusals_periodically(state: AppState) {
+    let mut tick = tokio::time::interval(ivrauth_server::refusals::FLUSH_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = state
+            .refusals
+            .flush(state.store.as_ref(), state.clock.now())
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit counted refusals; kept for the next flush");
         }
     }
 }

@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod caller_limits;
+mod refusals;
 mod side_door;
 mod support;
