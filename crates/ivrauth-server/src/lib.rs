@@ -229,15 +229,20 @@ pub async fn serve(
     serve_router(listener, router(state), shutdown).await
 }
 
-/// Serve an already built router (see [`router_with`]).
+/// Serve an already built router (see [`router_with`]). Every request carries its
+/// connection's peer address as a `ConnectInfo<SocketAddr>` extension (the VoiceXML
+/// allow-list reads it).
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Health of the process.

@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 
 const TWILIO_TOKEN: &str = "twilio-auth-token-for-tests";
 const JAMBONZ_SECRET: &str = "jambonz-webhook-secret-for-tests";
+const VXML_USER: &str = "cvp";
+const VXML_PASSWORD: &str = "voicexml-basic-password-for-tests";
 const PIN: &str = "2468";
 const CHEAP: HashParams = HashParams {
     m_kib: 256,
@@ -25,8 +27,8 @@ const CHEAP: HashParams = HashParams {
     p: 1,
 };
 
-/// A server with the built-in directory, the demo flows and accounts, and Twilio and
-/// jambonz credentials.
+/// A server with the built-in directory, the demo flows and accounts, and Twilio, jambonz
+/// and VoiceXML credentials.
 pub async fn demo_server() -> TestServer {
     demo_server_with(|_| {}).await
 }
@@ -62,6 +64,8 @@ async fn demo_server_with(
         .calls(|c| {
             c.platforms.twilio.auth_tokens = vec![Secret::new(TWILIO_TOKEN.to_owned())];
             c.platforms.jambonz.secrets = vec![Secret::new(JAMBONZ_SECRET.to_owned())];
+            c.platforms.voicexml.basic_username = Some(VXML_USER.to_owned());
+            c.platforms.voicexml.basic_passwords = vec![Secret::new(VXML_PASSWORD.to_owned())];
             more(c);
         })
         .start()
@@ -661,6 +665,7 @@ impl<'a> VxmlCall<'a> {
         let res = server
             .http()
             .get(server.url("/voice/vxml/demo-pin"))
+            .basic_auth(VXML_USER, Some(VXML_PASSWORD))
             .send()
             .await
             .unwrap();

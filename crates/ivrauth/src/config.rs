@@ -12,10 +12,10 @@
 //! `client_secret`, ...) are held as [`Secret`] from the moment they are read, and no
 //! problem message ever contains one.
 //!
-//! `[calls]`, `[twilio]` and `[jambonz]` configure call sessions and the telephony
-//! front-ends ([`CallsSettings`], [`TwilioSettings`], [`JambonzSettings`]); session keys are
-//! checked (base64, 32 bytes each) while loading, and a problem names the entry by its
-//! position, never its content.
+//! `[calls]`, `[twilio]`, `[jambonz]` and `[voicexml]` configure call sessions and the
+//! telephony front-ends ([`CallsSettings`], [`TwilioSettings`], [`JambonzSettings`],
+//! [`VoiceXmlSettings`]); session keys are checked (base64, 32 bytes each) while loading, and
+//! a problem names the entry by its position, never its content.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,9 +31,12 @@ use ivrauth_connect::{
 };
 use ivrauth_core::identity::{AccountRules, HashParams, IdentityError, LockoutPolicy};
 use ivrauth_core::secret::Secret;
+use ivrauth_server::calls::access::Cidr;
 use ivrauth_server::calls::seal::{SealError, SessionKeys};
 use ivrauth_server::calls::session::CallsConfig;
-use ivrauth_server::calls::web::{JambonzConfig, PlatformConfig, TwilioConfig, TwilioRest};
+use ivrauth_server::calls::web::{
+    JambonzConfig, PlatformConfig, TwilioConfig, TwilioRest, VoiceXmlConfig,
+};
 use ivrauth_server::ServerConfig;
 
 /// The config file looked for in the working directory when `--config` is not given.
@@ -90,6 +93,8 @@ pub struct Settings {
     pub twilio: TwilioSettings,
     /// `[jambonz]`: the jambonz front-end.
     pub jambonz: JambonzSettings,
+    /// `[voicexml]`: who may reach the VoiceXML front-end.
+    pub voicexml: VoiceXmlSettings,
 }
 
 impl Default for Settings {
@@ -109,6 +114,7 @@ impl Default for Settings {
             calls: CallsSettings::default(),
             twilio: TwilioSettings::default(),
             jambonz: JambonzSettings::default(),
+            voicexml: VoiceXmlSettings::default(),
         }
     }
 }
@@ -157,6 +163,7 @@ impl Settings {
                         .collect(),
                     skip_signature_check: jambonz.skip_signature_check,
                 },
+                voicexml: self.voicexml.config(),
             },
         }
     }
@@ -275,6 +282,44 @@ impl JambonzSettings {
     /// Whether jambonz's requests can be accepted at all.
     pub fn accepts_requests(&self) -> bool {
         self.webhook_secret.is_some() || self.skip_signature_check
+    }
+}
+
+/// `[voicexml]`: the credentials VoiceXML platforms present. With none, every VoiceXML
+/// request is refused (403); with both Basic credentials and an allow-list, a start request
+/// must pass both.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VoiceXmlSettings {
+    /// The HTTP Basic user name start requests must present (with `basic_password`).
+    pub basic_username: Option<String>,
+    pub basic_password: Option<Secret<String>>,
+    /// The previous password, accepted too while a rotation is under way.
+    pub previous_basic_password: Option<Secret<String>>,
+    /// Source addresses (CIDR ranges) every VoiceXML request must come from; empty: any.
+    pub allowed_sources: Vec<Cidr>,
+    /// Proxies whose `X-Forwarded-For` is believed; empty: the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl VoiceXmlSettings {
+    /// The server's part of these settings.
+    pub fn config(&self) -> VoiceXmlConfig {
+        VoiceXmlConfig {
+            basic_username: self.basic_username.clone(),
+            basic_passwords: self
+                .basic_password
+                .iter()
+                .chain(&self.previous_basic_password)
+                .cloned()
+                .collect(),
+            allowed_sources: self.allowed_sources.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+
+    /// Whether VoiceXML requests can be accepted at all.
+    pub fn accepts_requests(&self) -> bool {
+        self.config().accepts_requests()
     }
 }
 
@@ -819,6 +864,23 @@ impl Raw<'_> {
                 .filter(|h| !h.is_empty())
                 .map(str::to_owned)
                 .collect()),
+        }
+    }
+
+    /// A list of IP addresses and CIDR ranges; every bad entry is named.
+    fn cidr_list(&self) -> Result<Vec<Cidr>, String> {
+        let mut ranges = Vec::new();
+        let mut bad = Vec::new();
+        for entry in self.string_list()? {
+            match entry.parse::<Cidr>() {
+                Ok(c) => ranges.push(c),
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        if bad.is_empty() {
+            Ok(ranges)
+        } else {
+            Err(bad.join("; "))
         }
     }
 
@@ -1735,6 +1797,56 @@ static KEYS: &[Spec] = &[
             Ok(())
         },
     },
+    // [voicexml]
+    Spec {
+        section: "voicexml",
+        key: "basic_username",
+        env: Some("IVRAUTH_VOICEXML_BASIC_USERNAME"),
+        apply: |s, raw| {
+            let user = raw.text()?;
+            if user.contains(':') {
+                return Err("must not contain `:` (HTTP Basic separates the user name from the password with it)".to_owned());
+            }
+            s.voicexml.basic_username = Some(user);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "voicexml",
+        key: "basic_password",
+        env: Some("IVRAUTH_VOICEXML_BASIC_PASSWORD"),
+        apply: |s, raw| {
+            s.voicexml.basic_password = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "voicexml",
+        key: "previous_basic_password",
+        env: Some("IVRAUTH_VOICEXML_PREVIOUS_BASIC_PASSWORD"),
+        apply: |s, raw| {
+            s.voicexml.previous_basic_password = Some(raw.secret()?);
+            Ok(())
+        },
+    },
+    Spec {
+        section: "voicexml",
+        key: "allowed_sources",
+        env: Some("IVRAUTH_VOICEXML_ALLOWED_SOURCES"),
+        apply: |s, raw| {
+            s.voicexml.allowed_sources = raw.cidr_list()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "voicexml",
+        key: "trusted_proxies",
+        env: Some("IVRAUTH_VOICEXML_TRUSTED_PROXIES"),
+        apply: |s, raw| {
+            s.voicexml.trusted_proxies = raw.cidr_list()?;
+            Ok(())
+        },
+    },
 ];
 
 fn spec(section: &str, key: &str) -> Option<&'static Spec> {
@@ -1891,7 +2003,7 @@ impl Loading {
                     .push(format!("{origin}: unknown section [{child}]"));
             } else if path.is_empty() {
                 self.problems.push(format!(
-                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http], [identity], [calls], [twilio] or [jambonz])"
+                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http], [identity], [calls], [twilio], [jambonz] or [voicexml])"
                 ));
             } else {
                 self.problems
@@ -1932,8 +2044,9 @@ impl Loading {
         !self.bad_sections.iter().any(|s| s.starts_with(prefix))
     }
 
-    /// Checks across keys of `[twilio]` and `[jambonz]`: a previous secret needs a current
-    /// one, and the REST API needs both its user name and password.
+    /// Checks across keys of `[twilio]`, `[jambonz]` and `[voicexml]`: a previous secret
+    /// needs a current one, and the Twilio REST API and VoiceXML's Basic credentials need
+    /// both their user name and password.
     fn check_calls(&mut self) {
         let t = &self.settings.twilio;
         let mut problems = Vec::new();
@@ -1961,6 +2074,23 @@ impl Loading {
             problems.push(
                 "[jambonz] previous_webhook_secret is set but webhook_secret is not (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET): during a rotation, webhook_secret is the new secret".to_owned(),
             );
+        }
+        let v = &self.settings.voicexml;
+        if self.section_ok("voicexml") {
+            match (&v.basic_username, &v.basic_password) {
+                (Some(_), None) => problems.push(
+                    "[voicexml] basic_username is set but basic_password is not (or IVRAUTH_VOICEXML_BASIC_PASSWORD): set both, or neither".to_owned(),
+                ),
+                (None, Some(_)) => problems.push(
+                    "[voicexml] basic_password is set but basic_username is not (or IVRAUTH_VOICEXML_BASIC_USERNAME): set both, or neither".to_owned(),
+                ),
+                _ => {}
+            }
+            if v.previous_basic_password.is_some() && v.basic_password.is_none() {
+                problems.push(
+                    "[voicexml] previous_basic_password is set but basic_password is not (or IVRAUTH_VOICEXML_BASIC_PASSWORD): during a rotation, basic_password is the new password".to_owned(),
+                );
+            }
         }
         self.problems.extend(problems);
     }
@@ -2927,5 +3057,110 @@ previous_webhook_secret = "old"
             .to_string()
             .contains("rest_password is set but rest_username is not"));
         assert!(!errors.to_string().contains("Canary-Pw"));
+    }
+
+    #[test]
+    fn voicexml_keys_reach_the_server_config() {
+        // By default no credential is configured: VoiceXML requests are refused.
+        assert!(!Settings::default().voicexml.accepts_requests());
+        let (s, warnings) = load_text(
+            r#"
+[voicexml]
+basic_username = "cvp"
+basic_password = "pw-new"
+previous_basic_password = "pw-old"
+allowed_sources = ["10.20.0.0/16", "192.0.2.7", "2001:db8:20::/48"]
+trusted_proxies = ["127.0.0.1"]
+"#,
+            &[],
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(s.voicexml.accepts_requests());
+        let v = s.voicexml.config();
+        assert_eq!(v.basic_username.as_deref(), Some("cvp"));
+        let passwords: Vec<&str> = v
+            .basic_passwords
+            .iter()
+            .map(|p| p.expose().as_str())
+            .collect();
+        assert_eq!(passwords, ["pw-new", "pw-old"]);
+        let sources: Vec<String> = v.allowed_sources.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            sources,
+            ["10.20.0.0/16", "192.0.2.7/32", "2001:db8:20::/48"]
+        );
+        assert_eq!(v.trusted_proxies.len(), 1);
+        assert!(v.accepts_requests());
+
+        // From the environment; an allow-list alone is a credential.
+        let (s, _) = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[("IVRAUTH_VOICEXML_ALLOWED_SOURCES", "10.0.0.0/8, 127.0.0.1")]),
+        )
+        .unwrap();
+        assert_eq!(s.voicexml.allowed_sources.len(), 2);
+        assert!(s.voicexml.basic_username.is_none());
+        assert!(s
+            .calls_config(SessionKeys::generate())
+            .platforms
+            .voicexml
+            .accepts_requests());
+    }
+
+    #[test]
+    fn voicexml_problems_name_their_keys() {
+        const CANARY: &str = "Canary-Vxml-Pw";
+        let errors = load_text(
+            &format!(
+                "[voicexml]\nbasic_password = \"{CANARY}\"\nallowed_sources = [\"10.0.0.1/8\", \"ten\"]\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("[voicexml] allowed_sources: `10.0.0.1/8` has bits set past its prefix length; did you mean `10.0.0.0/8`?; `ten` is not an IP address or CIDR range"),
+            "{text}"
+        );
+        // The section had a bad key: its cross-checks are skipped.
+        assert_eq!(errors.0.len(), 1, "{text}");
+        assert!(!text.contains(CANARY));
+
+        let errors = load_text(
+            &format!("[voicexml]\nbasic_password = \"{CANARY}\"\nprevious_basic_password = \"{CANARY}\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(errors.to_string().contains("[voicexml] basic_password is set but basic_username is not (or IVRAUTH_VOICEXML_BASIC_USERNAME): set both, or neither"));
+        let errors = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[
+                ("IVRAUTH_VOICEXML_BASIC_USERNAME", "a:b"),
+                ("IVRAUTH_VOICEXML_PREVIOUS_BASIC_PASSWORD", CANARY),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .to_string()
+                .contains("IVRAUTH_VOICEXML_BASIC_USERNAME: must not contain `:`"),
+            "{errors}"
+        );
+        let errors = load_text(
+            "[voicexml]\nbasic_username = \"cvp\"\nprevious_basic_password = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.0,
+            vec![
+                "[voicexml] basic_username is set but basic_password is not (or IVRAUTH_VOICEXML_BASIC_PASSWORD): set both, or neither".to_owned(),
+                "[voicexml] previous_basic_password is set but basic_password is not (or IVRAUTH_VOICEXML_BASIC_PASSWORD): during a rotation, basic_password is the new password".to_owned(),
+            ]
+        );
+        assert!(!errors.to_string().contains(CANARY));
     }
 }

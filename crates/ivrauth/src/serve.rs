@@ -21,6 +21,7 @@ use anyhow::Context as _;
 use ivrauth_connect::{HttpConfig, HttpExecutor, SystemClock, TokioSleeper};
 use ivrauth_core::identity::{IdentityError, IdentityProvider};
 use ivrauth_core::ports::Store;
+use ivrauth_core::secret::Secret;
 use ivrauth_core::time::Clock;
 use ivrauth_server::calls::seal::SessionKeys;
 use ivrauth_server::calls::session;
@@ -40,6 +41,10 @@ const CALL_EXPIRY_BATCH: u32 = 1000;
 
 /// The generated call session key, in the data directory, when none is configured.
 pub(crate) const SESSION_KEY_FILE: &str = "call-session.key";
+
+/// The HTTP Basic user of the VoiceXML credentials `serve --demo` generates when none are
+/// configured.
+pub(crate) const DEMO_VOICEXML_USER: &str = "demo-voicexml";
 
 /// The demo accounts and their PINs (`serve --demo`), in the data directory.
 pub(crate) const DEMO_ACCOUNTS_FILE: &str = "demo-accounts.txt";
@@ -74,6 +79,17 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
 }
 
 async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> anyhow::Result<()> {
+    // The demo's VoiceXML calls need a credential: unless one is configured, HTTP Basic
+    // credentials generated for this run (printed below, like the demo client's secret).
+    let mut settings = settings.clone();
+    let demo_voicexml = (demo && !settings.voicexml.accepts_requests()).then(|| {
+        let user = DEMO_VOICEXML_USER.to_owned();
+        let password = Secret::new(ivrauth_server::auth::mint_token());
+        settings.voicexml.basic_username = Some(user.clone());
+        settings.voicexml.basic_password = Some(password.clone());
+        (user, password)
+    });
+    let settings = &settings;
     let (state, keys) = app_state(settings, demo, sqlite).await?;
     announce_calls(settings, &keys);
     let store = state.store.clone();
@@ -93,7 +109,7 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     }
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
     if demo {
-        demo_setup(&state, addr, &settings.data_dir).await?;
+        demo_setup(&state, addr, &settings.data_dir, demo_voicexml.as_ref()).await?;
     }
 
     // An unknown number's counters are kept as long as a lock could last, at least the hour
@@ -262,6 +278,33 @@ fn announce_calls(settings: &Settings, keys: &KeySource) {
             "jambonz requests are refused (403): no [jambonz] webhook_secret (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET) is configured"
         );
     }
+    let voicexml = &settings.voicexml;
+    let list = |ranges: &[ivrauth_server::calls::access::Cidr]| {
+        ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !voicexml.accepts_requests() {
+        tracing::info!(
+            "VoiceXML requests are refused (403): set [voicexml] basic_username and basic_password (or IVRAUTH_VOICEXML_BASIC_USERNAME, IVRAUTH_VOICEXML_BASIC_PASSWORD), or [voicexml] allowed_sources (or IVRAUTH_VOICEXML_ALLOWED_SOURCES)"
+        );
+    } else {
+        if voicexml.basic_username.is_none()
+            && voicexml.allowed_sources.iter().any(|c| c.prefix() == 0)
+        {
+            tracing::warn!(
+                "!!! [voicexml] allowed_sources admits every address and no Basic credentials are set: anyone who can reach /voice/vxml can start calls. For development only. !!!"
+            );
+        }
+        tracing::info!(
+            basic_username = voicexml.basic_username.as_deref().unwrap_or("(none)"),
+            allowed_sources = %list(&voicexml.allowed_sources),
+            trusted_proxies = %list(&voicexml.trusted_proxies),
+            "VoiceXML requests accepted: start requests need the Basic credentials (when set), every request a source address in allowed_sources (when set)"
+        );
+    }
 }
 
 /// Create `path` with `contents`, readable and writable by its owner only, unless it
@@ -351,8 +394,14 @@ fn warn_if_readable_by_others(path: &Path) {
 }
 
 /// Install what `--demo` provides (demo flows pointed at the built-in demo identity
-/// endpoint of this very server, and a demo client) and print how to try them.
-async fn demo_setup(state: &AppState, addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+/// endpoint of this very server, and a demo client) and print how to try them, with the
+/// VoiceXML credentials generated for this run, if any.
+async fn demo_setup(
+    state: &AppState,
+    addr: SocketAddr,
+    data_dir: &Path,
+    voicexml: Option<&(String, Secret<String>)>,
+) -> anyhow::Result<()> {
     // The demo flow calls this server over loopback, whatever address it listens on.
     let port = addr.port();
     let local = if addr.is_ipv6() {
@@ -396,6 +445,19 @@ async fn demo_setup(state: &AppState, addr: SocketAddr, data_dir: &Path) -> anyh
         id = info.client_id,
         secret = info.client_secret,
     )?;
+    match voicexml {
+        Some((user, password)) => writeln!(
+            out,
+            "\nVoiceXML: point a VoiceXML 2.1 browser at {local}/voice/vxml/demo-pin with HTTP Basic\n\
+             user {user}, password (shown once per start): {pw}\n  \
+             curl -s -u {user}:{pw} {local}/voice/vxml/demo-pin\n",
+            pw = password.expose(),
+        )?,
+        None => writeln!(
+            out,
+            "\nVoiceXML: {local}/voice/vxml/demo-pin, with the configured [voicexml] credentials.\n"
+        )?,
+    }
     out.flush()?;
     Ok(())
 }

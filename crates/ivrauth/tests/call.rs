@@ -461,7 +461,8 @@ impl Server {
         std::thread::spawn(move || {
             for line in reader.lines() {
                 let Ok(line) = line else { break };
-                let done = line.contains("call --flow demo-pin --server");
+                // The last line: how to start the demo call through VoiceXML.
+                let done = line.contains("curl") && line.contains("/voice/vxml/demo-pin");
                 collected.lock().unwrap().push(line);
                 if done {
                     let _ = tx.send(());
@@ -613,4 +614,72 @@ fn calls_through_a_running_demo_server() {
         assert!(!has_token(&server.stdout(), pin));
         assert!(!has_token(&logged, pin), "PIN {pin} in the log: {logged}");
     }
+}
+
+/// `GET url` over plain HTTP/1.1 (loopback), with an `Authorization` header when given:
+/// the status and the body.
+fn http_get(url: &str, authorization: Option<&str>) -> (u16, String) {
+    use std::io::Read as _;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_demo_prints_a_voicexml_credential_that_starts_the_demo_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let text = server.stdout();
+    let password = text
+        .lines()
+        .find_map(|l| {
+            l.split("user demo-voicexml, password (shown once per start): ")
+                .nth(1)
+        })
+        .unwrap_or_else(|| panic!("no VoiceXML credentials in {text}"))
+        .trim()
+        .to_owned();
+    let url = format!("{}/voice/vxml/demo-pin", server.url);
+    assert!(
+        text.contains(&format!("curl -s -u demo-voicexml:{password} {url}")),
+        "{text}"
+    );
+    let basic = |user: &str, password: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    let (status, doc) = http_get(&url, Some(&basic("demo-voicexml", &password)));
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc.contains(ACCOUNT_PROMPT), "{doc}");
+    // Without them, or with the demo client's secret, a challenge and no call.
+    for auth in [None, Some(basic("demo-voicexml", &server.secret))] {
+        let (status, doc) = http_get(&url, auth.as_deref());
+        assert_eq!(status, 401, "{doc}");
+        assert!(!doc.contains(ACCOUNT_PROMPT), "{doc}");
+    }
+    // The password is not logged.
+    let logged = std::fs::read_to_string(&server.stderr_file).unwrap();
+    assert!(logged.contains("VoiceXML requests accepted"), "{logged}");
+    assert!(!logged.contains(&password), "{logged}");
 }

@@ -1,6 +1,7 @@
 //! Calls: the turn-by-turn host of the engine for telephony platforms, and the renderers
 //! that turn a platform-neutral [`TurnAnswer`] into TwiML, jambonz verbs or VoiceXML.
 
+pub mod access;
 pub mod jambonz;
 pub mod seal;
 pub mod session;

@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::clients::hash_credential;
 use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext, RunState};
 use ivrauth_core::flow::Flow;
 use ivrauth_core::ivr::{CallEnd, Input, Verb};
 use ivrauth_core::ports::{CallRecord, StoreError};
+use ivrauth_core::secret::Secret;
 use ivrauth_core::time::UnixMillis;
 use ivrauth_proto::api::Outcome;
 
@@ -114,8 +116,9 @@ pub struct TurnRequest {
     pub token: Option<String>,
     /// The caller's answer (ignored on the first turn).
     pub input: Option<Input>,
-    /// VoiceXML's per-call secret from the URL, checked against the sealed one.
-    pub call_secret: Option<String>,
+    /// VoiceXML's per-call secret: minted for the first turn, from the URL for later ones
+    /// (checked against the sealed digest).
+    pub call_secret: Option<Secret<String>>,
 }
 
 /// What a front-end renders.
@@ -128,9 +131,10 @@ pub struct TurnResponse {
     pub token: Option<String>,
     /// The call id (VoiceXML: minted on the first turn).
     pub call_id: String,
-    /// VoiceXML: the per-call secret to carry in URLs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_secret: Option<String>,
+    /// VoiceXML: the per-call secret to carry in URLs (the request's own, checked). Never
+    /// stored: a stored answer gets it back from the replayed request.
+    #[serde(skip)]
+    pub call_secret: Option<Secret<String>>,
 }
 
 /// What the host keeps about a call besides the engine's state.
@@ -163,8 +167,14 @@ struct Continuation {
     started: i64,
     ani: String,
     dnis: String,
+    /// VoiceXML: SHA-256 (hex) of the per-call secret. The secret itself is kept nowhere,
+    /// not even sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
+    secret_sha256: Option<String>,
+    /// Continuations sealed by earlier versions carried the secret itself: read (and
+    /// hashed) so that calls in progress across an upgrade go on, never written.
+    #[serde(default, rename = "secret", skip_serializing)]
+    legacy_secret: Option<String>,
     host: HostState,
     /// The engine's snapshot (JSON).
     engine: Box<serde_json::value::RawValue>,
@@ -223,12 +233,20 @@ fn open_continuation(
     Ok(cont)
 }
 
-/// VoiceXML's per-call secret from the URL matches the sealed one (other platforms have
-/// none).
-fn secret_matches(cont: &Continuation, given: Option<&str>) -> bool {
-    match &cont.secret {
+/// The digest of VoiceXML's per-call secret that a continuation holds, if any.
+fn sealed_secret_digest(cont: &Continuation) -> Option<String> {
+    cont.secret_sha256
+        .clone()
+        .or_else(|| cont.legacy_secret.as_deref().map(hash_credential))
+}
+
+/// VoiceXML's per-call secret from the URL matches the sealed digest (other platforms
+/// have none). Digests are compared in constant time.
+fn secret_matches(cont: &Continuation, given: Option<&Secret<String>>) -> bool {
+    match sealed_secret_digest(cont) {
         Some(expected) => {
-            constant_time_eq(expected.as_bytes(), given.unwrap_or_default().as_bytes())
+            let given = hash_credential(given.map_or("", |s| s.expose().as_str()));
+            constant_time_eq(expected.as_bytes(), given.as_bytes())
         }
         None => true,
     }
@@ -240,8 +258,14 @@ pub fn call_key(platform: Platform, call_id: &str) -> String {
 
 /// Answer one turn of a call.
 pub async fn turn(state: &AppState, req: TurnRequest) -> Result<TurnResponse, CallError> {
+    // A replayed answer was stored without the call's secret; the request's own was
+    // checked before the replay was found.
+    let secret = req.call_secret.clone();
     match turn_inner(state, req).await {
-        Err(CallError::Replayed(r)) => Ok(*r),
+        Err(CallError::Replayed(mut r)) => {
+            r.call_secret = secret;
+            Ok(*r)
+        }
         other => other,
     }
 }
@@ -300,15 +324,17 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
             started: now.0,
             ani: req.ani.clone(),
             dnis: req.dnis.clone(),
-            secret: req.call_secret.clone(),
+            secret_sha256: req
+                .call_secret
+                .as_ref()
+                .map(|s| hash_credential(s.expose())),
         };
         let driven = drive(state, &flow, &req, run, cmd, HostState::default(), 1, &meta).await?;
         return finish_turn(state, &req, &meta, driven, &calls.keys, now).await;
     };
 
     let cont = open_continuation(state, req.platform, &req.flow_id, &req.call_id, &token)?;
-    if req.turn.is_some_and(|t| t != cont.turn)
-        || !secret_matches(&cont, req.call_secret.as_deref())
+    if req.turn.is_some_and(|t| t != cont.turn) || !secret_matches(&cont, req.call_secret.as_ref())
     {
         return Err(CallError::BadSession);
     }
@@ -333,11 +359,11 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
     let run = RunState::restore(&flow, cont.engine.get().as_bytes())
         .map_err(|_| CallError::BadSession)?;
     let meta = Meta {
+        secret_sha256: sealed_secret_digest(&cont),
         version: cont.version,
         started: cont.started,
         ani: cont.ani,
         dnis: cont.dnis,
-        secret: cont.secret,
     };
     let input = req.input.clone().unwrap_or(Input::NoInput);
     let (run, cmd) = engine::step(&flow, run, Event::Input(input), now);
@@ -350,7 +376,7 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
 pub fn authentic(state: &AppState, req: &TurnRequest) -> Result<(), CallError> {
     let token = req.token.as_deref().ok_or(CallError::BadSession)?;
     let cont = open_continuation(state, req.platform, &req.flow_id, &req.call_id, token)?;
-    if secret_matches(&cont, req.call_secret.as_deref()) {
+    if secret_matches(&cont, req.call_secret.as_ref()) {
         Ok(())
     } else {
         Err(CallError::BadSession)
@@ -389,7 +415,7 @@ struct Meta {
     started: i64,
     ani: String,
     dnis: String,
-    secret: Option<String>,
+    secret_sha256: Option<String>,
 }
 
 /// What [`drive`] produced.
@@ -666,7 +692,8 @@ async fn finish_turn(
                 started: meta.started,
                 ani: meta.ani.clone(),
                 dnis: meta.dnis.clone(),
-                secret: meta.secret.clone(),
+                secret_sha256: meta.secret_sha256.clone(),
+                legacy_secret: None,
                 host: driven.host.clone(),
                 engine: raw,
             };
@@ -687,7 +714,7 @@ async fn finish_turn(
             token.clone()
         },
         call_id: req.call_id.clone(),
-        call_secret: meta.secret.clone(),
+        call_secret: req.call_secret.clone(),
     };
     if driven.durable {
         let key = call_key(req.platform, &req.call_id);
@@ -801,4 +828,41 @@ async fn charge_abandoned(state: &AppState, row: &CallRecord, how: &str) -> Resu
     };
     state.store.append_audit(&event, now).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn continuation(secret_fields: &str) -> Continuation {
+        serde_json::from_str(&format!(
+            r#"{{"flow_id":"f","version":1,"call_id":"c","turn":2,"at":0,"started":0,"ani":"","dnis":"",{secret_fields}"host":{{"failures":0,"verified":false}},"engine":{{}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_continuation_keeps_only_the_digest_of_the_call_secret() {
+        let given = |s: &str| Secret::new(s.to_owned());
+        // Sealed by an earlier version, with the secret itself: still opens the call.
+        let legacy = continuation(r#""secret":"s3cret-canary","#);
+        assert!(secret_matches(&legacy, Some(&given("s3cret-canary"))));
+        assert!(!secret_matches(&legacy, Some(&given("s3cret-canarx"))));
+        assert!(!secret_matches(&legacy, None));
+        // Sealed again, it holds the digest only.
+        let resealed = Continuation {
+            secret_sha256: sealed_secret_digest(&legacy),
+            legacy_secret: None,
+            ..legacy
+        };
+        let text = serde_json::to_string(&resealed).unwrap();
+        assert!(!text.contains("s3cret-canary"), "{text}");
+        assert!(text.contains(&hash_credential("s3cret-canary")), "{text}");
+        let reopened: Continuation = serde_json::from_str(&text).unwrap();
+        assert!(secret_matches(&reopened, Some(&given("s3cret-canary"))));
+        assert!(!secret_matches(&reopened, Some(&given(""))));
+        // Other platforms carry none, and need none.
+        assert!(secret_matches(&continuation(""), None));
+    }
 }

@@ -7,17 +7,20 @@
 //! - `POST /api/v2/calls/{callId}/turns` and `/api/v2/calls/{callId}/hangup` (decision API)
 
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use ivrauth_core::ivr::{CallEnd, Input, PromptKind, Verb};
 use ivrauth_core::secret::Secret;
 
+use super::access::{self, Cidr};
 use super::session::{self, CallError, Platform, TurnRequest, TurnResponse};
 use super::{jambonz, signature, twiml, vxml, NextTurn, TurnAnswer};
 use crate::auth::{CallTurn, Scoped};
@@ -34,6 +37,7 @@ pub struct PlatformConfig {
     pub public_url: Option<String>,
     pub twilio: TwilioConfig,
     pub jambonz: JambonzConfig,
+    pub voicexml: VoiceXmlConfig,
 }
 
 #[derive(Default)]
@@ -64,6 +68,37 @@ pub struct JambonzConfig {
     /// Webhook secrets: the current one, and the previous one during a rotation.
     pub secrets: Vec<Secret<String>>,
     pub skip_signature_check: bool,
+}
+
+/// Who may reach the VoiceXML front-end (see [`access`]). With neither Basic credentials
+/// nor an allow-list, every VoiceXML request is refused (403). With both, a start request
+/// must pass both.
+#[derive(Default)]
+pub struct VoiceXmlConfig {
+    /// The HTTP Basic user name a start request must present (with one of
+    /// `basic_passwords`).
+    pub basic_username: Option<String>,
+    /// The current password, and the previous one during a rotation.
+    pub basic_passwords: Vec<Secret<String>>,
+    /// Source addresses every VoiceXML request (start and later URLs) must come from;
+    /// empty: any.
+    pub allowed_sources: Vec<Cidr>,
+    /// Proxies whose `X-Forwarded-For` is believed; empty: the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl VoiceXmlConfig {
+    /// Whether Basic credentials are required (and can be met) on start requests.
+    fn basic(&self) -> Option<&str> {
+        self.basic_username
+            .as_deref()
+            .filter(|_| !self.basic_passwords.is_empty())
+    }
+
+    /// Whether any credential is configured, so that requests can be accepted at all.
+    pub fn accepts_requests(&self) -> bool {
+        self.basic().is_some() || !self.allowed_sources.is_empty()
+    }
 }
 
 pub fn routes() -> Router<AppState> {
@@ -139,7 +174,7 @@ fn next_urls(base: &str, path: &str, r: &TurnResponse, vxml: bool) -> NextTurn {
         q.push_str(&enc(&r.call_id));
         if let Some(k) = &r.call_secret {
             q.push_str("&k=");
-            q.push_str(&enc(k));
+            q.push_str(&enc(k.expose()));
         }
     }
     let url = format!("{base}{path}?{q}");
@@ -528,24 +563,96 @@ async fn jambonz_status(
 
 // ---------------------------------------------------------------- VoiceXML
 
+/// The TCP peer of the connection, as `serve` records it (`ConnectInfo<SocketAddr>`).
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
 async fn vxml_turn_get(
     state: State<AppState>,
     path: Path<String>,
     q: Query<TurnQuery>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    vxml_turn(state, path, q, headers, Bytes::new()).await
+    vxml_turn(state, path, q, peer, headers, Bytes::new()).await
 }
 
-/// VoiceXML has no call id or request signing of its own: the first request mints a call
-/// id and a per-call secret, and every submit URL carries both (plus the sealed session).
+/// The answer to a VoiceXML request that `[voicexml]` does not admit (`None`: admitted).
+/// 403 when no credential is configured at all, or the source address is not allowed
+/// (every request); 401 with a Basic challenge when a start request lacks the configured
+/// Basic credentials (later requests carry the per-call secret instead).
+fn vxml_refusal(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    start: bool,
+) -> Option<Response> {
+    let cfg = &state.calls.platforms.voicexml;
+    let refused = |status| xml(status, vxml::error_document(vxml::DEFAULT_APOLOGY));
+    if !cfg.accepts_requests() {
+        return Some(refused(StatusCode::FORBIDDEN));
+    }
+    if !cfg.allowed_sources.is_empty() {
+        let source = access::source_address(peer.map(|p| p.ip()), headers, &cfg.trusted_proxies);
+        let allowed = source.is_some_and(|a| cfg.allowed_sources.iter().any(|c| c.contains(a)));
+        if !allowed {
+            match (peer, source) {
+                (None, _) => tracing::error!(
+                    "VoiceXML request refused: the connection's peer address is unknown, so [voicexml] allowed_sources admits nothing"
+                ),
+                (Some(peer), None) => tracing::warn!(
+                    peer = %peer.ip(),
+                    "VoiceXML request refused: a trusted proxy sent an X-Forwarded-For that does not parse"
+                ),
+                (Some(_), Some(source)) => tracing::warn!(
+                    %source,
+                    "VoiceXML request refused: the source address is not in [voicexml] allowed_sources"
+                ),
+            }
+            return Some(refused(StatusCode::FORBIDDEN));
+        }
+    }
+    if start {
+        if let Some(user) = cfg.basic() {
+            let ok = access::basic_credentials(headers)
+                .is_some_and(|c| access::basic_matches(&c, user, &cfg.basic_passwords));
+            if !ok {
+                tracing::warn!(
+                    "VoiceXML start request refused: missing or wrong HTTP Basic credentials"
+                );
+                let mut res = refused(StatusCode::UNAUTHORIZED);
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(
+                        "Basic realm=\"ivrauth VoiceXML\", charset=\"UTF-8\"",
+                    ),
+                );
+                return Some(res);
+            }
+        }
+    }
+    None
+}
+
+/// VoiceXML has no call id or request signing of its own: the start request is admitted
+/// by [`vxml_refusal`] (Basic credentials, source address), then mints a call id and a
+/// per-call secret, and every submit URL carries both (plus the sealed session).
 async fn vxml_turn(
     State(state): State<AppState>,
     Path(flow_id): Path<String>,
     Query(q): Query<TurnQuery>,
+    peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let first = q.s.is_none();
+    if let Some(refusal) = vxml_refusal(
+        &state,
+        peer.map(|Extension(ConnectInfo(a))| a),
+        &headers,
+        first,
+    ) {
+        return refusal;
+    }
     let params = form(&body);
     if too_long(&[
         ("ani", field(&params, "ani").unwrap_or_default()),
@@ -560,14 +667,16 @@ async fn vxml_turn(
             vxml::error_document(vxml::DEFAULT_APOLOGY),
         );
     }
-    let first = q.s.is_none();
     let (call_id, secret) = if first {
         (
             uuid::Uuid::new_v4().to_string(),
-            Some(crate::auth::mint_token()),
+            Some(Secret::new(crate::auth::mint_token())),
         )
     } else {
-        (q.c.clone().unwrap_or_default(), q.k.clone())
+        (
+            q.c.clone().unwrap_or_default(),
+            q.k.clone().map(Secret::new),
+        )
     };
     if !first && q.ev.as_deref() == Some("hangup") {
         // The session's secret proves the hang-up comes from the call itself.

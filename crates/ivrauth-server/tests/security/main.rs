@@ -5,3 +5,4 @@ mod caller_limits;
 mod refusals;
 mod side_door;
 mod support;
+mod voicexml;
