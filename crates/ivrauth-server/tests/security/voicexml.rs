@@ -5,14 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use ivrauth_core::identity::{HashParams, LockoutPolicy};
+use ivrauth_core::identity::LockoutPolicy;
 use ivrauth_core::ports::CallStore as _;
 use ivrauth_core::secret::Secret;
 use ivrauth_server::calls::web::VoiceXmlConfig;
-use ivrauth_server::identity::IdentityService;
-use ivrauth_store::{BuiltinDirectory, HashPool};
 use ivrauth_testkit::TestServer;
 use reqwest::StatusCode;
 
@@ -22,32 +19,12 @@ const ACCOUNT_PROMPT: &str = "Please enter your account number, followed by the 
 const PIN_PROMPT: &str = "Please enter your PIN, followed by the pound key.";
 const MENU_PROMPT: &str = "Press 1 for account balance, 2 for payments, or 9 to exit.";
 const START: &str = "/voice/vxml/demo-pin";
-const CHEAP: HashParams = HashParams {
-    m_kib: 256,
-    t: 1,
-    p: 1,
-};
 
 /// A server with the built-in directory and the demo flows and accounts, its VoiceXML
 /// front-end configured by `voicexml`.
 async fn server(voicexml: impl FnOnce(&mut VoiceXmlConfig)) -> TestServer {
     let server = TestServer::builder()
-        .identity(|store, clock| IdentityService {
-            provider: Arc::new(
-                BuiltinDirectory::new(
-                    store.clone(),
-                    CHEAP,
-                    HashPool::new(2),
-                    Arc::new(clock.clone()),
-                )
-                .unwrap(),
-            ),
-            store: store.clone(),
-            policy: LockoutPolicy::default(),
-            min_verify_duration: std::time::Duration::ZERO,
-            clock: Arc::new(clock.clone()),
-            sleeper: Arc::new(ivrauth_connect::TokioSleeper),
-        })
+        .identity(|store, clock| crate::support::service(store, clock, LockoutPolicy::default()))
         .calls(|c| voicexml(&mut c.platforms.voicexml))
         .start()
         .await
