@@ -2,11 +2,13 @@
 //!
 //! Product rules enforced here: redirects are never followed; every attempt has a timeout;
 //! secrets travel only over https (or plain http to loopback); only http/https URLs; hosts
-//! must be on the allow-list when there is one; only 429 and 503 are retried, honouring
+//! must be on the allow-list when there is one, and no request reaches a link-local, cloud
+//! metadata or other refused address unless an entry names it, checked on the addresses a
+//! name resolves to when connecting (see the `outbound` module; no proxy is used, so that
+//! the check sees the real destination); only 429 and 503 are retried, honouring
 //! `Retry-After`; responses are size-capped. Failure messages and logs never contain header
 //! values or bodies, and URLs in them are shown without userinfo or query string.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,9 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::clock::system_time_to_millis;
+use crate::outbound::{
+    refusal_of, GuardedResolver, HostLookup, HostPattern, OutboundPolicy, SystemLookup,
+};
 use crate::sleep::Sleeper;
 
 /// Longest timeout honoured for one attempt; larger `timeout_ms` values are clamped to it.
@@ -30,9 +35,12 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// How the executor behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
-    /// Hosts requests may go to: exact host names or IP addresses, or `*.example.com` for
-    /// any subdomain of `example.com` (not `example.com` itself). `None` allows every host;
-    /// `Some(vec![])` allows none.
+    /// Where requests may go: exact host names and `*.example.com` (any subdomain of
+    /// `example.com`, not `example.com` itself), matched against the URL's host; IP
+    /// addresses and CIDR ranges (`10.0.0.0/8`), matched against the addresses the host is
+    /// or resolves to. `None` allows every host; `Some(vec![])` allows none. Either way,
+    /// link-local, cloud metadata, unspecified, multicast and broadcast addresses are
+    /// refused unless an IP or CIDR entry inside that range names them.
     pub allowed_hosts: Option<Vec<String>>,
     /// Attempts in total for a request answered with 429 or 503 (0 is treated as 1).
     pub max_attempts: u32,
@@ -65,71 +73,27 @@ impl Default for HttpConfig {
 pub enum ConnectError {
     #[error("could not build the HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("allow-list entry {0:?} is not a host name, an IP address or a *.domain pattern")]
+    #[error(
+        "allow-list entry {0:?} is not a host name, an IP address, a CIDR range or a *.domain \
+         pattern (no scheme, port or path)"
+    )]
     InvalidAllowedHost(String),
+    #[error("allow-list entry {entry:?} has bits set after its prefix length; write {network}")]
+    AllowedRangeHostBits { entry: String, network: String },
 }
 
-/// One parsed allow-list entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    Ip(IpAddr),
-    /// A lower-case ASCII domain without trailing dot.
-    Domain(String),
-    /// `*.example.com`, stored as `.example.com`.
-    Subdomains(String),
-}
-
-impl HostPattern {
-    fn parse(entry: &str) -> Result<Self, ConnectError> {
-        let invalid = || ConnectError::InvalidAllowedHost(entry.to_owned());
-        let e = entry.trim();
-        let bare = e.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(HostPattern::Ip(ip));
-        }
-        let (wildcard, name) = match e.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, e),
-        };
-        let domain = match url::Host::parse(name) {
-            Ok(url::Host::Domain(d)) => normalize_domain(&d),
-            Ok(url::Host::Ipv4(ip)) if !wildcard => return Ok(HostPattern::Ip(IpAddr::V4(ip))),
-            Ok(url::Host::Ipv6(ip)) if !wildcard => return Ok(HostPattern::Ip(IpAddr::V6(ip))),
-            _ => return Err(invalid()),
-        };
-        if domain.is_empty() || domain.contains('*') {
-            return Err(invalid());
-        }
-        Ok(if wildcard {
-            HostPattern::Subdomains(format!(".{domain}"))
-        } else {
-            HostPattern::Domain(domain)
-        })
+impl HttpConfig {
+    /// Checks one [`HttpConfig::allowed_hosts`] entry as [`HttpExecutor::new`] will.
+    pub fn check_allowed_host(entry: &str) -> Result<(), ConnectError> {
+        HostPattern::parse(entry).map(|_| ())
     }
-
-    fn matches(&self, host: &url::Host<&str>) -> bool {
-        match (self, host) {
-            (HostPattern::Ip(ip), url::Host::Ipv4(h)) => *ip == IpAddr::V4(*h),
-            (HostPattern::Ip(ip), url::Host::Ipv6(h)) => *ip == IpAddr::V6(*h),
-            (HostPattern::Domain(d), url::Host::Domain(h)) => normalize_domain(h) == *d,
-            (HostPattern::Subdomains(suffix), url::Host::Domain(h)) => {
-                let h = normalize_domain(h);
-                h.len() > suffix.len() && h.ends_with(suffix.as_str())
-            }
-            _ => false,
-        }
-    }
-}
-
-fn normalize_domain(d: &str) -> String {
-    d.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Performs the HTTP requests of flow `http` nodes. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpExecutor {
     config: HttpConfig,
-    allowed: Option<Vec<HostPattern>>,
+    policy: Arc<OutboundPolicy>,
     client: reqwest::Client,
     sleeper: Arc<dyn Sleeper>,
     clock: Arc<dyn Clock>,
@@ -144,28 +108,35 @@ impl std::fmt::Debug for HttpExecutor {
 }
 
 impl HttpExecutor {
+    /// An executor resolving names with the system resolver.
     pub fn new(
         config: HttpConfig,
         sleeper: Arc<dyn Sleeper>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConnectError> {
-        let allowed = match &config.allowed_hosts {
-            None => None,
-            Some(entries) => Some(
-                entries
-                    .iter()
-                    .map(|e| HostPattern::parse(e))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
+        Self::with_lookup(config, sleeper, clock, Arc::new(SystemLookup))
+    }
+
+    /// An executor resolving names with `lookup`; every address it returns is checked
+    /// against the allow-list and the refused classes before a connection is made.
+    pub fn with_lookup(
+        config: HttpConfig,
+        sleeper: Arc<dyn Sleeper>,
+        clock: Arc<dyn Clock>,
+        lookup: Arc<dyn HostLookup>,
+    ) -> Result<Self, ConnectError> {
+        let policy = Arc::new(OutboundPolicy::new(config.allowed_hosts.as_deref())?);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ivrauth/", env!("CARGO_PKG_VERSION")))
+            // Through a proxy the destination would be resolved, and checked, by nobody.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), lookup)))
             .build()
             .map_err(ConnectError::Client)?;
         Ok(HttpExecutor {
             config,
-            allowed,
+            policy,
             client,
             sleeper,
             clock,
@@ -251,13 +222,12 @@ impl HttpExecutor {
                 format!("refusing to send a secret over plain http to {shown}"),
             ));
         }
-        if let Some(allowed) = &self.allowed {
-            if !allowed.iter().any(|p| p.matches(&host)) {
-                return Err(failure(
-                    HttpFailureKind::DisallowedHost,
-                    format!("host {host} is not on the allow-list"),
-                ));
-            }
+        // IP literals are checked here (no resolver sees them), names when connecting.
+        if let Err(refusal) = self.policy.check_url_host(&host) {
+            return Err(failure(
+                HttpFailureKind::DisallowedHost,
+                refusal.to_string(),
+            ));
         }
         let method = Method::from_bytes(req.method.trim().to_ascii_uppercase().as_bytes())
             .map_err(|_| failure(HttpFailureKind::InvalidRequest, "invalid HTTP method"))?;
@@ -406,7 +376,9 @@ fn classify(e: &reqwest::Error, shown: &str) -> HttpFailure {
     let io_kind = io_error_kind(e)
         .map(|k| format!(": {k}"))
         .unwrap_or_default();
-    if e.is_timeout() {
+    if let Some(refusal) = refusal_of(e) {
+        failure(HttpFailureKind::DisallowedHost, refusal.to_string())
+    } else if e.is_timeout() {
         timed_out(shown)
     } else if e.is_connect() {
         failure(
@@ -469,44 +441,6 @@ fn backoff(base: Duration, max: Duration, retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(u: &str) -> bool {
-        let pats: Vec<HostPattern> = ["api.example.com", "*.corp.example", "10.0.0.1", "[::1]"]
-            .iter()
-            .map(|e| HostPattern::parse(e))
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        let url = Url::parse(u).ok();
-        let h = url.as_ref().and_then(|u| u.host());
-        h.is_some_and(|h| pats.iter().any(|p| p.matches(&h)))
-    }
-
-    #[test]
-    fn allow_list_matching() {
-        assert!(host("https://api.example.com/x"));
-        assert!(host("https://API.Example.com./x"));
-        assert!(!host("https://example.com/x"));
-        assert!(!host("https://evilapi.example.com/x"));
-        assert!(host("https://a.corp.example/x"));
-        assert!(host("https://a.b.corp.example/x"));
-        assert!(!host("https://corp.example/x"));
-        assert!(!host("https://xcorp.example/x"));
-        assert!(host("http://10.0.0.1:8080/x"));
-        assert!(!host("http://10.0.0.2/x"));
-        assert!(host("http://[::1]/x"));
-        assert!(matches!(
-            HostPattern::parse("*.10.0.0.1"),
-            Err(ConnectError::InvalidAllowedHost(_))
-        ));
-        assert!(matches!(
-            HostPattern::parse("a*.b.com"),
-            Err(ConnectError::InvalidAllowedHost(_))
-        ));
-        assert!(matches!(
-            HostPattern::parse(""),
-            Err(ConnectError::InvalidAllowedHost(_))
-        ));
-    }
 
     #[test]
     fn retry_after_forms() {

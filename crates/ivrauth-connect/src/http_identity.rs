@@ -18,8 +18,8 @@
 //!   checks the configuration.
 //!
 //! Transport as for every provider here: https, or plain http to a loopback host only;
-//! no redirects; a timeout on every request; answers capped at 1 MiB; no secret, token,
-//! body or query string in errors or logs.
+//! no link-local or cloud metadata addresses; no redirects; a timeout on every request;
+//! answers capped at 1 MiB; no secret, token, body or query string in errors or logs.
 
 use std::time::Duration;
 

@@ -4,10 +4,10 @@
 //! another system it asks its host, and this crate is where the host does it. Today that is
 //! the HTTP executor behind flow `http` nodes (data actions): [`HttpExecutor`] sends an
 //! [`ivrauth_core::http::HttpRequest`] under the product's transport rules (no redirects,
-//! per-request timeouts, host allow-list, secrets only over https or loopback, bounded
-//! retries of 429/503, response size cap) and hands back an
-//! [`ivrauth_core::http::HttpResult`]. LDAP directories, OAuth2/OIDC identity providers,
-//! SMTP and SMS gateways will live here later.
+//! per-request timeouts, host allow-list, no link-local or cloud metadata addresses, secrets
+//! only over https or loopback, bounded retries of 429/503, response size cap) and hands
+//! back an [`ivrauth_core::http::HttpResult`]. LDAP directories, OAuth2/OIDC identity
+//! providers, SMTP and SMS gateways will live here later.
 //!
 //! It also holds the production [`SystemClock`] and the [`Sleeper`] abstraction, so that
 //! time and waiting can be faked in tests.
@@ -22,6 +22,7 @@ mod http;
 pub mod http_identity;
 pub mod ldap;
 pub mod oauth2;
+mod outbound;
 mod sleep;
 
 pub use clock::SystemClock;
@@ -29,4 +30,5 @@ pub use http::{ConnectError, HttpConfig, HttpExecutor};
 pub use http_identity::{HttpIdentity, HttpIdentityConfig};
 pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory};
 pub use oauth2::{OAuth2Config, OAuth2Directory, ProfilePointers, TokenValidation};
+pub use outbound::{HostLookup, SystemLookup};
 pub use sleep::{RecordingSleeper, Sleeper, TokioSleeper};

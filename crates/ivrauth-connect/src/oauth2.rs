@@ -31,9 +31,10 @@
 //! time, and fetched again once when the management API answers 401. The JWKS is cached
 //! and fetched again once when a token names a key it does not have.
 //!
-//! Transport: every URL must be https or plain http to a loopback host; redirects are never
-//! followed; every request has a timeout; answers are capped at 1 MiB. Nothing logged or
-//! returned contains a secret, a token, a response body or a URL's query string.
+//! Transport: every URL must be https or plain http to a loopback host; no link-local, cloud
+//! metadata or other refused address is connected to (as for flow `http` nodes); redirects
+//! are never followed; every request has a timeout; answers are capped at 1 MiB. Nothing
+//! logged or returned contains a secret, a token, a response body or a URL's query string.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -850,6 +851,7 @@ fn check_config(c: &OAuth2Config) -> Result<(), IdentityError> {
 
 /// HTTP plumbing shared by the identity providers in this crate.
 pub(crate) mod transport {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use ivrauth_core::identity::IdentityError;
@@ -857,16 +859,25 @@ pub(crate) mod transport {
     use percent_encoding::utf8_percent_encode;
     use reqwest::StatusCode;
 
+    use crate::outbound::{refusal_of, GuardedResolver, OutboundPolicy, Refusal, SystemLookup};
+
     /// Largest answer read from an identity provider.
     pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
-    /// A client that never follows redirects and times out every request.
+    /// A client that never follows redirects, times out every request, and connects to no
+    /// link-local, cloud metadata or other refused address (the flow executor's rule, with
+    /// no allow-list to open one). Its proxy settings come from the environment as before:
+    /// through a proxy, names are resolved, and so checked, by the proxy.
     pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, IdentityError> {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("ivrauth/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver::new(
+                Arc::new(OutboundPolicy::default()),
+                Arc::new(SystemLookup),
+            )))
             .build()
             .map_err(|_| IdentityError::Unavailable("could not build the HTTP client".into()))
     }
@@ -889,7 +900,15 @@ pub(crate) mod transport {
         req: reqwest::RequestBuilder,
         shown: &str,
     ) -> Result<(StatusCode, Secret<Vec<u8>>), IdentityError> {
-        let mut resp = req.send().await.map_err(|e| failure(&e, shown))?;
+        let (client, req) = req.build_split();
+        let req = req.map_err(|e| failure(&e, shown))?;
+        // An IP-literal host reaches no resolver: it is checked here.
+        if let Some(host) = req.url().host() {
+            OutboundPolicy::default()
+                .check_url_host(&host)
+                .map_err(|r| refused(&r, shown))?;
+        }
+        let mut resp = client.execute(req).await.map_err(|e| failure(&e, shown))?;
         let status = resp.status();
         let declared = resp.content_length();
         if declared.is_some_and(|l| l > MAX_BODY as u64) {
@@ -926,7 +945,14 @@ pub(crate) mod transport {
         ))
     }
 
+    fn refused(r: &Refusal, shown: &str) -> IdentityError {
+        IdentityError::Unavailable(format!("the request to {shown} was refused: {r}"))
+    }
+
     fn failure(e: &reqwest::Error, shown: &str) -> IdentityError {
+        if let Some(r) = refusal_of(e) {
+            return refused(r, shown);
+        }
         let what = if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {

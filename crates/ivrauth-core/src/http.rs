@@ -79,7 +79,8 @@ pub struct HttpFailure {
 pub enum HttpFailureKind {
     Timeout,
     Connect,
-    /// The host is not on the configured allow-list.
+    /// The host is not on the configured allow-list, or it is (or resolves to) an address
+    /// of a refused class (link-local, cloud metadata, ...) that no entry names.
     DisallowedHost,
     /// A secret would have gone to a URL that is neither https nor loopback.
     InsecureTransport,

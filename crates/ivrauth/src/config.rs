@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use ivrauth_connect::oauth2::Algorithm;
 use ivrauth_connect::{
-    HttpIdentity, HttpIdentityConfig, LdapConfig, LdapDirectory, OAuth2Config, OAuth2Directory,
-    ProfilePointers, TokenValidation,
+    HttpConfig, HttpIdentity, HttpIdentityConfig, LdapConfig, LdapDirectory, OAuth2Config,
+    OAuth2Directory, ProfilePointers, TokenValidation,
 };
 use ivrauth_core::identity::{AccountRules, HashParams, IdentityError, LockoutPolicy};
 use ivrauth_core::secret::Secret;
@@ -1918,20 +1918,13 @@ fn apply_allowed_hosts(settings: &mut Settings, raw: &Raw<'_>) -> Result<(), Str
         }
         settings.http_allowed_hosts = None;
     } else {
-        let bad: Vec<&String> = hosts
+        let bad: Vec<String> = hosts
             .iter()
-            .filter(|h| {
-                h.is_empty()
-                    || h.contains("://")
-                    || h.contains('/')
-                    || h.chars().any(char::is_whitespace)
-            })
+            .filter_map(|h| HttpConfig::check_allowed_host(h).err())
+            .map(|e| e.to_string())
             .collect();
         if !bad.is_empty() {
-            return Err(format!(
-                "entries must be host names, IP addresses or *.domain patterns (no scheme, port or path): {}",
-                bad.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(bad.join("; "));
         }
         settings.http_allowed_hosts = Some(hosts);
     }
@@ -2382,6 +2375,36 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errors.0.len(), 1);
+    }
+
+    #[test]
+    fn allowed_hosts_take_cidr_ranges_and_name_a_range_with_host_bits() {
+        let (s, _) = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[(
+                "IVRAUTH_HTTP_ALLOWED_HOSTS",
+                "10.0.0.0/8, fd00::/8, api.example",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.http_allowed_hosts,
+            Some(vec![
+                "10.0.0.0/8".to_owned(),
+                "fd00::/8".to_owned(),
+                "api.example".to_owned()
+            ])
+        );
+        let errors = load(
+            &Flags::default(),
+            Path::new("/nonexistent"),
+            &env(&[("IVRAUTH_HTTP_ALLOWED_HOSTS", "10.1.2.3/8,x.example:8080")]),
+        )
+        .unwrap_err();
+        let text = errors.0.join("\n");
+        assert!(text.contains("write 10.0.0.0/8"), "{text}");
+        assert!(text.contains("\"x.example:8080\""), "{text}");
     }
 
     /// `config.example.toml` with its commented-out `key = value` lines and section headers

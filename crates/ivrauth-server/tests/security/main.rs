@@ -1,8 +1,10 @@
-//! Security properties of the server, each test named after the property it proves.
+//! Security properties of the server through its real HTTP face, one module per area, each
+//! test named after the property it proves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod caller_limits;
 mod refusals;
 mod side_door;
+mod ssrf;
 mod support;
 mod voicexml;
