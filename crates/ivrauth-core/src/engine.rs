@@ -8,7 +8,16 @@
 //!
 //! Taint is tracked at run time: every value that comes from a secure input, a secure
 //! property, an http node's `secureOutput`, or is computed from one, is secure, and appears
-//! in the trace only as `********`.
+//! in the trace only as `********`. An http response that contains the text of a secure
+//! value its request sent (as sent, or JSON-escaped) makes the node's whole output secure:
+//! an echo of a secret is a secret. A `log` message or a prompt that would use a secure value
+//! gets `********` in its place, and the trace entry says so (the validator refuses the
+//! flows it can see doing that; this catches the ones only the run can).
+//!
+//! Every run is bounded: at most [`RunContext::max_steps`] nodes, over the whole run or (for
+//! calls, whose every turn waits for a caller) per turn, see [`StepBudget`]; at most
+//! [`RunContext::max_trace_entries`] trace entries held. A host ends a run for its own
+//! limits (no-input answers, wall time, turns of a call) with [`RunState::abort`].
 
 use std::collections::HashMap;
 
@@ -20,14 +29,40 @@ use ivrauth_proto::api::{
 };
 
 use crate::expr::{binding_name, json_to_cel, Condition, Part, Template, VarPath};
-use crate::flow::{Flow, Kind, Next, SayNode, ValueTemplate};
-use crate::http::{HttpRequest, HttpResult};
+use crate::flow::{Flow, HttpNode, Kind, Next, SayNode, ValueTemplate};
+use crate::http::{HttpFailure, HttpFailureKind, HttpRequest, HttpResult};
 use crate::ivr::{Input, Prompt, PromptKind, Verb};
 use crate::secret::Secret;
 use crate::time::UnixMillis;
 
-/// Default bound on executed nodes per run, which stops flows that loop forever.
+/// Default bound on executed nodes per run (or per turn), which stops flows that loop
+/// forever.
 pub const DEFAULT_MAX_STEPS: u32 = 1_000;
+
+/// Default bound on the trace entries a run holds. Every entry costs a step, so with the
+/// default step budget over a whole run this bound is not reached first.
+pub const DEFAULT_MAX_TRACE_ENTRIES: u32 = 1_000;
+
+/// What [`RunContext::max_steps`] covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepBudget {
+    /// The whole run: input cannot reset it. For hosts that answer prompts themselves
+    /// (simulations), where a flow that re-asks forever would otherwise never end.
+    PerRun,
+    /// Each turn: every [`Event::Input`] starts a fresh budget. For calls, where each turn
+    /// waits for a real caller and the host caps the turns of a call.
+    PerTurn,
+}
+
+/// Snapshots sealed before the budget was recorded came from calls.
+fn snapshot_budget() -> StepBudget {
+    StepBudget::PerTurn
+}
+
+fn default_max_trace() -> u32 {
+    DEFAULT_MAX_TRACE_ENTRIES
+}
 
 /// What the host tells the engine about the run it starts.
 #[derive(Debug, Clone)]
@@ -37,6 +72,10 @@ pub struct RunContext {
     /// Host variables visible as `contact.*`.
     pub contact: Map<String, Value>,
     pub max_steps: u32,
+    /// Whether `max_steps` covers the whole run (the default) or each turn.
+    pub budget: StepBudget,
+    /// Trace entries the run may hold; one more ends it with `trace_limit_exceeded`.
+    pub max_trace_entries: u32,
 }
 
 impl RunContext {
@@ -46,6 +85,8 @@ impl RunContext {
             flow_id: None,
             contact: Map::new(),
             max_steps: DEFAULT_MAX_STEPS,
+            budget: StepBudget::PerRun,
+            max_trace_entries: DEFAULT_MAX_TRACE_ENTRIES,
         }
     }
 }
@@ -57,8 +98,8 @@ pub enum Event {
     LogWritten,
     /// The action's outputs (by the names its spec declares), or why it could not be done.
     ActionCompleted(Result<Map<String, Value>, ActionFailure>),
-    /// The caller's answer to the last [`Command::Prompt`]. Starts a new turn: the step
-    /// budget is per turn.
+    /// The caller's answer to the last [`Command::Prompt`]. Starts a new turn (and, with
+    /// [`StepBudget::PerTurn`], a fresh step budget).
     Input(Input),
 }
 
@@ -159,6 +200,8 @@ pub struct RunState {
     current: usize,
     steps: u32,
     max_steps: u32,
+    budget: StepBudget,
+    max_trace: u32,
     trace: Vec<TraceEntry>,
     pending: Option<Pending>,
     finished: bool,
@@ -188,6 +231,13 @@ struct Snapshot {
     /// The node waiting for input, since when, and its trace entry so far.
     waiting: Option<(usize, i64, TraceEntry)>,
     max_steps: u32,
+    /// Steps used so far (counted across turns with [`StepBudget::PerRun`]).
+    #[serde(default)]
+    steps: u32,
+    #[serde(default = "snapshot_budget")]
+    budget: StepBudget,
+    #[serde(default = "default_max_trace")]
+    max_trace: u32,
     in_secure: bool,
     attempt: u32,
 }
@@ -197,6 +247,20 @@ struct Pending {
     node: usize,
     started: UnixMillis,
     entry: TraceEntry,
+    /// An http node's request: the texts of the secure values it sent, to recognise them
+    /// in the response. Never in a snapshot (a request does not outlive its turn).
+    sent_secrets: Vec<Secret<String>>,
+}
+
+impl Pending {
+    fn new(node: usize, started: UnixMillis, entry: TraceEntry) -> Pending {
+        Pending {
+            node,
+            started,
+            entry,
+            sent_secrets: Vec::new(),
+        }
+    }
 }
 
 impl RunState {
@@ -242,6 +306,9 @@ impl RunState {
                 .as_ref()
                 .map(|p| (p.node, p.started.0, &p.entry)),
             max_steps: self.max_steps,
+            steps: self.steps,
+            budget: self.budget,
+            max_trace: self.max_trace,
             in_secure: self.in_secure,
             attempt: self.attempt,
         };
@@ -263,17 +330,17 @@ impl RunState {
         for (i, b) in snap.outputs {
             outputs[i] = Some(b);
         }
-        let pending = snap.waiting.map(|(node, started, entry)| Pending {
-            node,
-            started: UnixMillis(started),
-            entry,
-        });
+        let pending = snap
+            .waiting
+            .map(|(node, started, entry)| Pending::new(node, UnixMillis(started), entry));
         Ok(RunState {
             roots: snap.roots,
             outputs,
             current: snap.current,
-            steps: 0,
+            steps: snap.steps,
             max_steps: snap.max_steps,
+            budget: snap.budget,
+            max_trace: snap.max_trace,
             trace: Vec::new(),
             pending,
             finished: false,
@@ -283,15 +350,86 @@ impl RunState {
         })
     }
 
-    fn get(&self, flow: &Flow, p: &VarPath) -> (Option<&Value>, bool) {
-        let binding = match flow.names.get(p.root()) {
+    fn binding(&self, flow: &Flow, root: &str) -> Option<&Binding> {
+        match flow.names.get(root) {
             Some(&i) => self.outputs.get(i).and_then(Option::as_ref),
-            None => self.roots.get(p.root()),
-        };
-        match binding {
+            None => self.roots.get(root),
+        }
+    }
+
+    fn get(&self, flow: &Flow, p: &VarPath) -> (Option<&Value>, bool) {
+        match self.binding(flow, p.root()) {
             Some(b) => b.lookup(p.rest()),
             None => (None, false),
         }
+    }
+
+    /// The texts of the secure values in what `p` refers to (all of it, or the secure
+    /// paths inside it), to recognise them in a response.
+    fn secure_texts(&self, flow: &Flow, p: &VarPath, out: &mut Vec<Secret<String>>) {
+        let Some(b) = self.binding(flow, p.root()) else {
+            return;
+        };
+        let rest = p.rest();
+        for s in &b.secure {
+            let at: &[String] = if rest.starts_with(s) {
+                rest
+            } else if s.starts_with(rest) {
+                s
+            } else {
+                continue;
+            };
+            if let (Some(v), _) = b.lookup(at) {
+                leaf_texts(v, out);
+            }
+        }
+    }
+
+    /// `t` as people see it (a log line, speech): a secure value reads `********`, and a
+    /// note for each one so replaced is added to `notes`.
+    fn render_shown(&self, flow: &Flow, t: &Template, notes: &mut Vec<String>) -> String {
+        let mut out = String::new();
+        for part in &t.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Ref(p) => {
+                    let (v, secure) = self.get(flow, p);
+                    if secure {
+                        out.push_str(MASK);
+                        let note = format!(
+                            "`{{{{{p}}}}}` holds a secure value at run time; it was replaced by {MASK}"
+                        );
+                        if !notes.contains(&note) {
+                            notes.push(note);
+                        }
+                    } else {
+                        push_text(&mut out, v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// End the run for a limit of the host's (prompts answered with no input, wall time,
+    /// turns of a call): the node the run waits on is recorded with `message`, and the
+    /// outcome names the limit as `code`, as the engine's own limits do.
+    pub fn abort(&mut self, code: &str, message: String, now: UnixMillis) -> Outcome {
+        if let Some(Pending {
+            started, mut entry, ..
+        }) = self.pending.take()
+        {
+            entry.duration_ms = u64::try_from(now.0.saturating_sub(started.0)).unwrap_or(0);
+            entry.errors.push(message.clone());
+            if self.trace.len() < self.max_trace_len() {
+                self.trace.push(entry);
+            }
+        }
+        failure(self, code, message)
+    }
+
+    fn max_trace_len(&self) -> usize {
+        usize::try_from(self.max_trace).unwrap_or(usize::MAX)
     }
 
     fn set(&mut self, name: &VarPath, value: Value, secure: bool) {
@@ -411,6 +549,9 @@ struct SnapshotRef<'a> {
     current: usize,
     waiting: Option<(usize, i64, &'a TraceEntry)>,
     max_steps: u32,
+    steps: u32,
+    budget: StepBudget,
+    max_trace: u32,
     in_secure: bool,
     attempt: u32,
 }
@@ -435,6 +576,85 @@ fn new_entry(flow: &Flow, i: usize, step: u32) -> TraceEntry {
         result: None,
         errors: Vec::new(),
         next: None,
+    }
+}
+
+/// The texts of the strings and numbers in `v` (booleans and nulls say nothing alone).
+fn leaf_texts(v: &Value, out: &mut Vec<Secret<String>>) {
+    match v {
+        Value::String(s) if !s.is_empty() => out.push(Secret::new(s.clone())),
+        Value::Number(n) => out.push(Secret::new(n.to_string())),
+        Value::Array(a) => a.iter().for_each(|v| leaf_texts(v, out)),
+        Value::Object(o) => o.values().for_each(|v| leaf_texts(v, out)),
+        _ => {}
+    }
+}
+
+/// Whether the response in `result` contains the text of one of `sent`, as sent or
+/// JSON-escaped, in its body or a header.
+fn echoes(result: &HttpResult, sent: &[Secret<String>]) -> bool {
+    let HttpResult::Response(r) = result else {
+        return false;
+    };
+    if sent.is_empty() {
+        return false;
+    }
+    let body = String::from_utf8_lossy(&r.body);
+    let found = |form: &str| {
+        !form.is_empty() && (body.contains(form) || r.headers.iter().any(|(_, v)| v.contains(form)))
+    };
+    sent.iter().any(|s| {
+        let text = s.expose();
+        let quoted = Secret::new(serde_json::to_string(text).unwrap_or_default());
+        let escaped = quoted
+            .expose()
+            .get(1..quoted.expose().len().saturating_sub(1))
+            .unwrap_or_default();
+        found(text) || found(escaped)
+    })
+}
+
+/// Record the result of the http node `node` as its output and in its trace entry. A
+/// response that echoes one of `sent` (the secure values of the request) is secure whole.
+fn record_http(
+    state: &mut RunState,
+    node: usize,
+    h: &HttpNode,
+    entry: &mut TraceEntry,
+    result: HttpResult,
+    sent: &[Secret<String>],
+) {
+    let echoed = echoes(&result, sent);
+    let output = http_output(result);
+    let mut shown = output.clone();
+    let secure = if echoed {
+        entry.errors.push(
+            "the response contains a secure value the request sent, so all of the node's output is secure"
+                .to_owned(),
+        );
+        if let Value::Object(o) = &mut shown {
+            for (k, v) in o.iter_mut() {
+                if k != "error" {
+                    *v = Value::String(MASK.to_owned());
+                }
+            }
+        }
+        vec![Vec::new()]
+    } else {
+        mask_paths(&mut shown, &h.secure_output);
+        h.secure_output.clone()
+    };
+    if let Value::Object(o) = &mut shown {
+        if o.get("error").is_some_and(Value::is_null) {
+            o.remove("error");
+        }
+    }
+    entry.output = Some(shown);
+    if let Some(slot) = state.outputs.get_mut(node) {
+        *slot = Some(Binding {
+            value: output,
+            secure,
+        });
     }
 }
 
@@ -516,6 +736,8 @@ pub fn start(
         current: flow.start,
         steps: 0,
         max_steps: ctx.max_steps,
+        budget: ctx.budget,
+        max_trace: ctx.max_trace_entries,
         trace: Vec::new(),
         pending: None,
         finished: false,
@@ -538,6 +760,7 @@ pub fn step(
         node,
         started,
         mut entry,
+        sent_secrets,
     }) = state.pending.take()
     else {
         let cmd = fail(
@@ -556,27 +779,19 @@ pub fn step(
         );
         return (state, cmd);
     };
+    // The entry of the node that waited cannot be recorded: the run is over.
+    if let Some(cmd) = trace_limit(flow, &mut state) {
+        return (state, cmd);
+    }
     match (&n.kind, event) {
         (Kind::Http(h), Event::HttpCompleted(result)) => {
-            let output = http_output(result);
-            let mut shown = output.clone();
-            mask_paths(&mut shown, &h.secure_output);
-            if let Value::Object(o) = &mut shown {
-                if o.get("error").is_some_and(Value::is_null) {
-                    o.remove("error");
-                }
-            }
-            entry.output = Some(shown);
-            if let Some(slot) = state.outputs.get_mut(node) {
-                *slot = Some(Binding {
-                    value: output,
-                    secure: h.secure_output.clone(),
-                });
-            }
+            record_http(&mut state, node, h, &mut entry, result, &sent_secrets);
         }
         (Kind::Log { .. }, Event::LogWritten) => {}
         (Kind::Collect(_) | Kind::Menu(_), Event::Input(input)) => {
-            state.steps = 0;
+            if state.budget == StepBudget::PerTurn {
+                state.steps = 0;
+            }
             return answer(flow, state, node, entry, input, now);
         }
         (Kind::Action(a), Event::ActionCompleted(result)) => {
@@ -766,6 +981,9 @@ fn answer(
             if state.attempt < attempts {
                 entry.result = Some(result);
                 state.trace.push(entry);
+                if let Some(cmd) = step_limit(flow, &mut state) {
+                    return (state, cmd);
+                }
                 state.attempt += 1;
                 state.steps += 1;
                 let entry = new_entry(flow, node, state.steps);
@@ -843,9 +1061,9 @@ fn ask(
     };
     let mut say = Vec::new();
     if let Some(t) = reprompt {
-        say.push(spoken(state, flow, sn, t));
+        say.push(spoken(state, flow, sn, t, &mut entry.errors));
     }
-    say.push(spoken(state, flow, sn, &sn.text));
+    say.push(spoken(state, flow, sn, &sn.text, &mut entry.errors));
     entry.message = Some(
         say.iter()
             .filter_map(|v| match v {
@@ -855,11 +1073,7 @@ fn ask(
             .collect::<Vec<_>>()
             .join(" "),
     );
-    state.pending = Some(Pending {
-        node,
-        started: now,
-        entry,
-    });
+    state.pending = Some(Pending::new(node, now, entry));
     Command::Prompt(Prompt {
         node_id: n.id.clone(),
         kind,
@@ -875,11 +1089,18 @@ fn ask(
     })
 }
 
-/// A `Say` of `t` in the voice of `sn`. Secure values are masked (the validator refuses
-/// flows that would speak one; this is the second line).
-fn spoken(state: &RunState, flow: &Flow, sn: &SayNode, t: &Template) -> Verb {
+/// A `Say` of `t` in the voice of `sn`. Secure values are masked, each with a note in
+/// `notes` (the validator refuses flows that would speak one; this is the second line, for
+/// values only the run finds secure).
+fn spoken(
+    state: &RunState,
+    flow: &Flow,
+    sn: &SayNode,
+    t: &Template,
+    notes: &mut Vec<String>,
+) -> Verb {
     Verb::Say {
-        text: state.render(flow, t, true).0,
+        text: state.render_shown(flow, t, notes),
         language: sn.language.clone(),
         voice: sn.voice.clone(),
     }
@@ -949,19 +1170,106 @@ fn follow(
     }
 }
 
+/// The id of the node the run is at, for messages.
+fn current_id(flow: &Flow, state: &RunState) -> String {
+    flow.nodes
+        .get(state.current)
+        .map(|n| n.id.clone())
+        .unwrap_or_default()
+}
+
+/// The run's step budget is spent: it ends with `step_limit_exceeded`.
+fn step_limit(flow: &Flow, state: &mut RunState) -> Option<Command> {
+    if state.steps < state.max_steps {
+        return None;
+    }
+    let at = current_id(flow, state);
+    let over = match state.budget {
+        StepBudget::PerRun => "",
+        StepBudget::PerTurn => " in one turn",
+    };
+    let msg = format!(
+        "the run executed {} steps{over} without reaching an end node (stopped at `{at}`); the flow probably loops",
+        state.max_steps
+    );
+    Some(fail(state, "step_limit_exceeded", msg))
+}
+
+/// The run holds as many trace entries as it may: it ends with `trace_limit_exceeded`.
+fn trace_limit(flow: &Flow, state: &mut RunState) -> Option<Command> {
+    if state.trace.len() < state.max_trace_len() {
+        return None;
+    }
+    let at = current_id(flow, state);
+    let msg = format!(
+        "the run recorded {} trace entries without reaching an end node (stopped at `{at}`)",
+        state.max_trace
+    );
+    Some(fail(state, "trace_limit_exceeded", msg))
+}
+
+/// The request of the http node `h` to `url` (already rendered), and the texts of the
+/// secure values it carries.
+fn http_command(
+    flow: &Flow,
+    state: &RunState,
+    h: &HttpNode,
+    url: String,
+) -> (HttpRequest, Vec<Secret<String>>) {
+    let mut carries = false;
+    let mut refs: Vec<VarPath> = h.url.refs().cloned().collect();
+    let mut headers = Vec::with_capacity(h.headers.len() + 1);
+    for (k, t) in &h.headers {
+        t.refs(&mut refs);
+        let (v, s) = state.render_value(flow, t);
+        carries |= s;
+        let text = match v {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        headers.push((k.clone(), Secret::new(text)));
+    }
+    let body = match &h.body {
+        None => None,
+        Some(t) => {
+            t.refs(&mut refs);
+            let (v, s) = state.render_value(flow, t);
+            carries |= s;
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                headers.push((
+                    "content-type".to_owned(),
+                    Secret::new("application/json".to_owned()),
+                ));
+            }
+            Some(Secret::new(serde_json::to_vec(&v).unwrap_or_default()))
+        }
+    };
+    let mut sent = Vec::new();
+    for p in &refs {
+        state.secure_texts(flow, p, &mut sent);
+    }
+    let request = HttpRequest {
+        method: h.method.clone(),
+        url,
+        headers,
+        body,
+        timeout_ms: h.timeout_ms,
+        carries_secret: carries,
+    };
+    (request, sent)
+}
+
 fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
     loop {
-        if state.steps >= state.max_steps {
-            let at = flow
-                .nodes
-                .get(state.current)
-                .map(|n| n.id.as_str())
-                .unwrap_or_default();
-            let msg = format!(
-                "the run executed {} steps without reaching an end node (stopped at `{at}`); the flow probably loops",
-                state.max_steps
-            );
-            return fail(state, "step_limit_exceeded", msg);
+        if let Some(cmd) = step_limit(flow, state) {
+            return cmd;
+        }
+        if let Some(cmd) = trace_limit(flow, state) {
+            return cmd;
         }
         state.steps += 1;
         let i = state.current;
@@ -1014,7 +1322,7 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                 });
             }
             Kind::Say(sn) => {
-                let verb = spoken(state, flow, sn, &sn.text);
+                let verb = spoken(state, flow, sn, &sn.text, &mut entry.errors);
                 if let Verb::Say { text, .. } = &verb {
                     entry.message = Some(text.clone());
                 }
@@ -1090,13 +1398,9 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                 results = Some(r);
             }
             Kind::Log { level, message } => {
-                let (text, _) = state.render(flow, message, true);
+                let text = state.render_shown(flow, message, &mut entry.errors);
                 entry.message = Some(text.clone());
-                state.pending = Some(Pending {
-                    node: i,
-                    started: now,
-                    entry,
-                });
+                state.pending = Some(Pending::new(i, now, entry));
                 return Command::Log(LogLine {
                     node_id: node.id.clone(),
                     level: level.clone(),
@@ -1126,11 +1430,7 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                     name: a.spec.name.to_owned(),
                     inputs: shown,
                 });
-                state.pending = Some(Pending {
-                    node: i,
-                    started: now,
-                    entry,
-                });
+                state.pending = Some(Pending::new(i, now, entry));
                 return Command::Action(ActionCall {
                     node_id: node.id.clone(),
                     action: a.spec.name,
@@ -1139,58 +1439,49 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
                 });
             }
             Kind::Http(h) => {
-                let (url, url_secure) = state.render(flow, &h.url, false);
-                let mut carries = url_secure;
-                let mut headers = Vec::with_capacity(h.headers.len() + 1);
-                for (k, t) in &h.headers {
-                    let (v, s) = state.render_value(flow, t);
-                    carries |= s;
-                    let text = match v {
-                        Value::String(s) => s,
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    };
-                    headers.push((k.clone(), Secret::new(text)));
-                }
-                let body = match &h.body {
-                    None => None,
-                    Some(t) => {
-                        let (v, s) = state.render_value(flow, t);
-                        carries |= s;
-                        if !headers
-                            .iter()
-                            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                        {
-                            headers.push((
-                                "content-type".to_owned(),
-                                Secret::new("application/json".to_owned()),
-                            ));
-                        }
-                        Some(Secret::new(serde_json::to_vec(&v).unwrap_or_default()))
-                    }
-                };
-                let shown_url = if url_secure {
-                    state.render(flow, &h.url, true).0
-                } else {
-                    url.clone()
+                let mut url_secure = false;
+                let rendered = h.url.render_url(|p| {
+                    let (v, secure) = state.get(flow, p);
+                    url_secure |= secure;
+                    let mut text = String::new();
+                    push_text(&mut text, v);
+                    text
+                });
+                let shown_url = match &rendered {
+                    Ok(url) if !url_secure => url.clone(),
+                    _ => state.render(flow, &h.url, true).0,
                 };
                 entry.request = Some(TraceRequest {
                     method: h.method.clone(),
                     url: shown_url,
                 });
-                state.pending = Some(Pending {
-                    node: i,
-                    started: now,
-                    entry,
-                });
-                return Command::Http(HttpRequest {
-                    method: h.method.clone(),
-                    url,
-                    headers,
-                    body,
-                    timeout_ms: h.timeout_ms,
-                    carries_secret: carries,
-                });
+                let refusal = match rendered {
+                    Ok(url) if !url_secure => Ok(url),
+                    Ok(_) => Err(
+                        "its url would carry a secure value; send it in the body or a header"
+                            .to_owned(),
+                    ),
+                    Err(e) => Err(e.to_string()),
+                };
+                match refusal {
+                    Ok(url) => {
+                        let cmd = http_command(flow, state, h, url);
+                        state.pending = Some(Pending {
+                            sent_secrets: cmd.1,
+                            ..Pending::new(i, now, entry)
+                        });
+                        return Command::Http(cmd.0);
+                    }
+                    // Not sent: the node fails as a request the host refused would, and
+                    // the run follows its edges.
+                    Err(why) => {
+                        let failure = HttpResult::Failed(HttpFailure {
+                            kind: HttpFailureKind::InvalidRequest,
+                            message: format!("the request was not sent: {why}"),
+                        });
+                        record_http(state, i, h, &mut entry, failure, &[]);
+                    }
+                }
             }
         }
         if let Err(outcome) = follow(flow, state, i, &mut entry, results.as_deref()) {
@@ -1198,5 +1489,70 @@ fn advance(flow: &Flow, state: &mut RunState, now: UnixMillis) -> Command {
             return Command::Finish(outcome);
         }
         state.trace.push(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reasking_flow() -> Flow {
+        let doc = ivrauth_proto::flow::document_from_value(&json!({
+            "name": "re-ask",
+            "startNode": "start",
+            "nodes": {
+                "start": {"type": "start"},
+                "ask": {"type": "collect", "properties": {"prompt": "Digit?", "variable": "d", "minDigits": 1, "maxDigits": 1, "attempts": 1}},
+                "again": {"type": "say", "properties": {"text": "Again."}},
+                "done": {"type": "end"},
+            },
+            "edges": [
+                {"source": "start", "target": "ask"},
+                {"source": "ask", "target": "done"},
+                {"source": "ask", "target": "again", "condition": "failed"},
+                {"source": "again", "target": "ask"},
+            ],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        crate::flow::compile(&doc)
+            .unwrap_or_else(|r| panic!("{:?}", r.errors))
+            .0
+    }
+
+    /// Answers silence `n` times through a snapshot each turn; the code it ended with, if
+    /// it did.
+    fn silences(flow: &Flow, mut bytes: Vec<u8>, n: usize) -> Option<String> {
+        for _ in 0..n {
+            let run = RunState::restore(flow, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            match step(flow, run, Event::Input(Input::NoInput), UnixMillis(0)) {
+                (_, Command::Finish(o)) => return o.error.map(|e| e.code),
+                (run, _) => bytes = run.snapshot(),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn snapshots_without_a_recorded_budget_keep_the_per_turn_budget_of_calls() {
+        let flow = reasking_flow();
+        let mut ctx = RunContext::new("t");
+        ctx.max_steps = 4;
+        let (run, cmd) =
+            start(&flow, &json!({}), ctx, UnixMillis(0)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(matches!(cmd, Command::Prompt(_)));
+        // As sealed now: the run's budget is spent after two silences.
+        let now = run.snapshot();
+        assert_eq!(
+            silences(&flow, now.clone(), 10).as_deref(),
+            Some("step_limit_exceeded")
+        );
+        // As sealed before the budget was recorded (a call): every turn starts afresh.
+        let mut old: Value = serde_json::from_slice(&now).unwrap_or_else(|e| panic!("{e}"));
+        for field in ["steps", "budget", "max_trace"] {
+            assert!(old.as_object_mut().and_then(|o| o.remove(field)).is_some());
+        }
+        let old = serde_json::to_vec(&old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(silences(&flow, old, 10), None);
     }
 }

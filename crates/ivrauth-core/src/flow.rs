@@ -18,7 +18,7 @@ use ivrauth_proto::flow::{
 };
 
 use crate::actions::{ActionSpec, InputSpec};
-use crate::expr::{Condition, ConditionError, Template, VarPath};
+use crate::expr::{Condition, ConditionError, Template, UrlSlot, VarPath};
 use crate::http::{secure_transport, DEFAULT_TIMEOUT_MS};
 use crate::inputs::InputSchema;
 
@@ -852,6 +852,16 @@ impl<'d, 'r> Compiler<'d, 'r> {
                     );
                 }
                 let url = template(self.report, format!("{path}/properties/url"), &h.url);
+                for (p, slot) in url.iter().flat_map(Template::url_slots) {
+                    if slot == UrlSlot::Authority {
+                        self.report.error(
+                            format!("{path}/properties/url"),
+                            Some(id),
+                            "url_placeholder_position",
+                            format!("placeholder `{{{{{p}}}}}` is in the url's scheme, host or port; write those literally (a flow names the hosts it calls) and put values in the path or the query, where they are percent-encoded"),
+                        );
+                    }
+                }
                 let mut headers = Vec::new();
                 for (k, v) in &h.headers {
                     match ValueTemplate::parse(v) {

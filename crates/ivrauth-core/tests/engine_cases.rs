@@ -1,7 +1,9 @@
 //! Engine cases as data: each `tests/cases/*.json` holds a flow (inline or `flowFile`), the
 //! run's input, the host's replies in order, and the expected transcript (outcome, trace,
-//! and every command the engine issued). `UPDATE_EXPECT=1 cargo test -p ivrauth-core`
-//! rewrites the expectations; review the diff before committing it.
+//! and every command the engine issued). Optional keys: `contact`, `maxSteps`,
+//! `maxTraceEntries`, and `stepBudget` (`perRun`, the default, or `perTurn` as calls run).
+//! `UPDATE_EXPECT=1 cargo test -p ivrauth-core` rewrites the expectations; review the diff
+//! before committing it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext};
+use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext, StepBudget};
 use ivrauth_core::flow::compile;
 use ivrauth_core::http::{HttpFailure, HttpFailureKind, HttpResponse, HttpResult};
 use ivrauth_core::ivr::Input;
@@ -101,6 +103,15 @@ fn run(case: &Value) -> Value {
     }
     if let Some(m) = case.get("maxSteps").and_then(Value::as_u64) {
         ctx.max_steps = m as u32;
+    }
+    if let Some(m) = case.get("maxTraceEntries").and_then(Value::as_u64) {
+        ctx.max_trace_entries = m as u32;
+    }
+    // A call's budget is per turn; a simulation's (the default) covers the whole run.
+    match case.get("stepBudget").and_then(Value::as_str) {
+        None | Some("perRun") => {}
+        Some("perTurn") => ctx.budget = StepBudget::PerTurn,
+        Some(other) => panic!("unknown stepBudget {other}"),
     }
     let mut now = UnixMillis(1_000);
     let (mut state, mut cmd) = match engine::start(&flow, &case["input"], ctx, now) {

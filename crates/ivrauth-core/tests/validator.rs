@@ -297,6 +297,52 @@ fn secure_value_in_url() {
 }
 
 #[test]
+fn url_placeholders_in_scheme_host_or_port_are_refused() {
+    for (url, quote) in [
+        ("{{contact.idpUrl}}/api/auth", "`{{contact.idpUrl}}`"),
+        (
+            "https://{{username}}.example.com/api/auth",
+            "`{{username}}`",
+        ),
+        (
+            "https://idp.example.com:{{username}}/api/auth",
+            "`{{username}}`",
+        ),
+        (
+            "https://{{username}}@idp.example.com/api/auth",
+            "`{{username}}`",
+        ),
+        ("{{username}}://idp.example.com/api/auth", "`{{username}}`"),
+        ("https://idp.example.com{{username}}", "`{{username}}`"),
+    ] {
+        has_error(
+            &edit(|d| d["nodes"]["http_auth"]["properties"]["url"] = json!(url)),
+            "url_placeholder_position",
+            "/nodes/http_auth/properties/url",
+            quote,
+        );
+    }
+    // In the path, the query or the fragment a placeholder is encoded, not refused.
+    for url in [
+        "https://idp.example.com/u/{{username}}/auth",
+        "https://idp.example.com/auth?user={{username}}&x={{flow.traceId}}",
+        "https://idp.example.com?user={{username}}",
+        "https://idp.example.com/auth#{{username}}",
+    ] {
+        let r = report(&edit(|d| {
+            d["nodes"]["http_auth"]["properties"]["url"] = json!(url)
+        }));
+        assert!(
+            !r.errors
+                .iter()
+                .any(|e| e.code == "url_placeholder_position"),
+            "{url}: {:#?}",
+            r.errors
+        );
+    }
+}
+
+#[test]
 fn follow_redirects_with_secret() {
     has_error(
         &edit(|d| d["nodes"]["http_auth"]["properties"]["followRedirects"] = json!(true)),

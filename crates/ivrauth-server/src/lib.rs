@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub demo: bool,
     /// The URL clients reach this server at, when it differs from the listen address.
     pub public_base_url: Option<String>,
+    /// Bounds of simulation runs.
+    pub simulate: runtime::SimulateConfig,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             demo: false,
             public_base_url: None,
+            simulate: runtime::SimulateConfig::default(),
         }
     }
 }

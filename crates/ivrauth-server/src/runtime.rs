@@ -3,6 +3,13 @@
 //! until the run ends. The simulation endpoint and the CLI's simulator use it; the telephony
 //! front-ends will drive the same engine turn by turn.
 //!
+//! A simulation answers the flow's prompts itself (from the request's `digits`, then with
+//! no input), so nothing outside bounds it: [`SimulateConfig`] does. Its step budget covers
+//! the whole run, and the number of prompts answered with no input, the trace entries and
+//! the wall time (by the server's clock) are capped; a run that reaches a limit ends at once
+//! with the limit named in `outcome.error.code`. The loop gives the runtime its turn on
+//! every iteration, so a run cannot starve other requests.
+//!
 //! Not here: any flow rule. If a decision could be made without I/O, it belongs in the core.
 
 use std::collections::HashMap;
@@ -11,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Map, Value};
 
 use ivrauth_core::audit::AuditEvent;
-use ivrauth_core::engine::{self, Command, Event, RunContext};
+use ivrauth_core::engine::{self, Command, Event, RunContext, StepBudget};
 use ivrauth_core::flow::{compile, Flow};
 use ivrauth_core::ivr::Input;
 use ivrauth_core::ports::{RunRecord, StoredFlow};
@@ -68,6 +75,34 @@ fn compile_text(text: &str) -> Result<Flow, ApiError> {
     })
 }
 
+/// Bounds of one simulation run (`[simulate]` in the config file). A run that reaches one
+/// ends at once with HTTP 200 and the limit named in `outcome.error.code`; its trace holds
+/// what ran until then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulateConfig {
+    /// Nodes the whole run may execute (`step_limit_exceeded`); input does not reset it.
+    pub max_steps: u32,
+    /// Prompts answered with no input, past the request's `digits` or with an empty entry
+    /// (`no_input_limit_exceeded`).
+    pub max_no_input: u32,
+    /// Trace entries the run may hold (`trace_limit_exceeded`).
+    pub max_trace_entries: u32,
+    /// Wall time of the run by the server's clock (`time_limit_exceeded`); an http node's
+    /// timeout is shortened to the time left.
+    pub max_duration_ms: u64,
+}
+
+impl Default for SimulateConfig {
+    fn default() -> Self {
+        SimulateConfig {
+            max_steps: engine::DEFAULT_MAX_STEPS,
+            max_no_input: 20,
+            max_trace_entries: engine::DEFAULT_MAX_TRACE_ENTRIES,
+            max_duration_ms: 10_000,
+        }
+    }
+}
+
 /// What to run and for whom.
 pub struct RunRequest<'a> {
     pub flow: &'a Flow,
@@ -85,9 +120,13 @@ pub struct RunRequest<'a> {
 
 /// Run a flow to its end, performing its commands, and return the masked trace.
 pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateResponse, ApiError> {
+    let limits = &state.config.simulate;
     let trace_id = uuid::Uuid::new_v4().to_string();
     let mut ctx = RunContext::new(trace_id.clone());
     ctx.flow_id = req.flow_id.clone();
+    ctx.max_steps = limits.max_steps;
+    ctx.budget = StepBudget::PerRun;
+    ctx.max_trace_entries = limits.max_trace_entries;
     // Identity actions count a simulation's attempts as one caller's: the client's. Whatever
     // `contact.ani` says, a client cannot buy fresh per-caller-number limits with it.
     let ani = format!("client:{}", req.actor);
@@ -108,6 +147,10 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
         }
     };
     let started_at = now;
+    let deadline = started_at
+        .0
+        .saturating_add(i64::try_from(limits.max_duration_ms).unwrap_or(i64::MAX));
+    let mut no_inputs = 0u32;
     let mut digits = req.digits.into_iter();
     // The run's audit records are collected and written with the run in one commit before
     // the response goes out: durable before anyone is told, one disk flush per simulation.
@@ -115,14 +158,28 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
     let outcome: Outcome = loop {
         let event = match cmd {
             Command::Finish(outcome) => break outcome,
-            Command::Prompt(_) => {
+            Command::Prompt(prompt) => {
                 run.take_verbs();
                 match digits.next() {
                     Some(d) if !d.expose().is_empty() => Event::Input(Input::Digits(d)),
-                    _ => Event::Input(Input::NoInput),
+                    _ if no_inputs >= limits.max_no_input => {
+                        let message = format!(
+                            "{no_inputs} prompts were answered with no input (stopped at `{}`); give the run's `digits`, or raise [simulate] max_no_input",
+                            prompt.node_id
+                        );
+                        break run.abort("no_input_limit_exceeded", message, now);
+                    }
+                    _ => {
+                        no_inputs += 1;
+                        Event::Input(Input::NoInput)
+                    }
                 }
             }
-            Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
+            Command::Http(mut request) => {
+                let left = u64::try_from(deadline.saturating_sub(now.0)).unwrap_or(0);
+                request.timeout_ms = request.timeout_ms.min(left.max(1));
+                Event::HttpCompleted(state.http.execute(&request).await)
+            }
             Command::Action(call) => match state.simulation_identity() {
                 Some(service) => {
                     let ctx = CallContext {
@@ -156,7 +213,16 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
                 Event::LogWritten
             }
         };
+        // A run of pure nodes and answered prompts never waits: let other tasks run.
+        tokio::task::coop::consume_budget().await;
         now = state.clock.now();
+        if now.0 >= deadline {
+            let message = format!(
+                "the run took {} ms or more; raise [simulate] max_duration_secs if the flow's requests are slow",
+                limits.max_duration_ms
+            );
+            break run.abort("time_limit_exceeded", message, now);
+        }
         (run, cmd) = engine::step(req.flow, run, event, now);
     };
 

@@ -12,6 +12,9 @@
 //! `client_secret`, ...) are held as [`Secret`] from the moment they are read, and no
 //! problem message ever contains one.
 //!
+//! `[simulate]` bounds simulation runs and chooses what their identity actions reach
+//! ([`SimulateSettings`]).
+//!
 //! `[calls]`, `[twilio]`, `[jambonz]` and `[voicexml]` configure call sessions and the
 //! telephony front-ends ([`CallsSettings`], [`TwilioSettings`], [`JambonzSettings`],
 //! [`VoiceXmlSettings`]); session keys are checked (base64, 32 bytes each) while loading, and
@@ -33,10 +36,11 @@ use ivrauth_core::identity::{AccountRules, HashParams, IdentityError, LockoutPol
 use ivrauth_core::secret::Secret;
 use ivrauth_server::calls::access::Cidr;
 use ivrauth_server::calls::seal::{SealError, SessionKeys};
-use ivrauth_server::calls::session::CallsConfig;
+use ivrauth_server::calls::session::{CallsConfig, DEFAULT_MAX_TURNS};
 use ivrauth_server::calls::web::{
     JambonzConfig, PlatformConfig, TwilioConfig, TwilioRest, VoiceXmlConfig,
 };
+use ivrauth_server::runtime::SimulateConfig;
 use ivrauth_server::ServerConfig;
 
 /// The config file looked for in the working directory when `--config` is not given.
@@ -58,6 +62,15 @@ pub const DEFAULT_CALL_IDLE_TIMEOUT_SECS: u64 = 1_800;
 
 /// Longest `[calls] idle_timeout_secs`: a day.
 const MAX_CALL_IDLE_TIMEOUT_SECS: u64 = 86_400;
+
+/// Most `[simulate] max_steps` and `max_trace_entries`.
+const MAX_SIMULATE_STEPS: u32 = 100_000;
+
+/// Most `[simulate] max_duration_secs`.
+const MAX_SIMULATE_DURATION_SECS: u64 = 600;
+
+/// Most `[calls] max_turns`.
+const MAX_CALL_TURNS: u32 = 100_000;
 
 /// Default of `[twilio] rest_base_url`.
 pub const DEFAULT_TWILIO_REST_BASE_URL: &str = "https://api.twilio.com";
@@ -87,6 +100,8 @@ pub struct Settings {
     pub http_allowed_hosts: Option<Vec<String>>,
     /// The `[identity]` sections.
     pub identity: IdentitySettings,
+    /// `[simulate]`: simulation runs.
+    pub simulate: SimulateSettings,
     /// `[calls]`: call sessions.
     pub calls: CallsSettings,
     /// `[twilio]`: the Twilio front-end.
@@ -111,6 +126,7 @@ impl Default for Settings {
             secret_rotation_overlap_secs: DEFAULT_SECRET_ROTATION_OVERLAP_SECS,
             http_allowed_hosts: None,
             identity: IdentitySettings::default(),
+            simulate: SimulateSettings::default(),
             calls: CallsSettings::default(),
             twilio: TwilioSettings::default(),
             jambonz: JambonzSettings::default(),
@@ -129,6 +145,7 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             demo,
             public_base_url: self.public_url.clone(),
+            simulate: self.simulate.to_config(),
         }
     }
 
@@ -140,6 +157,7 @@ impl Settings {
         CallsConfig {
             keys,
             idle_secs: i64::try_from(self.calls.idle_timeout_secs).unwrap_or(i64::MAX),
+            max_turns: self.calls.max_turns,
             platforms: PlatformConfig {
                 public_url: self.calls.public_url.clone(),
                 twilio: TwilioConfig {
@@ -169,12 +187,52 @@ impl Settings {
     }
 }
 
+/// `[simulate]`. Each limit ends a run at once, with HTTP 200 and the limit named in
+/// `outcome.error.code`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulateSettings {
+    /// Nodes one run may execute, all its prompts together (`step_limit_exceeded`).
+    pub max_steps: u32,
+    /// Prompts one run may answer with no input (`no_input_limit_exceeded`).
+    pub max_no_input: u32,
+    /// Trace entries one run may hold (`trace_limit_exceeded`).
+    pub max_trace_entries: u32,
+    /// Wall time of one run, in seconds (`time_limit_exceeded`).
+    pub max_duration_secs: u64,
+}
+
+impl Default for SimulateSettings {
+    fn default() -> Self {
+        let c = SimulateConfig::default();
+        SimulateSettings {
+            max_steps: c.max_steps,
+            max_no_input: c.max_no_input,
+            max_trace_entries: c.max_trace_entries,
+            max_duration_secs: c.max_duration_ms / 1000,
+        }
+    }
+}
+
+impl SimulateSettings {
+    /// The server's part of the section.
+    pub fn to_config(&self) -> SimulateConfig {
+        SimulateConfig {
+            max_steps: self.max_steps,
+            max_no_input: self.max_no_input,
+            max_trace_entries: self.max_trace_entries,
+            max_duration_ms: self.max_duration_secs.saturating_mul(1000),
+        }
+    }
+}
+
 /// `[calls]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallsSettings {
     /// A call session idle for longer is over (its sealed state no longer opens, and the
     /// periodic expiry closes its row).
     pub idle_timeout_secs: u64,
+    /// Turns one call may take; the next one ends the call (`turn_limit_exceeded`).
+    pub max_turns: u32,
     /// The session keys, base64 of 32 bytes each (checked while loading): the first seals,
     /// all open, so keys rotate by putting the new one first. Empty: `serve` generates a
     /// key once and keeps it in `DATA_DIR/call-session.key`.
@@ -189,6 +247,7 @@ impl Default for CallsSettings {
     fn default() -> Self {
         CallsSettings {
             idle_timeout_secs: DEFAULT_CALL_IDLE_TIMEOUT_SECS,
+            max_turns: DEFAULT_MAX_TURNS,
             session_keys: Vec::new(),
             public_url: None,
         }
@@ -1650,7 +1709,53 @@ static KEYS: &[Spec] = &[
             Ok(())
         },
     },
+    // [simulate]
+    Spec {
+        section: "simulate",
+        key: "max_steps",
+        env: Some("IVRAUTH_SIMULATE_MAX_STEPS"),
+        apply: |s, raw| {
+            s.simulate.max_steps = raw.u32_in(1, MAX_SIMULATE_STEPS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "simulate",
+        key: "max_no_input",
+        env: Some("IVRAUTH_SIMULATE_MAX_NO_INPUT"),
+        apply: |s, raw| {
+            s.simulate.max_no_input = raw.u32_in(0, MAX_SIMULATE_STEPS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "simulate",
+        key: "max_trace_entries",
+        env: Some("IVRAUTH_SIMULATE_MAX_TRACE_ENTRIES"),
+        apply: |s, raw| {
+            s.simulate.max_trace_entries = raw.u32_in(1, MAX_SIMULATE_STEPS)?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "simulate",
+        key: "max_duration_secs",
+        env: Some("IVRAUTH_SIMULATE_MAX_DURATION_SECS"),
+        apply: |s, raw| {
+            s.simulate.max_duration_secs = raw.integer(1, MAX_SIMULATE_DURATION_SECS)?;
+            Ok(())
+        },
+    },
     // [calls]
+    Spec {
+        section: "calls",
+        key: "max_turns",
+        env: Some("IVRAUTH_CALL_MAX_TURNS"),
+        apply: |s, raw| {
+            s.calls.max_turns = raw.u32_in(1, MAX_CALL_TURNS)?;
+            Ok(())
+        },
+    },
     Spec {
         section: "calls",
         key: "idle_timeout_secs",
@@ -1996,7 +2101,7 @@ impl Loading {
                     .push(format!("{origin}: unknown section [{child}]"));
             } else if path.is_empty() {
                 self.problems.push(format!(
-                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http], [identity], [calls], [twilio], [jambonz] or [voicexml])"
+                    "{origin}: unknown key `{name}` (keys belong in [server], [auth], [http], [identity], [simulate], [calls], [twilio], [jambonz] or [voicexml])"
                 ));
             } else {
                 self.problems
@@ -2824,11 +2929,61 @@ client_secret = "{CANARY}"
 
         let c = s.calls_config(SessionKeys::generate());
         assert_eq!(c.idle_secs, 1800);
+        assert_eq!(c.max_turns, 200);
         assert_eq!(c.keys.key_count(), 1);
         assert!(c.platforms.public_url.is_none());
         assert!(c.platforms.twilio.auth_tokens.is_empty());
         assert!(c.platforms.twilio.rest.is_none());
         assert!(c.platforms.jambonz.secrets.is_empty());
+    }
+
+    #[test]
+    fn simulate_defaults_are_the_documented_ones() {
+        let c = Settings::default().server_config(false).simulate;
+        assert_eq!(
+            c,
+            SimulateConfig {
+                max_steps: 1000,
+                max_no_input: 20,
+                max_trace_entries: 1000,
+                max_duration_ms: 10_000,
+            }
+        );
+    }
+
+    #[test]
+    fn run_limits_reach_the_server_config() {
+        let (s, warnings) = load_text(
+            "[simulate]\nmax_steps = 50\nmax_no_input = 0\nmax_trace_entries = 40\n[calls]\nmax_turns = 30\n",
+            &env(&[("IVRAUTH_SIMULATE_MAX_DURATION_SECS", "3")]),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            s.server_config(false).simulate,
+            SimulateConfig {
+                max_steps: 50,
+                max_no_input: 0,
+                max_trace_entries: 40,
+                max_duration_ms: 3_000,
+            }
+        );
+        assert_eq!(s.calls_config(SessionKeys::generate()).max_turns, 30);
+
+        let text = load_text(
+            "[simulate]\nmax_steps = 0\nmax_duration_secs = 601\nmax_turns = 5\n[calls]\nmax_turns = \"many\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "[simulate] max_steps: must be between 1 and 100000",
+            "[simulate] max_duration_secs: must be between 1 and 600",
+            "[simulate] unknown key `max_turns`",
+            "[calls] max_turns: expected an integer",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
     }
 
     #[test]

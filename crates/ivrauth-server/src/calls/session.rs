@@ -11,13 +11,18 @@
 //! (next turn, sealed state, the answer given, failures) is written before the answer goes
 //! out, so a replayed webhook gets the same answer without a second attempt, and a hang-up
 //! can count a secret the caller was being asked for after a failure.
+//!
+//! Bounds: the engine's step budget is per turn (each turn waits for the caller), and a call
+//! has at most [`CallsConfig::max_turns`] turns; the turn after the last ends the call as an
+//! engine error does (`turn_limit_exceeded`: a hang-up, audited as `call.ended` with that
+//! error), so no platform, replaying or not, can keep a call going for ever.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use ivrauth_core::audit::AuditEvent;
 use ivrauth_core::clients::hash_credential;
-use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext, RunState};
+use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext, RunState, StepBudget};
 use ivrauth_core::flow::Flow;
 use ivrauth_core::ivr::{CallEnd, Input, Verb};
 use ivrauth_core::ports::{CallRecord, StoreError};
@@ -32,6 +37,9 @@ use crate::AppState;
 
 /// Default idle expiry of a call session.
 pub const DEFAULT_IDLE_SECS: i64 = 30 * 60;
+
+/// Default bound on the turns of one call: well above a long two-factor call's 20 to 30.
+pub const DEFAULT_MAX_TURNS: u32 = 200;
 
 /// Which front-end a call came through; part of the call's key and of the seal's context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +68,8 @@ pub struct CallsConfig {
     pub keys: SessionKeys,
     /// A session idle for longer is over.
     pub idle_secs: i64,
+    /// Turns one call may take; the next one ends the call (`turn_limit_exceeded`).
+    pub max_turns: u32,
     /// Twilio, jambonz, public URL.
     pub platforms: super::web::PlatformConfig,
 }
@@ -69,6 +79,7 @@ impl Default for CallsConfig {
         CallsConfig {
             keys: SessionKeys::generate(),
             idle_secs: DEFAULT_IDLE_SECS,
+            max_turns: DEFAULT_MAX_TURNS,
             platforms: Default::default(),
         }
     }
@@ -314,6 +325,7 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
         let mut ctx = RunContext::new(req.call_id.clone());
         ctx.flow_id = Some(req.flow_id.clone());
         ctx.contact = contact(&req);
+        ctx.budget = StepBudget::PerTurn;
         let (run, cmd) = engine::start(&flow, &json!({}), ctx, now).map_err(|_| {
             CallError::FlowNotCallable(
                 "the flow requires inputs; a call flow takes its data from the caller".to_owned(),
@@ -365,8 +377,18 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
         ani: cont.ani,
         dnis: cont.dnis,
     };
-    let input = req.input.clone().unwrap_or(Input::NoInput);
-    let (run, cmd) = engine::step(&flow, run, Event::Input(input), now);
+    let (run, cmd) = if cont.turn > calls.max_turns {
+        let mut run = run;
+        let message = format!(
+            "the call took the {} turns [calls] max_turns allows",
+            calls.max_turns
+        );
+        let outcome = run.abort("turn_limit_exceeded", message, now);
+        (run, Command::Finish(outcome))
+    } else {
+        let input = req.input.clone().unwrap_or(Input::NoInput);
+        engine::step(&flow, run, Event::Input(input), now)
+    };
     let driven = drive(state, &flow, &req, run, cmd, cont.host, cont.turn, &meta).await?;
     finish_turn(state, &req, &meta, driven, &calls.keys, now).await
 }
@@ -551,6 +573,8 @@ async fn drive(
                 }
             }
         };
+        // Pure nodes never wait: let other tasks run.
+        tokio::task::coop::consume_budget().await;
         (run, cmd) = engine::step(flow, run, event, state.clock.now());
     }
 }

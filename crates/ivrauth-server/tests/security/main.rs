@@ -2,9 +2,12 @@
 //! test named after the property it proves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod bounded_runs;
 mod caller_limits;
+mod echoed_secret;
 mod refusals;
 mod side_door;
 mod ssrf;
 mod support;
+mod url_templates;
 mod voicexml;
