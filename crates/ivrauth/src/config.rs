@@ -199,6 +199,35 @@ pub struct SimulateSettings {
     pub max_trace_entries: u32,
     /// Wall time of one run, in seconds (`time_limit_exceeded`).
     pub max_duration_secs: u64,
+    /// What identity actions in simulations reach (`live`, `demo`, `off`).
+    pub identity: SimulateIdentityMode,
+}
+
+/// `[simulate] identity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimulateIdentityMode {
+    /// The configured directory, limited per client as if the client were one caller.
+    #[default]
+    Live,
+    /// Only the built-in demo accounts, never the live directory.
+    Demo,
+    /// Refused (403) like a missing `identity:simulate` scope.
+    Off,
+}
+
+impl SimulateIdentityMode {
+    const ALL: [SimulateIdentityMode; 3] = [
+        SimulateIdentityMode::Live,
+        SimulateIdentityMode::Demo,
+        SimulateIdentityMode::Off,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            SimulateIdentityMode::Live => "live",
+            SimulateIdentityMode::Demo => "demo",
+            SimulateIdentityMode::Off => "off",
+        }
+    }
 }
 
 impl Default for SimulateSettings {
@@ -209,6 +238,7 @@ impl Default for SimulateSettings {
             max_no_input: c.max_no_input,
             max_trace_entries: c.max_trace_entries,
             max_duration_secs: c.max_duration_ms / 1000,
+            identity: SimulateIdentityMode::Live,
         }
     }
 }
@@ -1746,6 +1776,22 @@ static KEYS: &[Spec] = &[
             Ok(())
         },
     },
+    Spec {
+        section: "simulate",
+        key: "identity",
+        env: Some("IVRAUTH_SIMULATE_IDENTITY"),
+        apply: |s, raw| {
+            let name = raw.string()?;
+            let name = name.trim();
+            s.simulate.identity = SimulateIdentityMode::ALL
+                .into_iter()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| {
+                    format!("unknown mode {name:?} (expected \"live\", \"demo\" or \"off\")")
+                })?;
+            Ok(())
+        },
+    },
     // [calls]
     Spec {
         section: "calls",
@@ -2984,6 +3030,30 @@ client_secret = "{CANARY}"
         ] {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
+    }
+
+    #[test]
+    fn simulate_identity_modes_and_account_rules() {
+        let (s, _) = load_text("", &[]).unwrap();
+        assert_eq!(s.simulate.identity, SimulateIdentityMode::Live);
+        assert!(s.identity.account_rules.fold_case);
+        assert!(!s.identity.account_rules.strip_separators);
+        let (s, _) = load_text(
+            "[simulate]\nidentity = \"demo\"\n[identity]\naccount_fold_case = false\naccount_strip_separators = true\nlookups_per_caller_per_hour = 7\n",
+            &env(&[("IVRAUTH_SIMULATE_IDENTITY", "off")]),
+        )
+        .unwrap();
+        assert_eq!(s.simulate.identity, SimulateIdentityMode::Off);
+        assert!(!s.identity.account_rules.fold_case);
+        assert!(s.identity.account_rules.strip_separators);
+        assert_eq!(s.identity.lookups_per_caller_per_hour, 7);
+        let text = load_text("[simulate]\nidentity = \"dmeo\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("[simulate] identity: unknown mode \"dmeo\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -29,8 +29,9 @@ use ivrauth_server::identity::IdentityService;
 use ivrauth_server::AppState;
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
-use crate::config::{IdentitySettings, ProviderKind, Settings};
+use crate::config::{IdentitySettings, ProviderKind, Settings, SimulateIdentityMode};
 use crate::DataDirArg;
+use ivrauth_server::SimulateIdentity;
 
 /// How often expired access tokens and old caller-number failures are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -183,8 +184,26 @@ pub(crate) async fn app_state(
     };
     let http = HttpExecutor::new(http_config, Arc::new(TokioSleeper), clock.clone())
         .context("invalid [http] configuration")?;
+    let simulate_identity = match settings.simulate.identity {
+        SimulateIdentityMode::Live => SimulateIdentity::Live,
+        SimulateIdentityMode::Off => SimulateIdentity::Off,
+        SimulateIdentityMode::Demo => SimulateIdentity::Demo(Arc::new(IdentityService {
+            provider: Arc::new(ivrauth_server::demo::DemoDirectory),
+            store: store.clone(),
+            policy: settings.identity.lockout,
+            min_verify_duration: settings.identity.min_verify_duration(),
+            clock: clock.clone(),
+            sleeper: Arc::new(TokioSleeper),
+            account_rules: settings.identity.account_rules,
+            account_key: keys.demo_account_key(),
+            lookup_limiter: ivrauth_server::identity::lookup_limiter(
+                settings.identity.lookups_per_caller_per_hour,
+            ),
+        })),
+    };
     let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
         .with_identity(identity)
+        .with_simulate_identity(simulate_identity)
         .with_calls(settings.calls_config(keys));
     Ok((state, source))
 }
