@@ -13,6 +13,10 @@ pub struct InputSpec {
     /// The value must be secure (a PIN): it must come from a secure input or property, and
     /// the host receives it as a `Secret`.
     pub secret: bool,
+    /// The value is used up by the action: once the action has completed (not when it
+    /// could not be performed, so a flow may retry), the variable it came from is cleared
+    /// from the run, so a verified PIN is not carried into later turns' sealed state.
+    pub consumed: bool,
     pub description: &'static str,
 }
 
@@ -34,6 +38,7 @@ const ACCOUNT: InputSpec = InputSpec {
     name: "account",
     required: true,
     secret: false,
+    consumed: false,
     description: "the account number the caller keyed in",
 };
 
@@ -69,6 +74,7 @@ pub const ACTIONS: &[ActionSpec] = &[
                 name: "secret",
                 required: true,
                 secret: true,
+                consumed: true,
                 description: "the PIN or password",
             },
         ],

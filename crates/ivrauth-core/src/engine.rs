@@ -357,6 +357,30 @@ impl RunState {
         }
     }
 
+    /// Clear what `p` refers to (set it to `null`), if it exists.
+    fn erase(&mut self, flow: &Flow, p: &VarPath) {
+        let binding = match flow.names.get(p.root()) {
+            Some(&i) => self.outputs.get_mut(i).and_then(Option::as_mut),
+            None => self.roots.get_mut(p.root()),
+        };
+        let Some(binding) = binding else {
+            return;
+        };
+        let mut v = &mut binding.value;
+        for seg in p.rest() {
+            let next = match v {
+                Value::Object(o) => o.get_mut(seg.as_str()),
+                Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                _ => None,
+            };
+            match next {
+                Some(n) => v = n,
+                None => return,
+            }
+        }
+        *v = Value::Null;
+    }
+
     fn get(&self, flow: &Flow, p: &VarPath) -> (Option<&Value>, bool) {
         match self.binding(flow, p.root()) {
             Some(b) => b.lookup(p.rest()),
@@ -796,6 +820,18 @@ pub fn step(
         }
         (Kind::Action(a), Event::ActionCompleted(result)) => {
             let mut out = Map::new();
+            if result.is_ok() {
+                // A secret the action used up (a verified PIN) leaves the run's variables.
+                let mut used = Vec::new();
+                for (spec, t) in &a.inputs {
+                    if spec.consumed {
+                        t.refs(&mut used);
+                    }
+                }
+                for p in &used {
+                    state.erase(flow, p);
+                }
+            }
             match result {
                 Ok(values) => {
                     for name in a.spec.outputs {
@@ -1554,5 +1590,62 @@ mod tests {
         }
         let old = serde_json::to_vec(&old).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(silences(&flow, old, 10), None);
+    }
+
+    /// Issue 8, item 11: a PIN the caller keyed leaves the run once it has been verified,
+    /// so no later snapshot (sealed into callback URLs and call rows) carries it; a PIN
+    /// whose verification could not be performed stays, so the flow may retry.
+    #[test]
+    fn a_verified_pin_is_not_carried_into_later_snapshots() {
+        let doc = ivrauth_proto::flow::document_from_value(&json!({
+            "name": "pin",
+            "startNode": "start",
+            "nodes": {
+                "start": {"type": "start"},
+                "ask": {"type": "collect", "properties": {"prompt": "PIN?", "variable": "pin", "minDigits": 4, "maxDigits": 8, "secure": true}},
+                "v": {"type": "action", "properties": {"action": "identity.verify", "inputs": {"account": "10001", "secret": "{{pin}}"}}},
+                "menu": {"type": "collect", "properties": {"prompt": "Choice?", "variable": "choice", "minDigits": 1, "maxDigits": 1}},
+                "done": {"type": "end"},
+            },
+            "edges": [
+                {"source": "start", "target": "ask"},
+                {"source": "ask", "target": "v"},
+                {"source": "ask", "target": "done", "condition": "failed"},
+                {"source": "v", "target": "menu"},
+                {"source": "menu", "target": "done"},
+                {"source": "menu", "target": "done", "condition": "failed"},
+            ],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let flow = crate::flow::compile(&doc)
+            .unwrap_or_else(|r| panic!("{:?}", r.errors))
+            .0;
+        const PIN: &str = "73051946";
+        for (result, kept) in [
+            (Ok(Map::new()), false),
+            (
+                Err(ActionFailure {
+                    code: "busy".into(),
+                    message: "busy".into(),
+                }),
+                true,
+            ),
+        ] {
+            let (run, _) = start(&flow, &json!({}), RunContext::new("t"), UnixMillis(0))
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let keys = Input::Digits(Secret::new(PIN.to_owned()));
+            let (run, cmd) = step(&flow, run, Event::Input(keys), UnixMillis(1));
+            let Command::Action(call) = cmd else {
+                panic!("expected the verification, got {cmd:?}");
+            };
+            assert_eq!(
+                call.text("secret").map(|s| s.expose().clone()).as_deref(),
+                Some(PIN)
+            );
+            let (run, cmd) = step(&flow, run, Event::ActionCompleted(result), UnixMillis(2));
+            assert!(matches!(cmd, Command::Prompt(_)), "{cmd:?}");
+            let bytes = String::from_utf8_lossy(&run.snapshot()).into_owned();
+            assert_eq!(bytes.contains(PIN), kept, "{bytes}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod bounded_runs;
 mod caller_limits;
 mod echoed_secret;
 mod refusals;
+mod secrets;
 mod side_door;
 mod ssrf;
 mod support;
