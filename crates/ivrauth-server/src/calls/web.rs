@@ -209,8 +209,36 @@ fn apology_answer() -> TurnAnswer {
     }
 }
 
-/// Log why a turn failed and say what status the platform gets.
-fn failure_status(e: &CallError) -> StatusCode {
+/// Count a refused platform request for the audit: one `call.refused` record per
+/// platform, actor (client id, source address or platform) and reason per interval, not a
+/// durable write each (see `crate::refusals`).
+fn note_refusal(state: &AppState, platform: Platform, actor: &str, reason: &str) {
+    state.refusals.note(
+        "call.refused",
+        actor,
+        platform.as_str(),
+        json!({"platform": platform.as_str(), "reason": reason}),
+        state.clock.now(),
+    );
+}
+
+/// The refusal reason of a turn that is refused rather than failed.
+fn refusal_reason(e: &CallError) -> Option<&'static str> {
+    match e {
+        CallError::BadSession => Some("bad_session"),
+        CallError::Expired => Some("expired"),
+        CallError::StaleTurn => Some("stale_turn"),
+        CallError::TurnRequired => Some("turn_required"),
+        _ => None,
+    }
+}
+
+/// Log why a turn failed, count a refusal for the audit, and say what status the platform
+/// gets.
+fn failure_status(state: &AppState, platform: Platform, e: &CallError) -> StatusCode {
+    if let Some(reason) = refusal_reason(e) {
+        note_refusal(state, platform, platform.as_str(), reason);
+    }
     match e {
         CallError::UnknownFlow => StatusCode::NOT_FOUND,
         CallError::BadSession
@@ -333,7 +361,7 @@ async fn twilio_turn(
             xml(StatusCode::OK, twiml::render(&r.answer, &next, &opts))
         }
         Err(e) => {
-            let status = failure_status(&e);
+            let status = failure_status(&state, Platform::Twilio, &e);
             let next = NextTurn::default();
             xml(status, twiml::render(&apology_answer(), &next, &opts))
         }
@@ -527,7 +555,7 @@ async fn jambonz_turn(
         ))
         .into_response(),
         Err(e) => {
-            let status = failure_status(&e);
+            let status = failure_status(&state, Platform::Jambonz, &e);
             (status, Json(jambonz::render(&apology_answer(), &empty))).into_response()
         }
     }
@@ -588,7 +616,9 @@ fn vxml_refusal(
 ) -> Option<Response> {
     let cfg = &state.calls.platforms.voicexml;
     let refused = |status| xml(status, vxml::error_document(vxml::DEFAULT_APOLOGY));
+    let actor = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
     if !cfg.accepts_requests() {
+        note_refusal(state, Platform::Vxml, &actor, "not_configured");
         return Some(refused(StatusCode::FORBIDDEN));
     }
     if !cfg.allowed_sources.is_empty() {
@@ -608,6 +638,7 @@ fn vxml_refusal(
                     "VoiceXML request refused: the source address is not in [voicexml] allowed_sources"
                 ),
             }
+            note_refusal(state, Platform::Vxml, &actor, "source_not_allowed");
             return Some(refused(StatusCode::FORBIDDEN));
         }
     }
@@ -619,6 +650,7 @@ fn vxml_refusal(
                 tracing::warn!(
                     "VoiceXML start request refused: missing or wrong HTTP Basic credentials"
                 );
+                note_refusal(state, Platform::Vxml, &actor, "basic_credentials");
                 let mut res = refused(StatusCode::UNAUTHORIZED);
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -645,12 +677,8 @@ async fn vxml_turn(
     body: Bytes,
 ) -> Response {
     let first = q.s.is_none();
-    if let Some(refusal) = vxml_refusal(
-        &state,
-        peer.map(|Extension(ConnectInfo(a))| a),
-        &headers,
-        first,
-    ) {
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    if let Some(refusal) = vxml_refusal(&state, peer, &headers, first) {
         return refusal;
     }
     let params = form(&body);
@@ -692,6 +720,8 @@ async fn vxml_turn(
             call_secret: secret.clone(),
         };
         if session::authentic(&state, &check).is_err() {
+            let actor = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+            note_refusal(&state, Platform::Vxml, &actor, "bad_call_secret");
             return xml(StatusCode::FORBIDDEN, vxml::error_document("Goodbye."));
         }
         if let Err(e) = session::hangup(&state, Platform::Vxml, &call_id).await {
@@ -727,7 +757,7 @@ async fn vxml_turn(
             vxml::render(&r.answer, &next_urls(&base, &path, &r, true)),
         ),
         Err(e) => {
-            let status = failure_status(&e);
+            let status = failure_status(&state, Platform::Vxml, &e);
             xml(
                 status,
                 vxml::error_document("Sorry, we cannot continue this call. Goodbye."),
@@ -975,7 +1005,15 @@ pub async fn api_turn(
         input: Some(input),
         call_secret: None,
     };
-    let r = session::turn(&state, req).await.map_err(api_error)?;
+    let r = match session::turn(&state, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(reason) = refusal_reason(&e) {
+                note_refusal(&state, Platform::Api, caller.actor(), reason);
+            }
+            return Err(api_error(e));
+        }
+    };
     let mut out = flat(&r);
     out.call_id = call_id;
     Ok(Json(out))

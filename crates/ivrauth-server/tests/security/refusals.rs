@@ -55,3 +55,33 @@ async fn refused_token_requests_are_one_audit_record_per_key_and_interval() {
         0
     );
 }
+
+#[tokio::test]
+async fn refused_voicexml_requests_are_one_audit_record_per_key_and_interval() {
+    // No [voicexml] credential: every request is refused.
+    let s = TestServer::start().await.unwrap();
+    let before = s.store().read_audit().await.unwrap().len();
+    for _ in 0..20 {
+        let res = s
+            .http()
+            .post(s.url("/voice/vxml/demo-pin"))
+            .form(&[("ani", "+15550100123")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+    }
+    assert_eq!(s.store().read_audit().await.unwrap().len(), before);
+    s.state()
+        .refusals
+        .flush(s.store().as_ref(), s.clock().now())
+        .await
+        .unwrap();
+    let audit = s.store().read_audit().await.unwrap();
+    let refused: Vec<_> = audit.iter().filter(|r| r.event == "call.refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].actor, "127.0.0.1");
+    assert_eq!(refused[0].subject, "vxml");
+    assert_eq!(refused[0].detail["reason"], "not_configured");
+    assert_eq!(refused[0].detail["count"], 20);
+}
