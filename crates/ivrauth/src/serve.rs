@@ -6,7 +6,8 @@
 //! Call sessions are sealed with `[calls] session_keys` when configured; otherwise with a
 //! key generated once and kept in `DATA_DIR/call-session.key` (owner-only, created
 //! atomically), so one instance's calls survive a restart. Several instances must share
-//! configured keys. Idle call sessions are closed every minute.
+//! configured keys. Idle call sessions are closed every minute. Anything in the data
+//! directory that other users can open is warned about at start (`private_files`).
 //!
 //! `ivrauth call` builds its in-process state with the same [`app_state`].
 
@@ -201,6 +202,7 @@ pub(crate) async fn app_state(
             ),
         })),
     };
+    crate::private_files::warn_exposed(&settings.data_dir);
     let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
         .with_identity(identity)
         .with_simulate_identity(simulate_identity)
@@ -229,7 +231,6 @@ pub(crate) fn session_keys(settings: &Settings) -> anyhow::Result<(SessionKeys, 
         zeroize::Zeroize::zeroize(&mut text);
         created.with_context(|| format!("cannot create the call session key {}", path.display()))?
     };
-    warn_if_readable_by_others(&path);
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the call session key {}", path.display()))?,
@@ -394,24 +395,6 @@ fn sync_parent(path: &Path) {
     let _ = path;
 }
 
-/// Warn when a file holding secrets can be read by others than its owner.
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    "the call session key is readable by other users: chmod 600 it"
-                );
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
 /// Install what `--demo` provides (demo flows pointed at the built-in demo identity
 /// endpoint of this very server, and a demo client) and print how to try them, with the
 /// VoiceXML credentials generated for this run, if any.
@@ -495,7 +478,7 @@ pub(crate) fn write_demo_accounts(data_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `s` quoted for a POSIX shell when it needs to be.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c))
