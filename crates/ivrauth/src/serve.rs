@@ -7,7 +7,8 @@
 //! key generated once and kept in `DATA_DIR/call-session.key` (owner-only, created
 //! atomically), so one instance's calls survive a restart. Several instances must share
 //! configured keys. Idle call sessions are closed every minute. Anything in the data
-//! directory that other users can open is warned about at start (`private_files`).
+//! directory that other users can open is warned about at start (`private_files`); the soft
+//! open-files limit is raised to fit `[server] max_connections` where the hard one allows.
 //!
 //! `ivrauth call` builds its in-process state with the same [`app_state`].
 
@@ -97,6 +98,7 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let store = state.store.clone();
     let clock = state.clock.clone();
 
+    fit_open_files_limit(settings.limits.max_connections);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -141,6 +143,49 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let _ = purger.await;
     let _ = expirer.await;
     result.context("server error")
+}
+
+/// Raise the soft limit on open files to fit `max_connections` (plus the store, listener
+/// and outbound requests) when the hard limit allows; warn when it cannot, since accepting
+/// would then fail before the connection cap is reached.
+fn fit_open_files_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let wanted = u64::try_from(max_connections)
+            .unwrap_or(u64::MAX)
+            .saturating_add(256);
+        let limit = getrlimit(Resource::Nofile);
+        // `None` is unlimited.
+        let Some(mut current) = limit.current else {
+            return;
+        };
+        if current >= wanted {
+            return;
+        }
+        let raised = limit.maximum.map_or(wanted, |hard| hard.min(wanted));
+        if raised > current
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(raised),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok()
+        {
+            current = raised;
+        }
+        if current < wanted {
+            tracing::warn!(
+                open_files = current,
+                max_connections,
+                "the process may open only {current} files, fewer than [server] max_connections needs: new connections may fail before the cap answers 503; raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 /// Where the call session keys came from.

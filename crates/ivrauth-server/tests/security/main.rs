@@ -7,6 +7,7 @@ mod caller_limits;
 mod echoed_secret;
 mod refusals;
 mod side_door;
+mod slow_clients;
 mod ssrf;
 mod support;
 mod url_templates;
