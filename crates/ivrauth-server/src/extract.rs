@@ -1,6 +1,7 @@
 //! Request extractors whose every rejection is an [`ApiError`]: [`ApiJson`] for JSON bodies,
 //! [`ApiPath`] and [`ApiQuery`] for path parameters and query strings, and the
-//! Content-Length guard that turns oversized bodies into 413 before they are read.
+//! Content-Length guard that turns oversized bodies into 413 before they are read. A body
+//! that does not arrive within the server's body timeout is 400 `body_timeout`.
 //!
 //! Deserialization errors name the JSON path or the parameter and what was expected, never
 //! the value sent (it may be a password).
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use ivrauth_proto::api::Diagnostic;
 
+use crate::connections::BodyTimeout;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -175,6 +177,10 @@ pub(crate) async fn read_body<S: Send + Sync>(
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(ApiError::PayloadTooLarge { limit })
         }
+        Err(rejection) if BodyTimeout::caused(&rejection) => Err(ApiError::bad_request(
+            "body_timeout",
+            "the request body did not arrive in time; send it whole with its request",
+        )),
         Err(_) => Err(ApiError::bad_request(
             "unreadable_body",
             "the request body could not be read",

@@ -1,5 +1,6 @@
 //! The HTTP face of ivrauth: the REST API (token endpoint, Flow API, simulation), health
-//! and OpenAPI document, hosted with axum.
+//! and OpenAPI document, routed with axum and served by the accept loop in [`connections`]
+//! (timeouts and a connection cap).
 //!
 //! This is the only crate that knows HTTP. It is for: routing, authentication of API
 //! clients (OAuth2 client credentials and bearer tokens), scopes, per-client rate limits,
@@ -25,6 +26,7 @@ use ivrauth_core::time::Clock;
 
 pub mod auth;
 pub mod calls;
+pub mod connections;
 pub mod demo;
 pub mod error;
 pub mod extract;
@@ -36,6 +38,7 @@ pub mod refusals;
 pub mod runtime;
 
 pub use auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
+pub use connections::ServeLimits;
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use ratelimit::RateLimiter;
@@ -61,6 +64,8 @@ pub struct ServerConfig {
     pub public_base_url: Option<String>,
     /// Bounds of simulation runs.
     pub simulate: runtime::SimulateConfig,
+    /// Connection timeouts and cap, applied by [`serve`].
+    pub limits: ServeLimits,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             demo: false,
             public_base_url: None,
             simulate: runtime::SimulateConfig::default(),
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -223,29 +229,37 @@ fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve [`router`] on `listener` until `shutdown` completes, then finish in-flight requests.
+/// Serve [`router`] on `listener` within `state.config.limits` until `shutdown` completes,
+/// then finish in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(state), shutdown).await
+    let limits = state.config.limits;
+    serve_router_with_limits(listener, router(state), limits, shutdown).await
 }
 
-/// Serve an already built router (see [`router_with`]). Every request carries its
-/// connection's peer address as a `ConnectInfo<SocketAddr>` extension (the VoiceXML
-/// allow-list reads it).
+/// Serve an already built router (see [`router_with`]) within the default [`ServeLimits`].
+/// Every request carries its connection's peer address as a `ConnectInfo<SocketAddr>`
+/// extension (the VoiceXML allow-list reads it).
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_router_with_limits(listener, app, ServeLimits::default(), shutdown).await
+}
+
+/// Serve an already built router within `limits` (timeouts and connection cap, see
+/// [`connections`]) until `shutdown` completes, then finish in-flight requests.
+pub async fn serve_router_with_limits(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    connections::serve(listener, app, limits, shutdown).await
 }
 
 /// Health of the process.

@@ -4,8 +4,9 @@
 //! identity directory ([`BuiltinDirectory`]) over it, hashing on a bounded [`HashPool`].
 //!
 //! [`SqliteStore::open`] creates `<data_dir>/ivrauth.db` (WAL, `synchronous=FULL`, foreign
-//! keys on) and applies the embedded, append-only migrations in `migrations/`. Audit appends,
-//! lockout updates and PIN changes run in `BEGIN IMMEDIATE` transactions, so the hash chain
+//! keys on; the directory 0700, the database and its `-wal` and `-shm` files 0600) and
+//! applies the embedded, append-only migrations in `migrations/`. Audit appends, lockout
+//! updates and PIN changes run in `BEGIN IMMEDIATE` transactions, so the hash chain
 //! stays linear and no failure is lost even when two processes share the same database file.
 //!
 //! What this crate is not: it holds no domain rules (flow validation, scope checks, secret
@@ -67,7 +68,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Open (creating if needed) `<data_dir>/ivrauth.db` and bring its schema up to date.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        tokio::fs::create_dir_all(data_dir).await.map_err(|e| {
+        create_private(data_dir).await.map_err(|e| {
             StoreError::Backend(format!(
                 "cannot create data directory {}: {e}",
                 data_dir.display()
@@ -120,6 +121,27 @@ impl SqliteStore {
             tracing::warn!(error = %e, "WAL checkpoint at close failed");
         }
         self.pool.close().await;
+    }
+}
+
+/// Create `data_dir` (and missing parents) readable by this user only, and an empty
+/// `ivrauth.db` likewise unless it exists: SQLite takes an empty file for a new database and
+/// gives its `-wal` and `-shm` files the database file's mode, so all three are 0600
+/// whatever the process's umask. An existing directory or database keeps its mode.
+async fn create_private(data_dir: &Path) -> std::io::Result<()> {
+    let mut dir = tokio::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    dir.mode(0o700);
+    dir.create(data_dir).await?;
+    let mut file = tokio::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    file.mode(0o600);
+    match file.open(database_path(data_dir)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

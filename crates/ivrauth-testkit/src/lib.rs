@@ -1,9 +1,10 @@
 //! Test helpers for ivrauth's crates (a dev-dependency only, never shipped).
 //!
 //! [`FakeClock`] is a [`Clock`] tests move by hand instead of sleeping; [`TestServer`] runs
-//! the real router (through [`ivrauth_server::serve_router`]) on `127.0.0.1:0` with a fresh
-//! SQLite store in a temporary directory and a fake clock, and offers shortcuts to create API
-//! clients and fetch tokens through the real token endpoint.
+//! the real router (through [`ivrauth_server::serve_router_with_limits`], within the config's
+//! connection limits) on `127.0.0.1:0` with a fresh SQLite store in a temporary directory and
+//! a fake clock, and offers shortcuts to create API clients and fetch tokens through the real
+//! token endpoint.
 //!
 //! Helpers return [`Result`] rather than panicking; tests `unwrap()` them.
 
@@ -232,9 +233,14 @@ impl TestServerBuilder {
         let addr = listener.local_addr().map_err(|e| err("local addr", e))?;
         let app = ivrauth_server::router_with(self.routes, state.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(ivrauth_server::serve_router(listener, app, async move {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(ivrauth_server::serve_router_with_limits(
+            listener,
+            app,
+            state.config.limits,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Ok(TestServer {
             base_url: format!("http://{addr}"),
             clock,

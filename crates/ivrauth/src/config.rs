@@ -41,7 +41,7 @@ use ivrauth_server::calls::web::{
     JambonzConfig, PlatformConfig, TwilioConfig, TwilioRest, VoiceXmlConfig,
 };
 use ivrauth_server::runtime::SimulateConfig;
-use ivrauth_server::ServerConfig;
+use ivrauth_server::{ServeLimits, ServerConfig};
 
 /// The config file looked for in the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "ivrauth.toml";
@@ -93,6 +93,8 @@ pub struct Settings {
     pub token_ttl_secs: u64,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// `[server]` connection timeouts and cap.
+    pub limits: ServeLimits,
     /// How long the previous secret keeps working after `client rotate-secret` (read by that
     /// command only).
     pub secret_rotation_overlap_secs: u64,
@@ -123,6 +125,7 @@ impl Default for Settings {
             token_ttl_secs: server.token_ttl_secs,
             rate_limit_per_sec: server.rate_limit_per_sec,
             rate_limit_burst: server.rate_limit_burst,
+            limits: server.limits,
             secret_rotation_overlap_secs: DEFAULT_SECRET_ROTATION_OVERLAP_SECS,
             http_allowed_hosts: None,
             identity: IdentitySettings::default(),
@@ -146,6 +149,7 @@ impl Settings {
             demo,
             public_base_url: self.public_url.clone(),
             simulate: self.simulate.to_config(),
+            limits: self.limits,
         }
     }
 
@@ -914,6 +918,22 @@ impl Raw<'_> {
         u64::try_from(n).map_err(|_| format!("must be between {min} and {max}"))
     }
 
+    /// A limit in `1..=max`; 0 is refused by name (it would switch the limit off).
+    fn limit(&self, max: u64) -> Result<u64, String> {
+        match self.integer(0, max)? {
+            0 => Err(format!(
+                "must be at least 1: a limit of 0 would leave the server without it (largest: {max})"
+            )),
+            n => Ok(n),
+        }
+    }
+
+    /// A connection timeout in whole seconds, `1..=3600`.
+    fn limit_secs(&self) -> Result<Duration, String> {
+        self.limit(MAX_CONNECTION_TIMEOUT_SECS)
+            .map(Duration::from_secs)
+    }
+
     fn u32_in(&self, min: u32, max: u32) -> Result<u32, String> {
         let n = self.integer(u64::from(min), u64::from(max))?;
         u32::try_from(n).map_err(|_| format!("must be between {min} and {max}"))
@@ -1008,6 +1028,9 @@ const I64_MAX: u64 = i64::MAX as u64;
 /// Longest provider timeout and verification padding: five minutes, one minute.
 const MAX_TIMEOUT_MS: u64 = 300_000;
 const MAX_MIN_VERIFY_MS: u64 = 60_000;
+/// Connection timeouts up to an hour; connections up to a million.
+const MAX_CONNECTION_TIMEOUT_SECS: u64 = 3600;
+const MAX_CONNECTIONS: u64 = 1_000_000;
 /// Lock periods up to a year.
 const MAX_LOCK_SECS: u64 = 366 * 86_400;
 
@@ -1096,6 +1119,43 @@ static KEYS: &[Spec] = &[
         apply: |s, raw| {
             let n = raw.integer(1024, 1024 * 1024 * 1024)?;
             s.max_body_bytes = usize::try_from(n).map_err(|_| "too large".to_owned())?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "server",
+        key: "header_read_timeout_secs",
+        env: Some("IVRAUTH_HEADER_READ_TIMEOUT_SECS"),
+        apply: |s, raw| {
+            s.limits.header_read_timeout = raw.limit_secs()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "server",
+        key: "body_timeout_secs",
+        env: Some("IVRAUTH_BODY_TIMEOUT_SECS"),
+        apply: |s, raw| {
+            s.limits.body_timeout = raw.limit_secs()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "server",
+        key: "idle_timeout_secs",
+        env: Some("IVRAUTH_IDLE_TIMEOUT_SECS"),
+        apply: |s, raw| {
+            s.limits.idle_timeout = raw.limit_secs()?;
+            Ok(())
+        },
+    },
+    Spec {
+        section: "server",
+        key: "max_connections",
+        env: Some("IVRAUTH_MAX_CONNECTIONS"),
+        apply: |s, raw| {
+            let n = raw.limit(MAX_CONNECTIONS)?;
+            s.limits.max_connections = usize::try_from(n).map_err(|_| "too large".to_owned())?;
             Ok(())
         },
     },
@@ -2448,6 +2508,53 @@ mod tests {
             "IVRAUTH_RATE_LIMIT_PER_SEC",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_are_configurable_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "[server]\nheader_read_timeout_secs = 5\nbody_timeout_secs = 20\nidle_timeout_secs = 90\n",
+        )
+        .unwrap();
+        let (s, _) = load(
+            &flags_for(&path),
+            dir.path(),
+            &env(&[("IVRAUTH_MAX_CONNECTIONS", "10000")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.limits,
+            ServeLimits {
+                header_read_timeout: Duration::from_secs(5),
+                body_timeout: Duration::from_secs(20),
+                idle_timeout: Duration::from_secs(90),
+                max_connections: 10_000,
+            }
+        );
+        assert_eq!(s.server_config(false).limits, s.limits);
+
+        std::fs::write(
+            &path,
+            "[server]\nheader_read_timeout_secs = 0\nbody_timeout_secs = 0\nidle_timeout_secs = 0\nmax_connections = 0\n",
+        )
+        .unwrap();
+        let errors = load(&flags_for(&path), dir.path(), &[]).unwrap_err();
+        assert_eq!(errors.0.len(), 4, "{errors}");
+        for key in [
+            "header_read_timeout_secs",
+            "body_timeout_secs",
+            "idle_timeout_secs",
+            "max_connections",
+        ] {
+            let needle = format!("[server] {key}: must be at least 1");
+            assert!(
+                errors.0.iter().any(|p| p.contains(&needle)),
+                "{needle} missing from {errors}"
+            );
         }
     }
 

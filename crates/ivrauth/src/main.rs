@@ -12,6 +12,7 @@ mod call_cmd;
 mod client_cmd;
 mod config;
 mod flow_cmd;
+mod private_files;
 mod serve;
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: the data directory holds PIN hashes and keys.
+    private_files::restrict_umask();
     let cli = Cli::parse();
     // A call in the terminal is a conversation: only warnings interrupt it unless asked.
     let default_level = if matches!(cli.command, Command::Call(_)) {

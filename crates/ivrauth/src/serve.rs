@@ -6,7 +6,9 @@
 //! Call sessions are sealed with `[calls] session_keys` when configured; otherwise with a
 //! key generated once and kept in `DATA_DIR/call-session.key` (owner-only, created
 //! atomically), so one instance's calls survive a restart. Several instances must share
-//! configured keys. Idle call sessions are closed every minute.
+//! configured keys. Idle call sessions are closed every minute. Anything in the data
+//! directory that other users can open is warned about at start (`private_files`); the soft
+//! open-files limit is raised to fit `[server] max_connections` where the hard one allows.
 //!
 //! `ivrauth call` builds its in-process state with the same [`app_state`].
 
@@ -96,6 +98,7 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let store = state.store.clone();
     let clock = state.clock.clone();
 
+    fit_open_files_limit(settings.limits.max_connections);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -140,6 +143,49 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let _ = purger.await;
     let _ = expirer.await;
     result.context("server error")
+}
+
+/// Raise the soft limit on open files to fit `max_connections` (plus the store, listener
+/// and outbound requests) when the hard limit allows; warn when it cannot, since accepting
+/// would then fail before the connection cap is reached.
+fn fit_open_files_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let wanted = u64::try_from(max_connections)
+            .unwrap_or(u64::MAX)
+            .saturating_add(256);
+        let limit = getrlimit(Resource::Nofile);
+        // `None` is unlimited.
+        let Some(mut current) = limit.current else {
+            return;
+        };
+        if current >= wanted {
+            return;
+        }
+        let raised = limit.maximum.map_or(wanted, |hard| hard.min(wanted));
+        if raised > current
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(raised),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok()
+        {
+            current = raised;
+        }
+        if current < wanted {
+            tracing::warn!(
+                open_files = current,
+                max_connections,
+                "the process may open only {current} files, fewer than [server] max_connections needs: new connections may fail before the cap answers 503; raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 /// Where the call session keys came from.
@@ -201,6 +247,7 @@ pub(crate) async fn app_state(
             ),
         })),
     };
+    crate::private_files::warn_exposed(&settings.data_dir);
     let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
         .with_identity(identity)
         .with_simulate_identity(simulate_identity)
@@ -229,7 +276,6 @@ pub(crate) fn session_keys(settings: &Settings) -> anyhow::Result<(SessionKeys, 
         zeroize::Zeroize::zeroize(&mut text);
         created.with_context(|| format!("cannot create the call session key {}", path.display()))?
     };
-    warn_if_readable_by_others(&path);
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the call session key {}", path.display()))?,
@@ -394,24 +440,6 @@ fn sync_parent(path: &Path) {
     let _ = path;
 }
 
-/// Warn when a file holding secrets can be read by others than its owner.
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    "the call session key is readable by other users: chmod 600 it"
-                );
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
 /// Install what `--demo` provides (demo flows pointed at the built-in demo identity
 /// endpoint of this very server, and a demo client) and print how to try them, with the
 /// VoiceXML credentials generated for this run, if any.
@@ -495,7 +523,7 @@ pub(crate) fn write_demo_accounts(data_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `s` quoted for a POSIX shell when it needs to be.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c))

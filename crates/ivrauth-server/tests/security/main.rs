@@ -8,6 +8,7 @@ mod echoed_secret;
 mod refusals;
 mod secrets;
 mod side_door;
+mod slow_clients;
 mod ssrf;
 mod support;
 mod url_templates;
