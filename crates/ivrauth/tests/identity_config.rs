@@ -251,7 +251,7 @@ async fn builtin_provider_verifies_pins_hashed_with_the_configured_parameters() 
             "--name",
             "tester",
             "--scopes",
-            "flow:read,flow:write,flow:simulate",
+            "flow:read,flow:write,flow:simulate,identity:simulate",
             "--json",
             "--data-dir",
             "data",
