@@ -10,8 +10,6 @@ use ivrauth_core::ports::{AuditStore as _, LockoutStore as _};
 use ivrauth_core::secret::Secret;
 use ivrauth_core::time::Clock as _;
 use ivrauth_server::calls::signature;
-use ivrauth_server::identity::IdentityService;
-use ivrauth_store::{BuiltinDirectory, HashPool};
 use ivrauth_testkit::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -38,28 +36,7 @@ async fn demo_server_with(
 ) -> TestServer {
     let server = TestServer::builder()
         .identity(|store, clock| {
-            let directory = BuiltinDirectory::new(
-                store.clone(),
-                CHEAP,
-                HashPool::new(2),
-                Arc::new(clock.clone()),
-            )
-            .unwrap();
-            IdentityService {
-                provider: Arc::new(directory),
-                store: store.clone(),
-                policy: LockoutPolicy::default(),
-                min_verify_duration: std::time::Duration::ZERO,
-                clock: Arc::new(clock.clone()),
-                sleeper: Arc::new(ivrauth_connect::TokioSleeper),
-                account_rules: Default::default(),
-                account_key: ivrauth_core::identity::AccountKey::new(
-                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
-                ),
-                lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
-                ),
-            }
+            ivrauth_testkit::builtin_identity(store, clock, CHEAP, LockoutPolicy::default())
         })
         .calls(|c| {
             c.platforms.twilio.auth_tokens = vec![Secret::new(TWILIO_TOKEN.to_owned())];

@@ -638,30 +638,14 @@ async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
 async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     let s = TestServer::builder()
         .config(|c| c.demo = true)
-        .identity(|store, clock| {
-            let params = ivrauth_core::identity::HashParams::default();
-            let directory = ivrauth_store::BuiltinDirectory::new(
-                store.clone(),
-                params,
-                ivrauth_store::HashPool::new(2),
-                std::sync::Arc::new(clock.clone()),
+        .identity(|store, clock| ivrauth_server::identity::IdentityService {
+            sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
+            ..ivrauth_testkit::builtin_identity(
+                store,
+                clock,
+                ivrauth_core::identity::HashParams::default(),
+                Default::default(),
             )
-            .unwrap();
-            ivrauth_server::identity::IdentityService {
-                provider: std::sync::Arc::new(directory),
-                store: store.clone(),
-                policy: Default::default(),
-                min_verify_duration: std::time::Duration::ZERO,
-                clock: std::sync::Arc::new(clock.clone()),
-                sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
-                account_rules: Default::default(),
-                account_key: ivrauth_core::identity::AccountKey::new(
-                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
-                ),
-                lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
-                ),
-            }
         })
         .start()
         .await

@@ -13,7 +13,6 @@ use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _, Loc
 use ivrauth_core::Secret;
 use ivrauth_server::identity::IdentityService;
 use ivrauth_store::directory::hash_pin;
-use ivrauth_store::{BuiltinDirectory, HashPool};
 use ivrauth_testkit::{TestServer, TEST_EPOCH};
 
 const CHEAP: HashParams = HashParams {
@@ -59,29 +58,10 @@ async fn setup(policy: LockoutPolicy, min_verify: Duration) -> Setup {
     let sleeper = Arc::new(RecordingSleeper::new());
     let s2 = sleeper.clone();
     let server = TestServer::builder()
-        .identity(move |store, clock| {
-            let directory = BuiltinDirectory::new(
-                store.clone(),
-                CHEAP,
-                HashPool::new(2),
-                Arc::new(clock.clone()),
-            )
-            .unwrap();
-            IdentityService {
-                provider: Arc::new(directory),
-                store: store.clone(),
-                policy,
-                min_verify_duration: min_verify,
-                clock: Arc::new(clock.clone()),
-                sleeper: s2,
-                account_rules: Default::default(),
-                account_key: ivrauth_core::identity::AccountKey::new(
-                    ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
-                ),
-                lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
-                ),
-            }
+        .identity(move |store, clock| IdentityService {
+            min_verify_duration: min_verify,
+            sleeper: s2,
+            ..ivrauth_testkit::builtin_identity(store, clock, CHEAP, policy)
         })
         .start()
         .await
@@ -405,18 +385,8 @@ async fn server_with(provider: Arc<dyn ivrauth_core::identity::IdentityProvider>
     let server = TestServer::builder()
         .identity(move |store, clock| IdentityService {
             provider,
-            store: store.clone(),
-            policy: LockoutPolicy::default(),
-            min_verify_duration: Duration::ZERO,
-            clock: Arc::new(clock.clone()),
             sleeper: s2,
-            account_rules: Default::default(),
-            account_key: ivrauth_core::identity::AccountKey::new(
-                ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
-            ),
-            lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
-            ),
+            ..ivrauth_testkit::builtin_identity(store, clock, CHEAP, LockoutPolicy::default())
         })
         .start()
         .await

@@ -68,6 +68,47 @@ pub fn data_dir_counter_key(data_dir: &std::path::Path, account: &str) -> Result
     Ok(keys.account_key().counter_key(&account))
 }
 
+/// argon2 parameters cheap enough for tests that hash many PINs.
+pub const CHEAP_HASH: ivrauth_core::identity::HashParams = ivrauth_core::identity::HashParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
+/// The identity service most tests use: the built-in directory (hashing with `params`) on
+/// the server's own store and clock, `policy`, no timing padding, the default account
+/// rules and lookup allowance, and [`TEST_ACCOUNT_KEY`]. Override fields with struct
+/// update syntax.
+pub fn builtin_identity(
+    store: &Arc<SqliteStore>,
+    clock: &FakeClock,
+    params: ivrauth_core::identity::HashParams,
+    policy: ivrauth_core::identity::LockoutPolicy,
+) -> ivrauth_server::identity::IdentityService {
+    use ivrauth_server::identity::{lookup_limiter, IdentityService, DEFAULT_LOOKUPS_PER_HOUR};
+    let directory = ivrauth_store::BuiltinDirectory::new(
+        store.clone(),
+        params,
+        ivrauth_store::HashPool::new(2),
+        Arc::new(clock.clone()),
+    );
+    let provider: Arc<dyn ivrauth_core::identity::IdentityProvider> = match directory {
+        Ok(d) => Arc::new(d),
+        Err(e) => panic!("the built-in directory: {e}"),
+    };
+    IdentityService {
+        provider,
+        store: store.clone(),
+        policy,
+        min_verify_duration: std::time::Duration::ZERO,
+        clock: Arc::new(clock.clone()),
+        sleeper: Arc::new(ivrauth_connect::TokioSleeper),
+        account_rules: Default::default(),
+        account_key: ivrauth_core::identity::AccountKey::new(TEST_ACCOUNT_KEY.to_vec()),
+        lookup_limiter: lookup_limiter(DEFAULT_LOOKUPS_PER_HOUR),
+    }
+}
+
 /// The key `account`'s lockout counters are kept under by an identity service with
 /// [`TEST_ACCOUNT_KEY`] and the default account rules.
 pub fn counter_key(account: &str) -> String {

@@ -10,7 +10,6 @@ use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _};
 use ivrauth_core::Secret;
 use ivrauth_server::identity::IdentityService;
 use ivrauth_store::directory::hash_pin;
-use ivrauth_store::{BuiltinDirectory, HashPool};
 use ivrauth_testkit::{TestServer, TEST_EPOCH};
 
 pub const CHEAP: HashParams = HashParams {
@@ -32,28 +31,7 @@ pub fn service(
     clock: &ivrauth_testkit::FakeClock,
     policy: LockoutPolicy,
 ) -> IdentityService {
-    let directory = BuiltinDirectory::new(
-        store.clone(),
-        CHEAP,
-        HashPool::new(2),
-        Arc::new(clock.clone()),
-    )
-    .unwrap();
-    IdentityService {
-        provider: Arc::new(directory),
-        store: store.clone(),
-        policy,
-        min_verify_duration: std::time::Duration::ZERO,
-        clock: Arc::new(clock.clone()),
-        sleeper: Arc::new(ivrauth_connect::TokioSleeper),
-        account_rules: Default::default(),
-        account_key: ivrauth_core::identity::AccountKey::new(
-            ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
-        ),
-        lookup_limiter: ivrauth_server::identity::lookup_limiter(
-            ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
-        ),
-    }
+    ivrauth_testkit::builtin_identity(store, clock, CHEAP, policy)
 }
 
 pub async fn add_accounts(store: &ivrauth_store::SqliteStore) {
