@@ -108,6 +108,9 @@ pub trait ClientStore: Send + Sync {
         new_hash: &str,
         previous_valid_until: UnixMillis,
     ) -> Result<bool, StoreError>;
+    /// Replace the scopes of a client that is not revoked (tokens already issued keep
+    /// theirs). False if absent or revoked.
+    async fn set_client_scopes(&self, id: &str, scopes: &[String]) -> Result<bool, StoreError>;
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     async fn get_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// Remove tokens that expired before `now`; returns how many.

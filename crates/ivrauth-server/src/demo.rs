@@ -247,6 +247,13 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
             .store
             .rotate_client_secret(DEMO_CLIENT_ID, &hash, now)
             .await?;
+        // A data directory from an earlier version gets the scopes added since (the README's
+        // tour simulates identity actions, which need `identity:simulate`).
+        let scopes: Vec<String> = SCOPES.iter().map(|s| (*s).to_owned()).collect();
+        state
+            .store
+            .set_client_scopes(DEMO_CLIENT_ID, &scopes)
+            .await?;
     } else if state.store.get_client(DEMO_CLIENT_ID).await?.is_none() {
         state
             .store

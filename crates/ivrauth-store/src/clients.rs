@@ -133,6 +133,18 @@ impl ClientStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn set_client_scopes(&self, id: &str, scopes: &[String]) -> Result<bool, StoreError> {
+        let joined = join_scopes(scopes)?;
+        let done =
+            sqlx::query("UPDATE clients SET scopes = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(joined)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// `NotFound` if the client is absent or revoked: the check and the insert are one
     /// statement, so a token cannot slip in after a concurrent revocation deleted the others.
     /// `Conflict` if the hash is already stored.

@@ -173,3 +173,42 @@ async fn identity_lookup_is_rate_limited_per_caller_key() {
         ["none", "none", "none", "rate_limited", "rate_limited"]
     );
 }
+
+#[tokio::test]
+async fn the_demo_client_of_an_earlier_data_directory_gains_identity_simulate() {
+    use ivrauth_core::ports::{ClientRecord, ClientStore as _};
+    let server = TestServer::builder()
+        .config(|c| c.demo = true)
+        .start()
+        .await
+        .unwrap();
+    // As an earlier version left it: the demo client without the new scope.
+    server
+        .store()
+        .create_client(&ClientRecord {
+            id: "demo".into(),
+            name: "demo".into(),
+            scopes: vec!["flow:read".into(), "flow:simulate".into()],
+            secret_hash: "old".into(),
+            previous_secret_hash: None,
+            previous_valid_until: None,
+            created_at: ivrauth_testkit::TEST_EPOCH,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    ivrauth_server::demo::install(server.state(), server.base_url())
+        .await
+        .unwrap();
+    let scopes = server
+        .store()
+        .get_client("demo")
+        .await
+        .unwrap()
+        .unwrap()
+        .scopes;
+    assert!(
+        scopes.iter().any(|s| s == "identity:simulate"),
+        "{scopes:?}"
+    );
+}

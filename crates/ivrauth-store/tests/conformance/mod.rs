@@ -198,6 +198,12 @@ pub async fn clients_lifecycle(store: &dyn Store) {
         .await
         .unwrap());
 
+    let scopes = vec!["flows:read".to_owned(), "identity:simulate".to_owned()];
+    assert!(store.set_client_scopes("b", &scopes).await.unwrap());
+    assert_eq!(store.get_client("b").await.unwrap().unwrap().scopes, scopes);
+    assert!(store.set_client_scopes("b", &b.scopes).await.unwrap());
+    assert!(!store.set_client_scopes("nope", &scopes).await.unwrap());
+
     let later = T0.plus_secs(7200);
     store.insert_token(&token("ta1", "a", later)).await.unwrap();
     store.insert_token(&token("ta2", "a", later)).await.unwrap();
@@ -208,6 +214,10 @@ pub async fn clients_lifecycle(store: &dyn Store) {
     assert!(
         !store.revoke_client("a", t_revoke).await.unwrap(),
         "already revoked"
+    );
+    assert!(
+        !store.set_client_scopes("a", &[]).await.unwrap(),
+        "a revoked client's scopes stay"
     );
     assert!(
         !store.revoke_client("nope", t_revoke).await.unwrap(),
