@@ -1152,3 +1152,58 @@ async fn an_account_number_keyed_as_a_secret_is_stored_sealed_and_still_charged(
     assert_eq!(rows.pending_secret_account.as_deref(), Some("(sealed)"));
     assert!(call.bodies.iter().all(|b| !b.contains(account)));
 }
+
+/// The sealed state in a callback URL, opened with the server's keys.
+fn sealed_state(server: &TestServer, url: &str, platform: &str, call_id: &str) -> String {
+    let url = url::Url::parse(&unescape(url)).unwrap();
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "s")
+        .map(|(_, v)| v.into_owned())
+        .expect("the callback URL carries the sealed state");
+    let aad = format!("ivrauth-call\0{platform}\0demo-pin\0{call_id}");
+    let plain = server
+        .state()
+        .calls
+        .keys
+        .open(&token, aad.as_bytes())
+        .unwrap();
+    String::from_utf8(plain).unwrap()
+}
+
+/// Issue 8, item 11: once the PIN has been verified it leaves the call's state, so no
+/// later callback URL carries it, not even sealed; the account number stays (a hang-up
+/// may be charged to it).
+#[tokio::test]
+async fn a_verified_pin_is_in_no_later_callback_url_even_sealed() {
+    let server = demo_server().await;
+    let mut call = TwilioCall::new(&server, "CA-dropped");
+    call.start().await;
+    call.keys("10001#").await;
+    let welcome = call.keys(&format!("{PIN}#")).await;
+    assert_eq!(says(&welcome), ["Welcome, Ada.", MENU_PROMPT], "{welcome}");
+    let state = sealed_state(
+        &server,
+        call.action.as_deref().unwrap(),
+        "twilio",
+        "CA-dropped",
+    );
+    assert!(state.contains("\"10001\""), "{state}");
+    assert!(
+        !state.contains(PIN),
+        "the PIN is still sealed in the menu's URL: {state}"
+    );
+    // A wrong PIN (verified, refused) leaves too, before the caller is asked again.
+    let mut wrong = TwilioCall::new(&server, "CA-dropped-2");
+    wrong.start().await;
+    wrong.keys("10001#").await;
+    let again = wrong.keys("97315#").await;
+    assert!(!says(&again).is_empty());
+    let state = sealed_state(
+        &server,
+        wrong.action.as_deref().unwrap(),
+        "twilio",
+        "CA-dropped-2",
+    );
+    assert!(!state.contains("97315"), "{state}");
+}
