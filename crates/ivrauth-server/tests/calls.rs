@@ -37,6 +37,7 @@ async fn demo_server_with(
     let server = TestServer::builder()
         .identity(|store, clock| {
             ivrauth_testkit::builtin_identity(store, clock, CHEAP, LockoutPolicy::default())
+                .unwrap()
         })
         .calls(|c| {
             c.platforms.twilio.auth_tokens = vec![Secret::new(TWILIO_TOKEN.to_owned())];

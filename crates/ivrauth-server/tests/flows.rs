@@ -646,6 +646,7 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
                 ivrauth_core::identity::HashParams::default(),
                 Default::default(),
             )
+            .unwrap()
         })
         .start()
         .await

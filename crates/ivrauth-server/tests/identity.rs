@@ -61,7 +61,7 @@ async fn setup(policy: LockoutPolicy, min_verify: Duration) -> Setup {
         .identity(move |store, clock| IdentityService {
             min_verify_duration: min_verify,
             sleeper: s2,
-            ..ivrauth_testkit::builtin_identity(store, clock, CHEAP, policy)
+            ..ivrauth_testkit::builtin_identity(store, clock, CHEAP, policy).unwrap()
         })
         .start()
         .await
@@ -387,6 +387,7 @@ async fn server_with(provider: Arc<dyn ivrauth_core::identity::IdentityProvider>
             provider,
             sleeper: s2,
             ..ivrauth_testkit::builtin_identity(store, clock, CHEAP, LockoutPolicy::default())
+                .unwrap()
         })
         .start()
         .await

@@ -84,7 +84,7 @@ pub fn builtin_identity(
     clock: &FakeClock,
     params: ivrauth_core::identity::HashParams,
     policy: ivrauth_core::identity::LockoutPolicy,
-) -> ivrauth_server::identity::IdentityService {
+) -> Result<ivrauth_server::identity::IdentityService> {
     use ivrauth_server::identity::{lookup_limiter, IdentityService, DEFAULT_LOOKUPS_PER_HOUR};
     let directory = ivrauth_store::BuiltinDirectory::new(
         store.clone(),
@@ -92,11 +92,9 @@ pub fn builtin_identity(
         ivrauth_store::HashPool::new(2),
         Arc::new(clock.clone()),
     );
-    let provider: Arc<dyn ivrauth_core::identity::IdentityProvider> = match directory {
-        Ok(d) => Arc::new(d),
-        Err(e) => panic!("the built-in directory: {e}"),
-    };
-    IdentityService {
+    let provider: Arc<dyn ivrauth_core::identity::IdentityProvider> =
+        Arc::new(directory.map_err(|e| err("the built-in directory", e))?);
+    Ok(IdentityService {
         provider,
         store: store.clone(),
         policy,
@@ -106,7 +104,7 @@ pub fn builtin_identity(
         account_rules: Default::default(),
         account_key: ivrauth_core::identity::AccountKey::new(TEST_ACCOUNT_KEY.to_vec()),
         lookup_limiter: lookup_limiter(DEFAULT_LOOKUPS_PER_HOUR),
-    }
+    })
 }
 
 /// The key `account`'s lockout counters are kept under by an identity service with

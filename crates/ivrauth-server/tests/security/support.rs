@@ -31,7 +31,7 @@ pub fn service(
     clock: &ivrauth_testkit::FakeClock,
     policy: LockoutPolicy,
 ) -> IdentityService {
-    ivrauth_testkit::builtin_identity(store, clock, CHEAP, policy)
+    ivrauth_testkit::builtin_identity(store, clock, CHEAP, policy).unwrap()
 }
 
 pub async fn add_accounts(store: &ivrauth_store::SqliteStore) {
