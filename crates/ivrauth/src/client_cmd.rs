@@ -237,7 +237,8 @@ async fn execute(
                 );
             }
             let secret = ivrauth_server::auth::mint_token();
-            let overlap = i64::try_from(settings.auth.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
+            let overlap =
+                i64::try_from(settings.auth.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
             let until = now.plus_secs(overlap);
             if !store
                 .rotate_client_secret(&id, &hash_credential(&secret), until)

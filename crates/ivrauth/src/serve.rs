@@ -73,7 +73,12 @@ pub struct ServeArgs {
 pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let sqlite = SqliteStore::open(&settings.server.data_dir)
         .await
-        .with_context(|| format!("cannot open the store in {}", settings.server.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the store in {}",
+                settings.server.data_dir.display()
+            )
+        })?;
     let result = serve_with(&settings, demo, &sqlite).await;
     crate::client_cmd::close(&sqlite, &settings.server.data_dir).await;
     result?;
@@ -113,7 +118,13 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     }
     tracing::info!(%addr, data_dir = %settings.server.data_dir.display(), "serving");
     if demo {
-        demo_setup(&state, addr, &settings.server.data_dir, demo_voicexml.as_ref()).await?;
+        demo_setup(
+            &state,
+            addr,
+            &settings.server.data_dir,
+            demo_voicexml.as_ref(),
+        )
+        .await?;
     }
 
     // An unknown number's counters are kept as long as a lock could last, at least the hour

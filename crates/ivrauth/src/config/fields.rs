@@ -18,8 +18,6 @@ use ivrauth_server::calls::access::Cidr;
 use ivrauth_server::calls::seal::{SealError, SessionKeys};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-type Result<T, E> = std::result::Result<T, E>;
-
 /// Accepts integers, and text holding one (from the environment).
 struct IntVisitor;
 
@@ -50,7 +48,9 @@ impl Visitor<'_> for IntVisitor {
 fn integer<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64) -> Result<u64, D::Error> {
     let n = d.deserialize_any(IntVisitor)?;
     if n < i128::from(min) || n > i128::from(max) {
-        return Err(de::Error::custom(format!("must be between {min} and {max}")));
+        return Err(de::Error::custom(format!(
+            "must be between {min} and {max}"
+        )));
     }
     u64::try_from(n).map_err(|_| de::Error::custom(format!("must be between {min} and {max}")))
 }
@@ -69,9 +69,7 @@ where
 }
 
 /// Like [`between`], for an optional key.
-pub fn some_between<'de, D, T, const MIN: u64, const MAX: u64>(
-    d: D,
-) -> Result<Option<T>, D::Error>
+pub fn some_between<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
@@ -215,7 +213,11 @@ pub fn optional_web_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
     if s.trim().is_empty() {
         return Ok(None);
     }
-    url(de::value::StrDeserializer::<D::Error>::new(&s), &["https", "http"]).map(Some)
+    url(
+        de::value::StrDeserializer::<D::Error>::new(&s),
+        &["https", "http"],
+    )
+    .map(Some)
 }
 
 /// Like [`optional_web_url`], without a trailing `/` (a base for callback URLs).
@@ -262,9 +264,7 @@ pub fn optional_pointer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String
         return Ok(None);
     }
     if !s.starts_with('/') {
-        return Err(de::Error::custom(
-            "expected a JSON pointer such as /0/name",
-        ));
+        return Err(de::Error::custom("expected a JSON pointer such as /0/name"));
     }
     Ok(Some(s.to_owned()))
 }

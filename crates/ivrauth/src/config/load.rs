@@ -123,6 +123,7 @@ pub fn keys() -> &'static [Key] {
 }
 
 /// Every section of [`Settings`], dotted.
+#[cfg(test)]
 pub fn sections() -> Vec<String> {
     let mut out = Vec::new();
     collect_sections(&mut Vec::new(), &mut out);
@@ -131,7 +132,7 @@ pub fn sections() -> Vec<String> {
 
 const PROBE: &str = "__probe__";
 
-fn probe(path: &[String], leaf: Value) -> Result<Settings, figment::Error> {
+fn probe(path: &[String], leaf: Value) -> Result<Settings, Box<figment::Error>> {
     let mut dict = Dict::new();
     insert(&mut dict, path, leaf);
     Figment::from(Layer {
@@ -139,6 +140,7 @@ fn probe(path: &[String], leaf: Value) -> Result<Settings, figment::Error> {
         dict: &dict,
     })
     .extract()
+    .map_err(Box::new)
 }
 
 /// The fields of the struct at `path`, if it is one.
@@ -174,6 +176,7 @@ fn walk(path: &mut Vec<String>, keys: &mut Vec<Key>) {
     }
 }
 
+#[cfg(test)]
 fn collect_sections(path: &mut Vec<String>, out: &mut Vec<String>) {
     for field in fields_at(path).unwrap_or_default() {
         path.push((*field).to_owned());
@@ -319,6 +322,8 @@ struct Loading {
     file: Option<(String, Dict)>,
     env: Dict,
     problems: Vec<String>,
+    /// The environment's, reported after the file's.
+    env_problems: Vec<String>,
     /// Sections with a key that could not be read: their cross-checks are skipped.
     bad_sections: HashSet<String>,
 }
@@ -340,7 +345,7 @@ impl Loading {
         let dotted = path.join(".");
         if find(&self.env, &path).is_some() {
             let var = env_name(&section, name).unwrap_or_else(|| dotted.clone());
-            self.problems
+            self.env_problems
                 .push(format!("environment: {var}: {}", describe(&e.kind)));
             self.bad_sections.insert(section);
             return remove(&mut self.env, &path);
@@ -385,7 +390,10 @@ impl Loading {
                     dict: &self.env,
                 });
             match figment.extract::<Settings>() {
-                Ok(settings) => return settings,
+                Ok(settings) => {
+                    self.problems.append(&mut self.env_problems);
+                    return settings;
+                }
                 Err(e) => {
                     if !self.record(&e) {
                         break;
@@ -393,6 +401,7 @@ impl Loading {
                 }
             }
         }
+        self.problems.append(&mut self.env_problems);
         Settings::default()
     }
 
@@ -536,6 +545,7 @@ pub fn load(
         file,
         env,
         problems,
+        env_problems: Vec::new(),
         bad_sections: HashSet::new(),
     };
     let mut settings = loading.extract();

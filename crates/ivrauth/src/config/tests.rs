@@ -31,8 +31,7 @@ fn flags_for(path: &Path) -> Flags {
 #[test]
 fn example_config_loads_and_matches_the_defaults() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
-    let (settings, warnings) =
-        load(&flags_for(&example), Path::new("/nonexistent"), &[]).unwrap();
+    let (settings, warnings) = load(&flags_for(&example), Path::new("/nonexistent"), &[]).unwrap();
     assert!(warnings.is_empty());
     assert_eq!(settings, Settings::default());
 }
@@ -180,9 +179,7 @@ fn http_default_timeout_is_not_an_option() {
     assert_eq!(settings, Settings::default());
     assert_eq!(
         warnings,
-        vec![
-            "ignoring unknown environment variable IVRAUTH_HTTP_DEFAULT_TIMEOUT_MS".to_owned()
-        ]
+        vec!["ignoring unknown environment variable IVRAUTH_HTTP_DEFAULT_TIMEOUT_MS".to_owned()]
     );
 }
 
@@ -275,10 +272,7 @@ fn example_uncommented() -> String {
     out
 }
 
-fn load_text(
-    text: &str,
-    e: &[(String, String)],
-) -> Result<(Settings, Vec<String>), ConfigErrors> {
+fn load_text(text: &str, e: &[(String, String)]) -> Result<(Settings, Vec<String>), ConfigErrors> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ivrauth.toml");
     std::fs::write(&path, text).unwrap();
@@ -467,8 +461,7 @@ fn the_selected_provider_needs_its_section() {
         ("oauth2", "identity.oauth2"),
         ("http", "identity.http"),
     ] {
-        let errors =
-            load_text(&format!("[identity]\nprovider = \"{name}\"\n"), &[]).unwrap_err();
+        let errors = load_text(&format!("[identity]\nprovider = \"{name}\"\n"), &[]).unwrap_err();
         assert_eq!(
             errors.0,
             vec![format!(
@@ -477,8 +470,7 @@ fn the_selected_provider_needs_its_section() {
         );
     }
     // An empty section is present, and checked.
-    let errors =
-        load_text("[identity]\nprovider = \"ldap\"\n[identity.ldap]\n", &[]).unwrap_err();
+    let errors = load_text("[identity]\nprovider = \"ldap\"\n[identity.ldap]\n", &[]).unwrap_err();
     assert_eq!(errors.0.len(), 4, "{errors}");
     assert!(errors.0.iter().all(|p| p.ends_with(")")), "{errors}");
     // The connector's own checks run too: plain ldap:// to a remote host is refused.
@@ -1073,7 +1065,9 @@ fn voicexml_problems_name_their_keys() {
     assert!(!text.contains(CANARY));
 
     let errors = load_text(
-        &format!("[voicexml]\nbasic_password = \"{CANARY}\"\nprevious_basic_password = \"{CANARY}\"\n"),
+        &format!(
+            "[voicexml]\nbasic_password = \"{CANARY}\"\nprevious_basic_password = \"{CANARY}\"\n"
+        ),
         &[],
     )
     .unwrap_err();
@@ -1115,56 +1109,152 @@ const DOCUMENTED_ENV: &[(&str, &str, &str)] = &[
     ("server", "data_dir", "IVRAUTH_DATA_DIR"),
     ("server", "public_url", "IVRAUTH_PUBLIC_URL"),
     ("server", "max_body_bytes", "IVRAUTH_MAX_BODY_BYTES"),
-    ("server", "header_read_timeout_secs", "IVRAUTH_HEADER_READ_TIMEOUT_SECS"),
+    (
+        "server",
+        "header_read_timeout_secs",
+        "IVRAUTH_HEADER_READ_TIMEOUT_SECS",
+    ),
     ("server", "body_timeout_secs", "IVRAUTH_BODY_TIMEOUT_SECS"),
     ("server", "idle_timeout_secs", "IVRAUTH_IDLE_TIMEOUT_SECS"),
     ("server", "max_connections", "IVRAUTH_MAX_CONNECTIONS"),
     ("auth", "token_ttl_secs", "IVRAUTH_TOKEN_TTL_SECS"),
     ("auth", "rate_limit_per_sec", "IVRAUTH_RATE_LIMIT_PER_SEC"),
     ("auth", "rate_limit_burst", "IVRAUTH_RATE_LIMIT_BURST"),
-    ("auth", "secret_rotation_overlap_secs", "IVRAUTH_SECRET_ROTATION_OVERLAP_SECS"),
+    (
+        "auth",
+        "secret_rotation_overlap_secs",
+        "IVRAUTH_SECRET_ROTATION_OVERLAP_SECS",
+    ),
     ("http", "allowed_hosts", "IVRAUTH_HTTP_ALLOWED_HOSTS"),
     ("identity", "provider", "IVRAUTH_IDENTITY_PROVIDER"),
-    ("identity", "min_verify_ms", "IVRAUTH_IDENTITY_MIN_VERIFY_MS"),
-    ("identity", "account_fold_case", "IVRAUTH_IDENTITY_ACCOUNT_FOLD_CASE"),
-    ("identity", "account_strip_separators", "IVRAUTH_IDENTITY_ACCOUNT_STRIP_SEPARATORS"),
-    ("identity", "lookups_per_caller_per_hour", "IVRAUTH_IDENTITY_LOOKUPS_PER_CALLER_PER_HOUR"),
+    (
+        "identity",
+        "min_verify_ms",
+        "IVRAUTH_IDENTITY_MIN_VERIFY_MS",
+    ),
+    (
+        "identity",
+        "account_fold_case",
+        "IVRAUTH_IDENTITY_ACCOUNT_FOLD_CASE",
+    ),
+    (
+        "identity",
+        "account_strip_separators",
+        "IVRAUTH_IDENTITY_ACCOUNT_STRIP_SEPARATORS",
+    ),
+    (
+        "identity",
+        "lookups_per_caller_per_hour",
+        "IVRAUTH_IDENTITY_LOOKUPS_PER_CALLER_PER_HOUR",
+    ),
     ("identity", "hash_m_kib", "IVRAUTH_IDENTITY_HASH_M_KIB"),
     ("identity", "hash_t", "IVRAUTH_IDENTITY_HASH_T"),
     ("identity", "hash_p", "IVRAUTH_IDENTITY_HASH_P"),
-    ("identity", "hash_pool_size", "IVRAUTH_IDENTITY_HASH_POOL_SIZE"),
+    (
+        "identity",
+        "hash_pool_size",
+        "IVRAUTH_IDENTITY_HASH_POOL_SIZE",
+    ),
     ("identity.ldap", "url", "IVRAUTH_LDAP_URL"),
     ("identity.ldap", "bind_dn", "IVRAUTH_LDAP_BIND_DN"),
-    ("identity.ldap", "bind_password", "IVRAUTH_LDAP_BIND_PASSWORD"),
+    (
+        "identity.ldap",
+        "bind_password",
+        "IVRAUTH_LDAP_BIND_PASSWORD",
+    ),
     ("identity.ldap", "base_dn", "IVRAUTH_LDAP_BASE_DN"),
-    ("identity.oauth2", "client_secret", "IVRAUTH_OAUTH2_CLIENT_SECRET"),
-    ("identity.oauth2", "login_client_secret", "IVRAUTH_OAUTH2_LOGIN_CLIENT_SECRET"),
-    ("identity.oauth2.introspection", "client_secret", "IVRAUTH_OAUTH2_INTROSPECTION_CLIENT_SECRET"),
+    (
+        "identity.oauth2",
+        "client_secret",
+        "IVRAUTH_OAUTH2_CLIENT_SECRET",
+    ),
+    (
+        "identity.oauth2",
+        "login_client_secret",
+        "IVRAUTH_OAUTH2_LOGIN_CLIENT_SECRET",
+    ),
+    (
+        "identity.oauth2.introspection",
+        "client_secret",
+        "IVRAUTH_OAUTH2_INTROSPECTION_CLIENT_SECRET",
+    ),
     ("identity.http", "url", "IVRAUTH_HTTP_IDENTITY_URL"),
     ("simulate", "max_steps", "IVRAUTH_SIMULATE_MAX_STEPS"),
     ("simulate", "max_no_input", "IVRAUTH_SIMULATE_MAX_NO_INPUT"),
-    ("simulate", "max_trace_entries", "IVRAUTH_SIMULATE_MAX_TRACE_ENTRIES"),
-    ("simulate", "max_duration_secs", "IVRAUTH_SIMULATE_MAX_DURATION_SECS"),
+    (
+        "simulate",
+        "max_trace_entries",
+        "IVRAUTH_SIMULATE_MAX_TRACE_ENTRIES",
+    ),
+    (
+        "simulate",
+        "max_duration_secs",
+        "IVRAUTH_SIMULATE_MAX_DURATION_SECS",
+    ),
     ("simulate", "identity", "IVRAUTH_SIMULATE_IDENTITY"),
     ("calls", "max_turns", "IVRAUTH_CALL_MAX_TURNS"),
-    ("calls", "idle_timeout_secs", "IVRAUTH_CALL_IDLE_TIMEOUT_SECS"),
+    (
+        "calls",
+        "idle_timeout_secs",
+        "IVRAUTH_CALL_IDLE_TIMEOUT_SECS",
+    ),
     ("calls", "session_keys", "IVRAUTH_CALL_SESSION_KEYS"),
     ("calls", "public_url", "IVRAUTH_CALL_PUBLIC_URL"),
     ("twilio", "auth_token", "IVRAUTH_TWILIO_AUTH_TOKEN"),
-    ("twilio", "previous_auth_token", "IVRAUTH_TWILIO_PREVIOUS_AUTH_TOKEN"),
+    (
+        "twilio",
+        "previous_auth_token",
+        "IVRAUTH_TWILIO_PREVIOUS_AUTH_TOKEN",
+    ),
     ("twilio", "account_sids", "IVRAUTH_TWILIO_ACCOUNT_SIDS"),
-    ("twilio", "skip_signature_check", "IVRAUTH_TWILIO_SKIP_SIGNATURE_CHECK"),
+    (
+        "twilio",
+        "skip_signature_check",
+        "IVRAUTH_TWILIO_SKIP_SIGNATURE_CHECK",
+    ),
     ("twilio", "workflow_sid", "IVRAUTH_TWILIO_WORKFLOW_SID"),
     ("twilio", "rest_username", "IVRAUTH_TWILIO_REST_USERNAME"),
     ("twilio", "rest_password", "IVRAUTH_TWILIO_REST_PASSWORD"),
-    ("jambonz", "webhook_secret", "IVRAUTH_JAMBONZ_WEBHOOK_SECRET"),
-    ("jambonz", "previous_webhook_secret", "IVRAUTH_JAMBONZ_PREVIOUS_WEBHOOK_SECRET"),
-    ("jambonz", "skip_signature_check", "IVRAUTH_JAMBONZ_SKIP_SIGNATURE_CHECK"),
-    ("voicexml", "basic_username", "IVRAUTH_VOICEXML_BASIC_USERNAME"),
-    ("voicexml", "basic_password", "IVRAUTH_VOICEXML_BASIC_PASSWORD"),
-    ("voicexml", "previous_basic_password", "IVRAUTH_VOICEXML_PREVIOUS_BASIC_PASSWORD"),
-    ("voicexml", "allowed_sources", "IVRAUTH_VOICEXML_ALLOWED_SOURCES"),
-    ("voicexml", "trusted_proxies", "IVRAUTH_VOICEXML_TRUSTED_PROXIES"),
+    (
+        "jambonz",
+        "webhook_secret",
+        "IVRAUTH_JAMBONZ_WEBHOOK_SECRET",
+    ),
+    (
+        "jambonz",
+        "previous_webhook_secret",
+        "IVRAUTH_JAMBONZ_PREVIOUS_WEBHOOK_SECRET",
+    ),
+    (
+        "jambonz",
+        "skip_signature_check",
+        "IVRAUTH_JAMBONZ_SKIP_SIGNATURE_CHECK",
+    ),
+    (
+        "voicexml",
+        "basic_username",
+        "IVRAUTH_VOICEXML_BASIC_USERNAME",
+    ),
+    (
+        "voicexml",
+        "basic_password",
+        "IVRAUTH_VOICEXML_BASIC_PASSWORD",
+    ),
+    (
+        "voicexml",
+        "previous_basic_password",
+        "IVRAUTH_VOICEXML_PREVIOUS_BASIC_PASSWORD",
+    ),
+    (
+        "voicexml",
+        "allowed_sources",
+        "IVRAUTH_VOICEXML_ALLOWED_SOURCES",
+    ),
+    (
+        "voicexml",
+        "trusted_proxies",
+        "IVRAUTH_VOICEXML_TRUSTED_PROXIES",
+    ),
 ];
 
 /// The variables that take comma-separated lists.
@@ -1218,7 +1308,11 @@ fn every_key_has_one_environment_variable_of_its_own() {
     for k in keys {
         let var = load::env_name(&k.section, &k.name)
             .unwrap_or_else(|| panic!("section [{}] has no environment prefix", k.section));
-        for ignored in ["IVRAUTH_SERVER", "IVRAUTH_CLIENT_ID", "IVRAUTH_CLIENT_SECRET"] {
+        for ignored in [
+            "IVRAUTH_SERVER",
+            "IVRAUTH_CLIENT_ID",
+            "IVRAUTH_CLIENT_SECRET",
+        ] {
             assert_ne!(var, ignored);
         }
         if let Some(other) = seen.insert(var.clone(), (&k.section, &k.name)) {
@@ -1321,17 +1415,27 @@ name = \"{CANARY}\"
         assert!(text.contains(needle), "{needle} missing from {text}");
     }
     assert_eq!(errors.0.len(), 7, "{text}");
-    assert!(!text.contains(CANARY) && !text.contains("918273645"), "{text}");
+    assert!(
+        !text.contains(CANARY) && !text.contains("918273645"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_section_given_as_a_value_is_named() {
-    let errors = load_text("server = 5
+    let errors = load_text(
+        "server = 5
 [identity]
 ldap = \"x\"
-", &[]).unwrap_err();
+",
+        &[],
+    )
+    .unwrap_err();
     let text = errors.to_string();
-    assert!(text.contains("`server` must be a [server] section"), "{text}");
+    assert!(
+        text.contains("`server` must be a [server] section"),
+        "{text}"
+    );
     assert!(
         text.contains("`identity.ldap` must be a [identity.ldap] section"),
         "{text}"
