@@ -548,6 +548,11 @@ pub fn load(
         env_problems: Vec::new(),
         bad_sections: HashSet::new(),
     };
+    // The file alone first, so that a bad value in it is reported even where a variable
+    // overrides it; then the variables over what is left of the file.
+    let env = std::mem::take(&mut loading.env);
+    loading.extract();
+    loading.env = env;
     let mut settings = loading.extract();
     loading.check_identity(&settings);
     loading.check_calls(&settings);

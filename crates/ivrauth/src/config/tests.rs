@@ -1442,3 +1442,26 @@ ldap = \"x\"
     );
     assert_eq!(errors.0.len(), 2, "{text}");
 }
+
+#[test]
+fn a_bad_value_in_the_file_is_reported_even_where_a_variable_overrides_it() {
+    let errors = load_text(
+        "[auth]\ntoken_ttl_secs = -5\n",
+        &env(&[("IVRAUTH_TOKEN_TTL_SECS", "120")]),
+    )
+    .unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert!(
+        errors.0[0].ends_with(
+            "ivrauth.toml: [auth] token_ttl_secs: must be between 1 and 9223372036854775"
+        ),
+        "{errors}"
+    );
+    // A good file value is overridden silently.
+    let (s, _) = load_text(
+        "[auth]\ntoken_ttl_secs = 5\n",
+        &env(&[("IVRAUTH_TOKEN_TTL_SECS", "120")]),
+    )
+    .unwrap();
+    assert_eq!(s.auth.token_ttl_secs, 120);
+}
