@@ -169,10 +169,10 @@ async fn execute(
     slot: &mut Option<SqliteStore>,
 ) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
-    let params: HashParams = settings.identity.hash;
+    let params: HashParams = settings.identity.hash();
     match cmd {
         AccountCommand::Import { file, .. } => {
-            let parsed = read_import(&file, settings.identity.account_rules)?;
+            let parsed = read_import(&file, settings.identity.account_rules())?;
             let store = open(slot, settings, true).await?;
             return import(parsed, store, params, now).await;
         }
@@ -409,7 +409,7 @@ enum RowProblem {
 fn parse_number(settings: &Settings, account: &str) -> anyhow::Result<AccountNumber> {
     settings
         .identity
-        .account_rules
+        .account_rules()
         .normalise(account)
         .map_err(|_| anyhow::anyhow!("{}", RowProblem::InvalidAccount))
 }

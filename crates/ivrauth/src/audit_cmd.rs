@@ -36,7 +36,7 @@ pub async fn run(cmd: AuditCommand, settings: &Settings) -> anyhow::Result<ExitC
         AuditCommand::Verify { .. } => {
             let store = crate::client_cmd::open(settings, false).await?;
             let records = store.read_audit().await;
-            crate::client_cmd::close(&store, &settings.data_dir).await;
+            crate::client_cmd::close(&store, &settings.server.data_dir).await;
             let records = records.context("cannot read the audit log")?;
             match verify_chain(&records) {
                 Ok(n) => {

@@ -129,7 +129,7 @@ pub async fn run(args: CallArgs, settings: Option<&Settings>) -> anyhow::Result<
         (None, Some(settings)) => {
             let sqlite = crate::client_cmd::open(settings, args.demo).await?;
             let result = in_process(&args, settings, &sqlite, script, &mut ui, &call_id).await;
-            crate::client_cmd::close(&sqlite, &settings.data_dir).await;
+            crate::client_cmd::close(&sqlite, &settings.server.data_dir).await;
             result
         }
         (None, None) => bail!("internal: `ivrauth call` needs settings in-process"),
@@ -155,13 +155,13 @@ async fn in_process(
     ui.say_note(&format!(
         "call {call_id} to flow {} in {} (caller {})",
         args.flow,
-        settings.data_dir.display(),
+        settings.server.data_dir.display(),
         args.ani
     ));
     let mut line = Line::Local {
         state,
         call_id: call_id.to_owned(),
-        data_dir: settings.data_dir.clone(),
+        data_dir: settings.server.data_dir.clone(),
     };
     let outcome = converse(&mut line, args, script, ui).await;
     finish(&mut line, outcome, ui).await
@@ -765,7 +765,7 @@ async fn install_phone_demo(state: &AppState, settings: &Settings) -> anyhow::Re
             store.create_flow(id, &name, &text, "demo", now).await?;
         }
     }
-    let params = settings.identity.hash;
+    let params = settings.identity.hash();
     let mut created = Vec::new();
     for (number, pin, name, phone, email) in ivrauth_server::demo::DEMO_ACCOUNTS {
         if store.get_account(number).await?.is_some() {
@@ -810,7 +810,7 @@ async fn install_phone_demo(state: &AppState, settings: &Settings) -> anyhow::Re
         .append_audit(&event, now)
         .await
         .context("cannot write the audit record")?;
-    crate::serve::write_demo_accounts(&settings.data_dir)
+    crate::serve::write_demo_accounts(&settings.server.data_dir)
 }
 
 // ---------------------------------------------------------------- a server

@@ -96,7 +96,7 @@ pub async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> 
     let create = matches!(cmd, ClientCommand::Create { .. });
     let store = open(settings, create).await?;
     let result = execute(cmd, &store, settings).await;
-    close(&store, &settings.data_dir).await;
+    close(&store, &settings.server.data_dir).await;
     result
 }
 
@@ -237,7 +237,8 @@ async fn execute(
                 );
             }
             let secret = ivrauth_server::auth::mint_token();
-            let overlap = i64::try_from(settings.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
+            let overlap =
+                i64::try_from(settings.auth.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
             let until = now.plus_secs(overlap);
             if !store
                 .rotate_client_secret(&id, &hash_credential(&secret), until)
@@ -295,7 +296,7 @@ pub async fn close(store: &SqliteStore, _data_dir: &Path) {
 /// `--data-dir` should not silently make an empty one). Callers [`close`] it before they
 /// return.
 pub async fn open(settings: &Settings, create: bool) -> anyhow::Result<SqliteStore> {
-    let dir = &settings.data_dir;
+    let dir = &settings.server.data_dir;
     if !create && !ivrauth_store::database_path(dir).is_file() {
         bail!(
             "no ivrauth database in {} (check --data-dir)",

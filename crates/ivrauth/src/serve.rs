@@ -71,11 +71,16 @@ pub struct ServeArgs {
 }
 
 pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<()> {
-    let sqlite = SqliteStore::open(&settings.data_dir)
+    let sqlite = SqliteStore::open(&settings.server.data_dir)
         .await
-        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the store in {}",
+                settings.server.data_dir.display()
+            )
+        })?;
     let result = serve_with(&settings, demo, &sqlite).await;
-    crate::client_cmd::close(&sqlite, &settings.data_dir).await;
+    crate::client_cmd::close(&sqlite, &settings.server.data_dir).await;
     result?;
     tracing::info!("stopped");
     Ok(())
@@ -98,10 +103,10 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let store = state.store.clone();
     let clock = state.clock.clone();
 
-    fit_open_files_limit(settings.limits.max_connections);
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    fit_open_files_limit(settings.server.max_connections);
+    let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     let addr = listener.local_addr()?;
     // Listen for SIGTERM before announcing the address: a supervisor (or a test) may send
     // it as soon as it reads the line.
@@ -111,9 +116,15 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
         writeln!(out, "ivrauth listening on http://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    tracing::info!(%addr, data_dir = %settings.server.data_dir.display(), "serving");
     if demo {
-        demo_setup(&state, addr, &settings.data_dir, demo_voicexml.as_ref()).await?;
+        demo_setup(
+            &state,
+            addr,
+            &settings.server.data_dir,
+            demo_voicexml.as_ref(),
+        )
+        .await?;
     }
 
     // An unknown number's counters are kept as long as a lock could last, at least the hour
@@ -121,7 +132,7 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let unknown_window = settings
         .identity
         .lockout
-        .max_lock_secs
+        .lock_max_secs
         .max(ANI_FAILURE_RETENTION_SECS);
     let purger = tokio::spawn(purge_periodically(store, clock, unknown_window));
     let expirer = tokio::spawn(expire_calls_periodically(state.clone()));
@@ -214,18 +225,18 @@ pub(crate) async fn app_state(
     let identity = IdentityService {
         provider,
         store: store.clone(),
-        policy: settings.identity.lockout,
+        policy: settings.identity.lockout.policy(),
         min_verify_duration: settings.identity.min_verify_duration(),
         clock: clock.clone(),
         sleeper: Arc::new(TokioSleeper),
-        account_rules: settings.identity.account_rules,
+        account_rules: settings.identity.account_rules(),
         account_key: keys.account_key(),
         lookup_limiter: ivrauth_server::identity::lookup_limiter(
             settings.identity.lookups_per_caller_per_hour,
         ),
     };
     let http_config = HttpConfig {
-        allowed_hosts: settings.http_allowed_hosts.clone(),
+        allowed_hosts: settings.http.allowed_hosts.clone(),
         ..HttpConfig::default()
     };
     let http = HttpExecutor::new(http_config, Arc::new(TokioSleeper), clock.clone())
@@ -236,18 +247,18 @@ pub(crate) async fn app_state(
         SimulateIdentityMode::Demo => SimulateIdentity::Demo(Arc::new(IdentityService {
             provider: Arc::new(ivrauth_server::demo::DemoDirectory),
             store: store.clone(),
-            policy: settings.identity.lockout,
+            policy: settings.identity.lockout.policy(),
             min_verify_duration: settings.identity.min_verify_duration(),
             clock: clock.clone(),
             sleeper: Arc::new(TokioSleeper),
-            account_rules: settings.identity.account_rules,
+            account_rules: settings.identity.account_rules(),
             account_key: keys.demo_account_key(),
             lookup_limiter: ivrauth_server::identity::lookup_limiter(
                 settings.identity.lookups_per_caller_per_hour,
             ),
         })),
     };
-    crate::private_files::warn_exposed(&settings.data_dir);
+    crate::private_files::warn_exposed(&settings.server.data_dir);
     let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
         .with_identity(identity)
         .with_simulate_identity(simulate_identity)
@@ -263,7 +274,7 @@ pub(crate) fn session_keys(settings: &Settings) -> anyhow::Result<(SessionKeys, 
         let n = ring.key_count();
         return Ok((ring, KeySource::Configured(n)));
     }
-    let path = settings.data_dir.join(SESSION_KEY_FILE);
+    let path = settings.server.data_dir.join(SESSION_KEY_FILE);
     let created = if path.exists() {
         false
     } else {
@@ -553,7 +564,7 @@ async fn identity_provider(
     let section_missing = || unusable("its configuration section is missing".to_owned());
     let provider: Arc<dyn IdentityProvider> = match kind {
         ProviderKind::Builtin => {
-            let params = config.hash;
+            let params = config.hash();
             let pool = config
                 .hash_pool_size
                 .map_or_else(HashPool::per_core, HashPool::new);
@@ -733,10 +744,9 @@ mod tests {
     use super::*;
 
     fn settings_in(dir: &Path) -> Settings {
-        Settings {
-            data_dir: dir.to_owned(),
-            ..Settings::default()
-        }
+        let mut settings = Settings::default();
+        settings.server.data_dir = dir.to_owned();
+        settings
     }
 
     #[cfg(unix)]

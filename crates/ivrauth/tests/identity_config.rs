@@ -186,6 +186,36 @@ fn example_config_serves_with_the_builtin_provider() {
     );
 }
 
+/// `config.example.toml` copied as it is (its `./data` is then the temporary directory's)
+/// starts the server: only the port is moved, by the flag, to a free one.
+#[test]
+fn a_copy_of_the_example_config_starts_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.toml");
+    std::fs::copy(example_config(), &copy).unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--config",
+            copy.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let health = healthz(&server.base);
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("\"ok\""),
+        "{health}"
+    );
+    assert!(dir.path().join("data").join("ivrauth.db").is_file());
+    let stderr = server.stop();
+    assert!(!stderr.contains("ignoring"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(example_config()).unwrap()
+    );
+}
+
 /// A flow that verifies `account`/`pin` with `identity.verify`.
 fn verify_flow() -> Value {
     json!({
