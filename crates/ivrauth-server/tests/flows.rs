@@ -116,7 +116,9 @@ async fn seed_flow_deployed_and_simulated_against_a_real_identity_endpoint() {
     assert_eq!(sim["flowId"], json!(id));
     assert_eq!(sim["environment"], "test");
     let http = trace_entry(&sim, "http_auth");
-    assert_eq!(http["nodeId"], "http_auth_provider");
+    // `nodeId` is the node's key (the name edges use); its inner id is `id`.
+    assert_eq!(http["nodeId"], "http_auth");
+    assert_eq!(http["id"], "http_auth_provider");
     assert_eq!(http["request"], json!({"method": "POST", "url": idp.url()}));
     assert_eq!(http["output"]["statusCode"], 200);
     assert_eq!(
@@ -169,6 +171,42 @@ async fn seed_flow_deployed_and_simulated_against_a_real_identity_endpoint() {
         .iter()
         .any(|r| r.event == "flow.created" && r.subject == id));
     ivrauth_core::audit::verify_chain(&records).unwrap();
+}
+
+/// Issue 9: seed 000's harness looks trace entries up by the name a node is listed under
+/// (`trace.find(t => t.nodeId === "http_auth")`), although that node's inner id is
+/// `http_auth_provider`. `nodeId` and `nodeKey` are the key, `id` the inner id.
+#[tokio::test]
+async fn seed_harness_finds_trace_entries_by_node_key_issue_9() {
+    let idp = IdentityServer::start("testuser", "correctpassword", "tok")
+        .await
+        .unwrap();
+    let api = Api::start().await;
+    let doc = seed_flow(&idp.url());
+    let (status, sim) = api
+        .post(
+            "/api/v2/flows/simulate",
+            &json!({"flow": doc, "input": {"username": "testuser", "password": "correctpassword"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sim}");
+    let trace = sim["trace"].as_array().unwrap();
+    let find = |key: &str| trace.iter().find(|t| t["nodeId"] == key);
+    // What the seed's script does next.
+    let http = find("http_auth").expect("the harness finds http_auth");
+    assert_eq!(http["output"]["statusCode"], 200, "{http}");
+    assert!(find("bind_session").is_some(), "{sim}");
+    assert!(find("http_auth_provider").is_none(), "{sim}");
+    // Every entry: key twice, the inner id once, as the document lists them.
+    let nodes = doc["nodes"].as_object().unwrap();
+    assert_eq!(trace.len(), 7, "{sim}");
+    for t in trace {
+        let key = t["nodeId"].as_str().unwrap();
+        assert_eq!(t["nodeKey"], key, "{t}");
+        let inner = nodes[key].get("id").cloned().unwrap_or(json!(key));
+        assert_eq!(t["id"], inner, "{t}");
+    }
+    assert_eq!(find("check_auth").unwrap()["id"], "check_auth_response");
 }
 
 #[tokio::test]

@@ -439,7 +439,7 @@ fn write_table(out: &mut impl std::io::Write, sim: &SimulateResponse) -> std::io
     let width = sim
         .trace
         .iter()
-        .map(|t| t.node_id.len())
+        .map(|t| t.node_key.len())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -453,7 +453,7 @@ fn write_table(out: &mut impl std::io::Write, sim: &SimulateResponse) -> std::io
             out,
             "{:>4}  {:<width$}  {:<13}  {:>5}  {}",
             t.step,
-            t.node_id,
+            t.node_key,
             t.node_type,
             t.duration_ms,
             detail_of(t)
