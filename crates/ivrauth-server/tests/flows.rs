@@ -576,6 +576,94 @@ async fn scopes_guard_the_flow_api() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// Issue 9: `flow:manage` (Genesys Cloud's advice for deployment permission errors) gives a
+/// token that reads, writes and simulates flows, however the token is asked for.
+#[tokio::test]
+async fn a_flow_manage_client_reads_writes_and_simulates_however_its_token_is_asked_issue_9() {
+    let s = TestServer::start().await.unwrap();
+    let (id, secret) = s.create_client("manager", &["flow:manage"]).await.unwrap();
+    let flow = json!({
+        "name": "tiny",
+        "nodes": {"start": {"type": "start"}, "done": {"type": "end", "properties": {"statusCode": 200}}},
+        "edges": [{"source": "start", "target": "done"}],
+        "startNode": "start"
+    });
+    for asked in [
+        None,
+        Some("flow:manage"),
+        Some("flow:read"),
+        Some("flow:write"),
+        Some("flow:simulate"),
+        Some("flow:read flow:write flow:simulate"),
+    ] {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(asked.map(|a| ("scope", a)));
+        let res = s
+            .http()
+            .post(s.url(ivrauth_server::auth::TOKEN_PATH))
+            .basic_auth(&id, Some(&secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asked:?}");
+        let body: Value = res.json().await.unwrap();
+        let mut scope: Vec<&str> = body["scope"].as_str().unwrap().split(' ').collect();
+        scope.sort_unstable();
+        assert_eq!(
+            scope,
+            ["flow:manage", "flow:read", "flow:simulate", "flow:write"],
+            "{asked:?}"
+        );
+        let token = body["access_token"].as_str().unwrap();
+        let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let mut req = s.http().request(method, s.url(path)).bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            req.send()
+        };
+        let res = send(reqwest::Method::POST, "/api/v2/flows", Some(flow.clone()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{asked:?} write");
+        let created: Value = res.json().await.unwrap();
+        let flow_id = created["id"].as_str().unwrap();
+        let res = send(reqwest::Method::GET, &format!("/api/v2/flows/{flow_id}"), None)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asked:?} read");
+        let res = send(
+            reqwest::Method::POST,
+            "/api/v2/flows/simulate",
+            Some(json!({"flowId": flow_id, "input": {}})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asked:?} simulate");
+        let sim: Value = res.json().await.unwrap();
+        assert_eq!(sim["outcome"]["endNode"], "done", "{sim}");
+    }
+    // It is about flows only: the decision API's scope is not part of it.
+    let res = s
+        .http()
+        .post(s.url(ivrauth_server::auth::TOKEN_PATH))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "call:turn")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    // A client without it cannot ask for it.
+    let (reader, reader_secret) = s.create_client("reader", &["flow:read"]).await.unwrap();
+    let err = s
+        .token(&reader, &reader_secret, Some("flow:manage"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid_scope"), "{err}");
+}
+
 #[tokio::test]
 async fn openapi_documents_the_flow_api() {
     let s = TestServer::start().await.unwrap();

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use ivrauth_connect::SystemClock;
 use ivrauth_core::audit::AuditEvent;
-use ivrauth_core::clients::{hash_credential, parse_scopes, SCOPES};
+use ivrauth_core::clients::{hash_credential, known_scopes, parse_scopes};
 use ivrauth_core::ports::{AuditStore as _, ClientRecord, ClientStore as _};
 use ivrauth_core::time::{Clock as _, UnixMillis};
 use ivrauth_store::SqliteStore;
@@ -33,7 +33,8 @@ pub enum ClientCommand {
         /// A name to recognise the client by
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: flow:read, flow:write, flow:simulate, call:turn
+        /// Comma-separated scopes: flow:read, flow:write, flow:simulate (or flow:manage for
+        /// all three), call:turn, identity:simulate
         #[arg(long, value_name = "SCOPES")]
         scopes: String,
         /// Print one JSON line {"client_id": ..., "client_secret": ...}
@@ -106,10 +107,11 @@ fn check_create(name: &str, scopes: &str) -> anyhow::Result<(String, Vec<String>
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         bail!("--name must be 1 to 200 characters without control characters");
     }
+    let known = known_scopes().collect::<Vec<_>>().join(", ");
     let scopes = parse_scopes(scopes)
-        .map_err(|bad| anyhow::anyhow!("unknown scope {bad:?} (known: {})", SCOPES.join(", ")))?;
+        .map_err(|bad| anyhow::anyhow!("unknown scope {bad:?} (known: {known})"))?;
     if scopes.is_empty() {
-        bail!("--scopes needs at least one of {}", SCOPES.join(", "));
+        bail!("--scopes needs at least one of {known}");
     }
     Ok((name, scopes))
 }
