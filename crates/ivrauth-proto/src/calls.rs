@@ -131,7 +131,13 @@ mod tests {
             TurnAction::Hangup,
         ]
         .iter()
-        .map(|a| serde_json::to_value(a).unwrap().as_str().unwrap().to_owned())
+        .map(|a| {
+            serde_json::to_value(a)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
         assert_eq!(words, ["collect", "say", "transfer", "hangup"]);
     }

@@ -169,12 +169,11 @@ async fn install_demo_accounts(
         let account =
             AccountNumber::parse(number).map_err(|e| ApiError::Internal(e.to_string()))?;
         let pin = ivrauth_core::Secret::new((*pin).to_owned());
-        let hash = tokio::task::spawn_blocking(move || {
-            ivrauth_store::directory::hash_pin(&pin, params)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("the hashing thread failed: {e}")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let hash =
+            tokio::task::spawn_blocking(move || ivrauth_store::directory::hash_pin(&pin, params))
+                .await
+                .map_err(|e| ApiError::Internal(format!("the hashing thread failed: {e}")))?
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         state
             .store
             .create_account(&ivrauth_core::ports::AccountRecord {

@@ -629,9 +629,13 @@ async fn a_flow_manage_client_reads_writes_and_simulates_however_its_token_is_as
         assert_eq!(res.status(), StatusCode::CREATED, "{asked:?} write");
         let created: Value = res.json().await.unwrap();
         let flow_id = created["id"].as_str().unwrap();
-        let res = send(reqwest::Method::GET, &format!("/api/v2/flows/{flow_id}"), None)
-            .await
-            .unwrap();
+        let res = send(
+            reqwest::Method::GET,
+            &format!("/api/v2/flows/{flow_id}"),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{asked:?} read");
         let res = send(
             reqwest::Method::POST,

@@ -18,7 +18,8 @@ use ivrauth_core::time::{Clock as _, UnixMillis};
 use ivrauth_store::SqliteStore;
 
 use crate::config::Settings;
-use crate::DataDirArg;
+use crate::table::Table;
+use crate::{DataDirArg, ListArgs};
 
 /// Audit actor of administration commands.
 const ACTOR: &str = "cli";
@@ -44,13 +45,7 @@ pub enum ClientCommand {
         data: DataDirArg,
     },
     /// List clients (never their secrets)
-    List {
-        /// Print a JSON array
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        data: DataDirArg,
-    },
+    List(ListArgs),
     /// Revoke a client and every token issued to it
     Revoke {
         /// Client id
@@ -82,7 +77,7 @@ impl ClientCommand {
     pub fn data_dir(&self) -> &Option<PathBuf> {
         match self {
             ClientCommand::Create { data, .. }
-            | ClientCommand::List { data, .. }
+            | ClientCommand::List(ListArgs { data, .. })
             | ClientCommand::Revoke { data, .. }
             | ClientCommand::RotateSecret { data, .. } => &data.data_dir,
         }
@@ -160,7 +155,7 @@ async fn execute(
             }
             eprintln!("warning: store the client secret now; it is not shown again.");
         }
-        ClientCommand::List { json, .. } => {
+        ClientCommand::List(ListArgs { json, .. }) => {
             let clients = store.list_clients().await.context("cannot list clients")?;
             if json {
                 let rows: Vec<_> = clients
@@ -179,21 +174,18 @@ async fn execute(
             } else if clients.is_empty() {
                 println!("no clients");
             } else {
-                println!(
-                    "{:<22} {:<24} {:<36} {:<26} REVOKED",
-                    "ID", "NAME", "SCOPES", "CREATED"
-                );
+                let mut table = Table::new(&["ID", "NAME", "SCOPES", "CREATED", "REVOKED"], &[]);
                 for c in &clients {
-                    println!(
-                        "{:<22} {:<24} {:<36} {:<26} {}",
-                        c.id,
-                        c.name,
+                    table.row([
+                        c.id.clone(),
+                        c.name.clone(),
                         c.scopes.join(","),
                         c.created_at.to_rfc3339(),
                         c.revoked_at
-                            .map_or_else(|| "-".to_owned(), UnixMillis::to_rfc3339)
-                    );
+                            .map_or_else(|| "-".to_owned(), UnixMillis::to_rfc3339),
+                    ]);
                 }
+                table.write(&mut std::io::stdout().lock())?;
             }
         }
         ClientCommand::Revoke { id, .. } => {

@@ -520,8 +520,15 @@ async fn a_flow_manage_client_deploys_and_simulates_and_the_table_shows_node_key
     let out = run(
         d,
         &[
-            "client", "create", "--name", "manager", "--scopes", "flow:manage", "--json",
-            "--data-dir", &data,
+            "client",
+            "create",
+            "--name",
+            "manager",
+            "--scopes",
+            "flow:manage",
+            "--json",
+            "--data-dir",
+            &data,
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -580,5 +587,8 @@ async fn a_flow_manage_client_deploys_and_simulates_and_the_table_shows_node_key
         "{table}"
     );
     assert!(!table.contains("http_auth_provider"), "{table}");
-    assert!(table.contains("outcome: end_success (status 200)"), "{table}");
+    assert!(
+        table.contains("outcome: end_success (status 200)"),
+        "{table}"
+    );
 }
