@@ -78,7 +78,9 @@ pub const CHEAP_HASH: ivrauth_core::identity::HashParams = ivrauth_core::identit
 /// The identity service most tests use: the built-in directory (hashing with `params`) on
 /// the server's own store and clock, `policy`, no timing padding, the default account
 /// rules and lookup allowance, and [`TEST_ACCOUNT_KEY`]. Override fields with struct
-/// update syntax.
+/// update syntax. Panics when the directory cannot be built (bad hash parameters): a test
+/// helper, called where the builder's hook cannot return an error.
+#[allow(clippy::panic)]
 pub fn builtin_identity(
     store: &Arc<SqliteStore>,
     clock: &FakeClock,

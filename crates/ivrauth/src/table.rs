@@ -17,7 +17,7 @@ impl Table {
     /// A table with a header line; the columns numbered in `right` are right-aligned.
     pub fn new(header: &[&str], right: &'static [usize]) -> Table {
         let mut t = Table::headless(right);
-        t.inner.set_header(header.iter().map(|h| Cell::new(h)));
+        t.inner.set_header(header.iter().map(Cell::new));
         t
     }
 
