@@ -3,7 +3,7 @@
 //! The caller hears each prompt as text and answers with keys. In-process (the default) the
 //! call runs against the data directory with the very state `serve` builds (same store,
 //! identity provider, lockout, session keys) through the decision API's platform
-//! ([`Platform::Api`]); with `--server URL` it goes through a running server's decision API
+//! (`Platform::Api`); with `--server URL` it goes through a running server's decision API
 //! (`POST /api/v2/calls/{callId}/turns`, scope `call:turn`).
 //!
 //! Keys come from the terminal, a line per prompt (an empty line is a silent turn; end of
