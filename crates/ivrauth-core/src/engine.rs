@@ -588,8 +588,9 @@ fn new_entry(flow: &Flow, i: usize, step: u32) -> TraceEntry {
         .unwrap_or_default();
     TraceEntry {
         step,
-        node_id: id,
+        node_id: key.clone(),
         node_key: key,
+        id,
         node_type: ty.to_owned(),
         duration_ms: 0,
         request: None,

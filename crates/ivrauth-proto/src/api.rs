@@ -147,13 +147,21 @@ pub struct RunFailure {
 }
 
 /// One executed node. Secure values, and everything derived from one, read [`MASK`].
+///
+/// A node is named by its key in `nodes` (the name edges and placeholders use), and may
+/// carry an inner `id` that differs from it: `nodeId` and `nodeKey` are both the key
+/// (`nodeKey` for clients written before `nodeId` became the key), `id` is the inner id.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TraceEntry {
     pub step: u32,
+    /// The node's key: the name it is listed under in `nodes`, which edges use.
     pub node_id: String,
+    /// The same key as `nodeId`.
     pub node_key: String,
+    /// The node's inner `id` (its key when the document gives none).
+    pub id: String,
     #[serde(rename = "type")]
     pub node_type: String,
     pub duration_ms: u64,

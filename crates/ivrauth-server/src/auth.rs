@@ -24,7 +24,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
 use ivrauth_core::audit::AuditEvent;
-use ivrauth_core::clients::{hash_credential, is_valid_credential_text};
+use ivrauth_core::clients::{grant_scopes, hash_credential, is_valid_credential_text};
 use ivrauth_core::ports::{ClientRecord, ClientStore, StoreError, TokenRecord};
 use ivrauth_core::time::UnixMillis;
 use ivrauth_proto::api::TokenResponse;
@@ -248,7 +248,9 @@ impl Refusal {
 ///
 /// The client authenticates with HTTP Basic (`client_id:client_secret`) or with the
 /// `client_id` and `client_secret` form fields. `scope` (space separated) must be a subset of
-/// the client's scopes; without it the token gets all of them.
+/// the client's scopes; without it the token gets all of them. A client holding
+/// `flow:manage` holds `flow:read`, `flow:write` and `flow:simulate`, and its token carries
+/// all four whether it asks for none, `flow:manage` or any of the three.
 ///
 /// Credentials are checked first (a SHA-256 and a constant-time compare), then the request
 /// is charged to one of three kinds of bucket (see [`SUCCESS_KEY_PREFIX`]): issuance to the
@@ -510,29 +512,22 @@ async fn issue(
         ));
     }
 
-    let scopes: Vec<String> = match scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => client.scopes.clone(),
-        Some(requested) => {
-            let mut out: Vec<String> = Vec::new();
-            for s in requested.split(' ').filter(|s| !s.is_empty()) {
-                if !client.scopes.iter().any(|c| c == s) {
-                    return Err(refuse(
-                        Refusal {
-                            status: StatusCode::BAD_REQUEST,
-                            error: "invalid_scope",
-                            description:
-                                "the requested scope exceeds the scopes granted to this client",
-                            reason: "scope_not_granted",
-                        },
-                        method,
-                    ));
-                }
-                if !out.iter().any(|o| o == s) {
-                    out.push(s.to_owned());
-                }
-            }
-            out
-        }
+    // `flow:manage` stands for flow:read, flow:write and flow:simulate together.
+    let requested: Option<Vec<&str>> = scope
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|r| r.split(' ').filter(|s| !s.is_empty()).collect());
+    let Ok(scopes) = grant_scopes(&client.scopes, requested.as_deref()) else {
+        return Err(refuse(
+            Refusal {
+                status: StatusCode::BAD_REQUEST,
+                error: "invalid_scope",
+                description: "the requested scope exceeds the scopes granted to this client",
+                reason: "scope_not_granted",
+            },
+            method,
+        ));
     };
 
     // Issuance is limited per client; only a request holding the secret reaches this point.

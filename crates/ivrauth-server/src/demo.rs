@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use ivrauth_core::clients::{hash_credential, SCOPES};
+use ivrauth_core::identity::{AccountNumber, HashParams};
 use ivrauth_core::ports::ClientRecord;
 
 use crate::error::ApiError;
@@ -117,7 +118,7 @@ pub fn demo_flows(base_url: &str) -> Result<Vec<(&'static str, Value)>, ApiError
         ("demo-auth", seed),
         ("demo-auth-masked", masked),
         ("demo-verify", verify),
-        ("demo-pin", pin),
+        (PHONE_DEMO_FLOW, pin),
     ])
 }
 
@@ -153,51 +154,103 @@ pub const DEMO_ACCOUNTS: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
+/// Create the demo accounts that do not exist yet, their PINs hashed with `params` (on a
+/// blocking thread). Returns the account numbers created.
 async fn install_demo_accounts(
     state: &AppState,
     now: ivrauth_core::UnixMillis,
-) -> Result<(), ApiError> {
+    params: HashParams,
+) -> Result<Vec<&'static str>, ApiError> {
+    let mut created = Vec::new();
     for (number, pin, name, phone, email) in DEMO_ACCOUNTS {
-        install_demo_account(state, now, number, pin, name, phone, email).await?;
+        if state.store.get_account(number).await?.is_some() {
+            continue;
+        }
+        let account =
+            AccountNumber::parse(number).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let pin = ivrauth_core::Secret::new((*pin).to_owned());
+        let hash =
+            tokio::task::spawn_blocking(move || ivrauth_store::directory::hash_pin(&pin, params))
+                .await
+                .map_err(|e| ApiError::Internal(format!("the hashing thread failed: {e}")))?
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        state
+            .store
+            .create_account(&ivrauth_core::ports::AccountRecord {
+                account,
+                name: (*name).to_owned(),
+                greeting: None,
+                phone: Some((*phone).to_owned()),
+                email: Some((*email).to_owned()),
+                phone_verified: true,
+                email_verified: false,
+                disabled: false,
+                pin_hash: Some(hash),
+                pin_history: Vec::new(),
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+        created.push(*number);
+    }
+    Ok(created)
+}
+
+/// Store a demo flow: a new flow, or a new version only when its document changed.
+async fn install_flow(
+    state: &AppState,
+    id: &str,
+    doc: &Value,
+    now: ivrauth_core::UnixMillis,
+) -> Result<(), ApiError> {
+    let text = doc.to_string();
+    let name = doc["name"].as_str().unwrap_or(id).to_owned();
+    match state.store.get_flow(id, None).await? {
+        Some(existing) if existing.document == text => {}
+        Some(_) => {
+            state
+                .store
+                .update_flow(id, &name, &text, "demo", now)
+                .await?;
+        }
+        None => {
+            state
+                .store
+                .create_flow(id, &name, &text, "demo", now)
+                .await?;
+        }
     }
     Ok(())
 }
 
-async fn install_demo_account(
+/// The flow of the phone demo (`ivrauth call --demo`).
+pub const PHONE_DEMO_FLOW: &str = "demo-pin";
+
+/// Install the phone demo: the `demo-pin` flow (a new version only when its document
+/// changed) and the demo accounts that do not exist yet, their PINs hashed with `params`;
+/// audited as `demo.installed` by `actor`. Unlike [`install`] it creates no API client, so
+/// a server running on the same store keeps its demo secret. Returns the accounts created.
+pub async fn install_phone_demo(
     state: &AppState,
-    now: ivrauth_core::UnixMillis,
-    number: &str,
-    pin: &str,
-    name: &str,
-    phone: &str,
-    email: &str,
-) -> Result<(), ApiError> {
-    use ivrauth_core::identity::{AccountNumber, HashParams};
-    if state.store.get_account(number).await?.is_some() {
-        return Ok(());
-    }
-    let account = AccountNumber::parse(number).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let pin = ivrauth_core::Secret::new(pin.to_owned());
-    let hash = ivrauth_store::directory::hash_pin(&pin, HashParams::default())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    state
-        .store
-        .create_account(&ivrauth_core::ports::AccountRecord {
-            account,
-            name: name.to_owned(),
-            greeting: None,
-            phone: Some(phone.to_owned()),
-            email: Some(email.to_owned()),
-            phone_verified: true,
-            email_verified: false,
-            disabled: false,
-            pin_hash: Some(hash),
-            pin_history: Vec::new(),
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
-    Ok(())
+    params: HashParams,
+    actor: &str,
+) -> Result<Vec<&'static str>, ApiError> {
+    let now = state.clock.now();
+    let pin: Value = serde_json::from_str(DEMO_PIN_FLOW)
+        .map_err(|e| ApiError::Internal(format!("embedded demo flow: {e}")))?;
+    install_flow(state, PHONE_DEMO_FLOW, &pin, now).await?;
+    let created = install_demo_accounts(state, now, params).await?;
+    crate::runtime::audit(
+        state,
+        "demo.installed",
+        "success",
+        actor,
+        "demo",
+        None,
+        json!({ "flows": [PHONE_DEMO_FLOW], "accountsCreated": created }),
+    )
+    .await?;
+    Ok(created)
 }
 
 /// What `serve --demo` prints.
@@ -214,26 +267,12 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
     let now = state.clock.now();
     let mut flow_ids = Vec::new();
     for (id, doc) in demo_flows(base_url)? {
-        let text = doc.to_string();
-        let name = doc["name"].as_str().unwrap_or(id).to_owned();
-        match state.store.get_flow(id, None).await? {
-            Some(existing) if existing.document == text => {}
-            Some(_) => {
-                state
-                    .store
-                    .update_flow(id, &name, &text, "demo", now)
-                    .await?;
-            }
-            None => {
-                state
-                    .store
-                    .create_flow(id, &name, &text, "demo", now)
-                    .await?;
-            }
-        }
+        install_flow(state, id, &doc, now).await?;
         flow_ids.push(id);
     }
-    install_demo_accounts(state, now).await?;
+    // Default hashing parameters: the directory re-hashes with the configured ones on the
+    // first successful verification.
+    let created = install_demo_accounts(state, now, HashParams::default()).await?;
     let secret = crate::auth::mint_token();
     let hash = hash_credential(&secret);
     if state
@@ -280,7 +319,7 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
         "demo",
         "demo",
         None,
-        json!({ "flows": flow_ids }),
+        json!({ "flows": flow_ids, "accountsCreated": created }),
     )
     .await?;
     Ok(DemoInfo {

@@ -91,7 +91,9 @@ pub mod schema {
     pub struct TokenRequest {
         /// Must be `client_credentials`.
         pub grant_type: String,
-        /// Space-separated subset of the client's scopes; all of them when absent.
+        /// Space-separated subset of the client's scopes; all of them when absent. A client
+        /// holding `flow:manage` holds `flow:read`, `flow:write` and `flow:simulate`: asking
+        /// for any of them, or for `flow:manage`, gives a token with all four.
         pub scope: Option<String>,
         /// When not using HTTP Basic.
         pub client_id: Option<String>,

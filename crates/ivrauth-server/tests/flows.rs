@@ -116,7 +116,9 @@ async fn seed_flow_deployed_and_simulated_against_a_real_identity_endpoint() {
     assert_eq!(sim["flowId"], json!(id));
     assert_eq!(sim["environment"], "test");
     let http = trace_entry(&sim, "http_auth");
-    assert_eq!(http["nodeId"], "http_auth_provider");
+    // `nodeId` is the node's key (the name edges use); its inner id is `id`.
+    assert_eq!(http["nodeId"], "http_auth");
+    assert_eq!(http["id"], "http_auth_provider");
     assert_eq!(http["request"], json!({"method": "POST", "url": idp.url()}));
     assert_eq!(http["output"]["statusCode"], 200);
     assert_eq!(
@@ -169,6 +171,42 @@ async fn seed_flow_deployed_and_simulated_against_a_real_identity_endpoint() {
         .iter()
         .any(|r| r.event == "flow.created" && r.subject == id));
     ivrauth_core::audit::verify_chain(&records).unwrap();
+}
+
+/// Issue 9: seed 000's harness looks trace entries up by the name a node is listed under
+/// (`trace.find(t => t.nodeId === "http_auth")`), although that node's inner id is
+/// `http_auth_provider`. `nodeId` and `nodeKey` are the key, `id` the inner id.
+#[tokio::test]
+async fn seed_harness_finds_trace_entries_by_node_key_issue_9() {
+    let idp = IdentityServer::start("testuser", "correctpassword", "tok")
+        .await
+        .unwrap();
+    let api = Api::start().await;
+    let doc = seed_flow(&idp.url());
+    let (status, sim) = api
+        .post(
+            "/api/v2/flows/simulate",
+            &json!({"flow": doc, "input": {"username": "testuser", "password": "correctpassword"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sim}");
+    let trace = sim["trace"].as_array().unwrap();
+    let find = |key: &str| trace.iter().find(|t| t["nodeId"] == key);
+    // What the seed's script does next.
+    let http = find("http_auth").expect("the harness finds http_auth");
+    assert_eq!(http["output"]["statusCode"], 200, "{http}");
+    assert!(find("bind_session").is_some(), "{sim}");
+    assert!(find("http_auth_provider").is_none(), "{sim}");
+    // Every entry: key twice, the inner id once, as the document lists them.
+    let nodes = doc["nodes"].as_object().unwrap();
+    assert_eq!(trace.len(), 7, "{sim}");
+    for t in trace {
+        let key = t["nodeId"].as_str().unwrap();
+        assert_eq!(t["nodeKey"], key, "{t}");
+        let inner = nodes[key].get("id").cloned().unwrap_or(json!(key));
+        assert_eq!(t["id"], inner, "{t}");
+    }
+    assert_eq!(find("check_auth").unwrap()["id"], "check_auth_response");
 }
 
 #[tokio::test]
@@ -536,6 +574,98 @@ async fn scopes_guard_the_flow_api() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Issue 9: `flow:manage` (Genesys Cloud's advice for deployment permission errors) gives a
+/// token that reads, writes and simulates flows, however the token is asked for.
+#[tokio::test]
+async fn a_flow_manage_client_reads_writes_and_simulates_however_its_token_is_asked_issue_9() {
+    let s = TestServer::start().await.unwrap();
+    let (id, secret) = s.create_client("manager", &["flow:manage"]).await.unwrap();
+    let flow = json!({
+        "name": "tiny",
+        "nodes": {"start": {"type": "start"}, "done": {"type": "end", "properties": {"statusCode": 200}}},
+        "edges": [{"source": "start", "target": "done"}],
+        "startNode": "start"
+    });
+    for asked in [
+        None,
+        Some("flow:manage"),
+        Some("flow:read"),
+        Some("flow:write"),
+        Some("flow:simulate"),
+        Some("flow:read flow:write flow:simulate"),
+    ] {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(asked.map(|a| ("scope", a)));
+        let res = s
+            .http()
+            .post(s.url(ivrauth_server::auth::TOKEN_PATH))
+            .basic_auth(&id, Some(&secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asked:?}");
+        let body: Value = res.json().await.unwrap();
+        let mut scope: Vec<&str> = body["scope"].as_str().unwrap().split(' ').collect();
+        scope.sort_unstable();
+        assert_eq!(
+            scope,
+            ["flow:manage", "flow:read", "flow:simulate", "flow:write"],
+            "{asked:?}"
+        );
+        let token = body["access_token"].as_str().unwrap();
+        let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let mut req = s.http().request(method, s.url(path)).bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            req.send()
+        };
+        let res = send(reqwest::Method::POST, "/api/v2/flows", Some(flow.clone()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{asked:?} write");
+        let created: Value = res.json().await.unwrap();
+        let flow_id = created["id"].as_str().unwrap();
+        let res = send(
+            reqwest::Method::GET,
+            &format!("/api/v2/flows/{flow_id}"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asked:?} read");
+        let res = send(
+            reqwest::Method::POST,
+            "/api/v2/flows/simulate",
+            Some(json!({"flowId": flow_id, "input": {}})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asked:?} simulate");
+        let sim: Value = res.json().await.unwrap();
+        assert_eq!(sim["outcome"]["endNode"], "done", "{sim}");
+    }
+    // It is about flows only: the decision API's scope is not part of it.
+    let res = s
+        .http()
+        .post(s.url(ivrauth_server::auth::TOKEN_PATH))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "call:turn")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    // A client without it cannot ask for it.
+    let (reader, reader_secret) = s.create_client("reader", &["flow:read"]).await.unwrap();
+    let err = s
+        .token(&reader, &reader_secret, Some("flow:manage"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid_scope"), "{err}");
 }
 
 #[tokio::test]

@@ -33,7 +33,8 @@ use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
 use crate::client_cmd::audit;
 use crate::config::Settings;
-use crate::DataDirArg;
+use crate::table::Table;
+use crate::{DataDirArg, ListArgs};
 
 /// The exact header line of an import file.
 const IMPORT_HEADER: [&str; 5] = ["account_number", "name", "phone", "email", "pin"];
@@ -82,13 +83,7 @@ pub enum AccountCommand {
         data: DataDirArg,
     },
     /// List the accounts with their status
-    List {
-        /// Print a JSON array
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        data: DataDirArg,
-    },
+    List(ListArgs),
     /// Show one account: profile, status (active, locked, disabled) and lockout counters
     Show {
         account: String,
@@ -131,7 +126,7 @@ impl AccountCommand {
         match self {
             AccountCommand::Import { data, .. }
             | AccountCommand::Add { data, .. }
-            | AccountCommand::List { data, .. }
+            | AccountCommand::List(ListArgs { data, .. })
             | AccountCommand::Show { data, .. }
             | AccountCommand::SetPin { data, .. }
             | AccountCommand::Unlock { data, .. }
@@ -232,7 +227,7 @@ async fn execute(
                 if pin_set { "" } else { " without a PIN" }
             );
         }
-        AccountCommand::List { json, .. } => {
+        AccountCommand::List(ListArgs { json, .. }) => {
             let store = open(slot, settings, false).await?;
             let mut rows = Vec::new();
             let mut after: Option<String> = None;
@@ -259,21 +254,21 @@ async fn execute(
             } else if rows.is_empty() {
                 println!("no accounts");
             } else {
-                println!(
-                    "{:<20} {:<28} {:<17} {:<9} {:>8} PIN",
-                    "ACCOUNT", "NAME", "PHONE", "STATUS", "FAILURES"
+                let mut table = Table::new(
+                    &["ACCOUNT", "NAME", "PHONE", "STATUS", "FAILURES", "PIN"],
+                    &[4],
                 );
                 for (r, c) in &rows {
-                    println!(
-                        "{:<20} {:<28} {:<17} {:<9} {:>8} {}",
-                        r.account.as_str(),
-                        r.name,
-                        r.phone.as_deref().unwrap_or("-"),
-                        status(r, c, now),
-                        c.failed_attempts,
-                        if r.pin_hash.is_some() { "set" } else { "-" }
-                    );
+                    table.row([
+                        r.account.as_str().to_owned(),
+                        r.name.clone(),
+                        r.phone.as_deref().unwrap_or("-").to_owned(),
+                        status(r, c, now).to_owned(),
+                        c.failed_attempts.to_string(),
+                        if r.pin_hash.is_some() { "set" } else { "-" }.to_owned(),
+                    ]);
                 }
+                table.write(&mut std::io::stdout().lock())?;
             }
         }
         AccountCommand::Show { account, json, .. } => {

@@ -12,13 +12,14 @@ use serde_json::json;
 
 use ivrauth_connect::SystemClock;
 use ivrauth_core::audit::AuditEvent;
-use ivrauth_core::clients::{hash_credential, parse_scopes, SCOPES};
+use ivrauth_core::clients::{hash_credential, known_scopes, parse_scopes};
 use ivrauth_core::ports::{AuditStore as _, ClientRecord, ClientStore as _};
 use ivrauth_core::time::{Clock as _, UnixMillis};
 use ivrauth_store::SqliteStore;
 
 use crate::config::Settings;
-use crate::DataDirArg;
+use crate::table::Table;
+use crate::{DataDirArg, ListArgs};
 
 /// Audit actor of administration commands.
 const ACTOR: &str = "cli";
@@ -33,7 +34,8 @@ pub enum ClientCommand {
         /// A name to recognise the client by
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: flow:read, flow:write, flow:simulate, call:turn
+        /// Comma-separated scopes: flow:read, flow:write, flow:simulate (or flow:manage for
+        /// all three), call:turn, identity:simulate
         #[arg(long, value_name = "SCOPES")]
         scopes: String,
         /// Print one JSON line {"client_id": ..., "client_secret": ...}
@@ -43,13 +45,7 @@ pub enum ClientCommand {
         data: DataDirArg,
     },
     /// List clients (never their secrets)
-    List {
-        /// Print a JSON array
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        data: DataDirArg,
-    },
+    List(ListArgs),
     /// Revoke a client and every token issued to it
     Revoke {
         /// Client id
@@ -81,7 +77,7 @@ impl ClientCommand {
     pub fn data_dir(&self) -> &Option<PathBuf> {
         match self {
             ClientCommand::Create { data, .. }
-            | ClientCommand::List { data, .. }
+            | ClientCommand::List(ListArgs { data, .. })
             | ClientCommand::Revoke { data, .. }
             | ClientCommand::RotateSecret { data, .. } => &data.data_dir,
         }
@@ -106,10 +102,11 @@ fn check_create(name: &str, scopes: &str) -> anyhow::Result<(String, Vec<String>
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         bail!("--name must be 1 to 200 characters without control characters");
     }
+    let known = known_scopes().collect::<Vec<_>>().join(", ");
     let scopes = parse_scopes(scopes)
-        .map_err(|bad| anyhow::anyhow!("unknown scope {bad:?} (known: {})", SCOPES.join(", ")))?;
+        .map_err(|bad| anyhow::anyhow!("unknown scope {bad:?} (known: {known})"))?;
     if scopes.is_empty() {
-        bail!("--scopes needs at least one of {}", SCOPES.join(", "));
+        bail!("--scopes needs at least one of {known}");
     }
     Ok((name, scopes))
 }
@@ -158,7 +155,7 @@ async fn execute(
             }
             eprintln!("warning: store the client secret now; it is not shown again.");
         }
-        ClientCommand::List { json, .. } => {
+        ClientCommand::List(ListArgs { json, .. }) => {
             let clients = store.list_clients().await.context("cannot list clients")?;
             if json {
                 let rows: Vec<_> = clients
@@ -177,21 +174,18 @@ async fn execute(
             } else if clients.is_empty() {
                 println!("no clients");
             } else {
-                println!(
-                    "{:<22} {:<24} {:<36} {:<26} REVOKED",
-                    "ID", "NAME", "SCOPES", "CREATED"
-                );
+                let mut table = Table::new(&["ID", "NAME", "SCOPES", "CREATED", "REVOKED"], &[]);
                 for c in &clients {
-                    println!(
-                        "{:<22} {:<24} {:<36} {:<26} {}",
-                        c.id,
-                        c.name,
+                    table.row([
+                        c.id.clone(),
+                        c.name.clone(),
                         c.scopes.join(","),
                         c.created_at.to_rfc3339(),
                         c.revoked_at
-                            .map_or_else(|| "-".to_owned(), UnixMillis::to_rfc3339)
-                    );
+                            .map_or_else(|| "-".to_owned(), UnixMillis::to_rfc3339),
+                    ]);
                 }
+                table.write(&mut std::io::stdout().lock())?;
             }
         }
         ClientCommand::Revoke { id, .. } => {

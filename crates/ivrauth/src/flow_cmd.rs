@@ -13,11 +13,11 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use ivrauth_core::flow::compile;
-use ivrauth_core::http::{redacted_url, secure_transport};
 use ivrauth_core::secret::Secret;
-use ivrauth_proto::api::{
-    Diagnostic, ErrorBody, FlowDetail, SimulateResponse, TokenResponse, TraceEntry,
-};
+use ivrauth_proto::api::{Diagnostic, FlowDetail, SimulateResponse, TraceEntry};
+
+use crate::api_client::{parse_secret, write_diagnostic as print_diag, ApiClient, Credentials};
+use crate::table::Table;
 
 /// Largest document file read; far above what the API accepts (1 MiB), small enough that
 /// reading it cannot exhaust memory.
@@ -93,32 +93,17 @@ pub struct ServerArgs {
     pub insecure: bool,
 }
 
-/// clap's parser for the client secret: straight into a [`Secret`], so no `Debug` shows it.
-fn parse_secret(s: &str) -> Result<Secret<String>, std::convert::Infallible> {
-    Ok(Secret::new(s.to_owned()))
-}
-
-/// Refuse to send credentials to `server` unless it is https or plain http to a loopback
-/// address, or `insecure` says plain http is accepted.
-fn check_transport(server: &str, insecure: bool) -> anyhow::Result<()> {
-    let shown = redacted_url(server);
-    let scheme = url::Url::parse(server).map(|u| u.scheme().to_owned());
-    match scheme.as_deref() {
-        Ok("https") => Ok(()),
-        Ok("http") if secure_transport(server) => Ok(()),
-        Ok("http") if insecure => {
-            eprintln!(
-                "warning: --insecure: sending the client credentials to {shown} over plain http"
-            );
-            Ok(())
-        }
-        Ok("http") => bail!(
-            "refusing to send the client credentials to {shown} over plain http: the client \
-             secret (HTTP Basic) and the access token would cross the network unencrypted, \
-             readable by anyone on the way. Use an https:// --server URL (plain http is allowed \
-             to loopback addresses only), or pass --insecure if you trust the network."
-        ),
-        _ => bail!("--server must be an http(s) URL such as https://ivrauth.example.com"),
+impl ServerArgs {
+    /// Connect with these arguments (the token carries all of the client's scopes).
+    async fn connect(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::connect(&Credentials {
+            server: &self.server,
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            insecure: self.insecure,
+            sends: "the client credentials",
+        })
+        .await
     }
 }
 
@@ -183,20 +168,6 @@ fn read_json(file: &Path) -> anyhow::Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
 }
 
-fn print_diag(out: &mut impl std::io::Write, kind: &str, d: &Diagnostic) -> std::io::Result<()> {
-    let node = d
-        .node_id
-        .as_deref()
-        .map(|n| format!(" (node {n})"))
-        .unwrap_or_default();
-    let path = if d.path.is_empty() {
-        "/"
-    } else {
-        d.path.as_str()
-    };
-    writeln!(out, "{kind}[{}] {path}{node}: {}", d.code, d.message)
-}
-
 fn validate(file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let text = read_text(file)?;
     let report = match ivrauth_proto::flow::parse_document(&text) {
@@ -253,92 +224,21 @@ fn validate(file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn connect(args: &ServerArgs) -> anyhow::Result<Api> {
-        check_transport(&args.server, args.insecure)?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(60))
-            .build()?;
-        let base = args.server.trim_end_matches('/').to_owned();
-        let res = http
-            .post(format!("{base}/auth/v3/oauth/token"))
-            .basic_auth(&args.client_id, Some(args.client_secret.expose()))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {base}"))?;
-        if !res.status().is_success() {
-            bail!(
-                "the server refused the client credentials ({})",
-                res.status()
-            );
-        }
-        let token: TokenResponse = res.json().await.context("unexpected token response")?;
-        Ok(Api {
-            http,
-            base,
-            token: token.access_token,
-        })
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &Value,
-    ) -> anyhow::Result<(u16, Value)> {
-        let res = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = res.status().as_u16();
-        let body = res.json().await.unwrap_or(Value::Null);
-        Ok((status, body))
-    }
-}
-
-fn print_error(status: u16, body: &Value) -> anyhow::Result<ExitCode> {
-    let mut err = std::io::stderr().lock();
-    match serde_json::from_value::<ErrorBody>(body.clone()) {
-        Ok(e) => {
-            writeln!(err, "error ({status}) {}: {}", e.code, e.message)?;
-            for d in &e.errors {
-                print_diag(&mut err, "  error", d)?;
-            }
-        }
-        Err(_) => writeln!(err, "error: the server answered {status}")?,
-    }
-    Ok(ExitCode::FAILURE)
-}
-
 async fn deploy(file: &Path, id: Option<&str>, server: &ServerArgs) -> anyhow::Result<ExitCode> {
     let doc = read_json(file)?;
-    let api = Api::connect(server).await?;
-    let (status, body) = match id {
+    let api = server.connect().await?;
+    let answer = match id {
         Some(id) => {
-            api.send(reqwest::Method::PUT, &format!("/api/v2/flows/{id}"), &doc)
-                .await?
+            let path = format!("/api/v2/flows/{}", crate::api_client::path_segment(id));
+            api.send(reqwest::Method::PUT, &path, &doc).await?
         }
-        None => {
-            api.send(reqwest::Method::POST, "/api/v2/flows", &doc)
-                .await?
-        }
+        None => api.post("/api/v2/flows", &doc).await?,
     };
-    if !(200..300).contains(&status) {
-        return print_error(status, &body);
+    if !answer.is_success() {
+        answer.refusal().write(&mut std::io::stderr().lock(), "")?;
+        return Ok(ExitCode::FAILURE);
     }
-    let detail: FlowDetail = serde_json::from_value(body).context("unexpected response")?;
+    let detail: FlowDetail = answer.parse()?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -364,19 +264,18 @@ async fn simulate(body: &Value, as_json: bool, server: &ServerArgs) -> anyhow::R
             }
         }
     }
-    let api = Api::connect(server).await?;
-    let (status, resp) = api
-        .send(reqwest::Method::POST, "/api/v2/flows/simulate", body)
-        .await?;
-    if status != 200 {
-        return print_error(status, &resp);
+    let api = server.connect().await?;
+    let answer = api.post("/api/v2/flows/simulate", body).await?;
+    if answer.status != 200 {
+        answer.refusal().write(&mut std::io::stderr().lock(), "")?;
+        return Ok(ExitCode::FAILURE);
     }
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{resp}")?;
+        writeln!(out, "{}", answer.body)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let sim: SimulateResponse = serde_json::from_value(resp).context("unexpected response")?;
+    let sim: SimulateResponse = answer.parse()?;
     write_table(&mut out, &sim)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -435,30 +334,19 @@ fn detail_of(t: &TraceEntry) -> String {
     parts.join("  ")
 }
 
+/// The trace as a table: one row per executed node, named by its key (the name edges use).
 fn write_table(out: &mut impl std::io::Write, sim: &SimulateResponse) -> std::io::Result<()> {
-    let width = sim
-        .trace
-        .iter()
-        .map(|t| t.node_id.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    writeln!(
-        out,
-        "{:>4}  {:<width$}  {:<13}  {:>5}  detail",
-        "step", "node", "type", "ms"
-    )?;
+    let mut table = Table::new(&["step", "node", "type", "ms", "detail"], &[0, 3]);
     for t in &sim.trace {
-        writeln!(
-            out,
-            "{:>4}  {:<width$}  {:<13}  {:>5}  {}",
-            t.step,
-            t.node_id,
-            t.node_type,
-            t.duration_ms,
-            detail_of(t)
-        )?;
+        table.row([
+            t.step.to_string(),
+            t.node_key.clone(),
+            t.node_type.clone(),
+            t.duration_ms.to_string(),
+            detail_of(t),
+        ]);
     }
+    table.write(out)?;
     let o = &sim.outcome;
     match (&o.end_node, &o.error) {
         (_, Some(e)) => writeln!(out, "outcome: failed: {} ({})", e.message, e.code)?,
@@ -507,29 +395,5 @@ mod tests {
             panic!("parsed {dump}");
         };
         assert_eq!(server.client_secret.expose(), "canary-secret-1234");
-    }
-
-    #[test]
-    fn credentials_go_over_https_or_loopback_unless_insecure() {
-        for ok in [
-            "https://ivrauth.example.com",
-            "http://127.0.0.1:8080",
-            "http://localhost:8080/",
-            "http://[::1]:8080",
-        ] {
-            assert!(check_transport(ok, false).is_ok(), "{ok}");
-        }
-        let err = check_transport("http://ivrauth.example.com", false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--insecure") && err.contains("plain http"),
-            "{err}"
-        );
-        assert!(check_transport("http://10.0.0.5:8080", false).is_err());
-        assert!(check_transport("http://ivrauth.example.com", true).is_ok());
-        // --insecure is about plain http only.
-        assert!(check_transport("ftp://ivrauth.example.com", true).is_err());
-        assert!(check_transport("not a url", true).is_err());
     }
 }

@@ -7,13 +7,15 @@
 //! Configuration is layered (see `config.rs` and `config.example.toml`).
 
 mod account_cmd;
+mod api_client;
 mod audit_cmd;
-mod call_cmd;
+mod call;
 mod client_cmd;
 mod config;
 mod flow_cmd;
 mod private_files;
 mod serve;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +54,7 @@ enum Command {
     #[command(subcommand)]
     Account(account_cmd::AccountCommand),
     /// Simulate a phone call to a flow in this terminal (in-process, or against a server)
-    Call(call_cmd::CallArgs),
+    Call(call::CallArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,11 +126,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         path.display()
                     );
                 }
-                return call_cmd::run(args, None).await;
+                return call::run(args, None).await;
             }
             flags.data_dir = args.data.data_dir.clone();
             let settings = load_settings(&flags)?;
-            call_cmd::run(args, Some(&settings)).await
+            call::run(args, Some(&settings)).await
         }
     }
 }
@@ -159,4 +161,14 @@ pub struct DataDirArg {
     /// Data directory (default: ./data, or [server] data_dir / IVRAUTH_DATA_DIR)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// The arguments of a `list` subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }

@@ -222,7 +222,8 @@ pub(crate) async fn app_state(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let provider = identity_provider(&settings.identity, store.clone(), clock.clone()).await?;
     let (keys, source) = session_keys(settings)?;
-    let identity = IdentityService {
+    // The configured provider, or the demo directory, with the configured rules.
+    let service = |provider: Arc<dyn IdentityProvider>, account_key| IdentityService {
         provider,
         store: store.clone(),
         policy: settings.identity.lockout.policy(),
@@ -230,11 +231,12 @@ pub(crate) async fn app_state(
         clock: clock.clone(),
         sleeper: Arc::new(TokioSleeper),
         account_rules: settings.identity.account_rules(),
-        account_key: keys.account_key(),
+        account_key,
         lookup_limiter: ivrauth_server::identity::lookup_limiter(
             settings.identity.lookups_per_caller_per_hour,
         ),
     };
+    let identity = service(provider, keys.account_key());
     let http_config = HttpConfig {
         allowed_hosts: settings.http.allowed_hosts.clone(),
         ..HttpConfig::default()
@@ -244,19 +246,10 @@ pub(crate) async fn app_state(
     let simulate_identity = match settings.simulate.identity {
         SimulateIdentityMode::Live => SimulateIdentity::Live,
         SimulateIdentityMode::Off => SimulateIdentity::Off,
-        SimulateIdentityMode::Demo => SimulateIdentity::Demo(Arc::new(IdentityService {
-            provider: Arc::new(ivrauth_server::demo::DemoDirectory),
-            store: store.clone(),
-            policy: settings.identity.lockout.policy(),
-            min_verify_duration: settings.identity.min_verify_duration(),
-            clock: clock.clone(),
-            sleeper: Arc::new(TokioSleeper),
-            account_rules: settings.identity.account_rules(),
-            account_key: keys.demo_account_key(),
-            lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                settings.identity.lookups_per_caller_per_hour,
-            ),
-        })),
+        SimulateIdentityMode::Demo => SimulateIdentity::Demo(Arc::new(service(
+            Arc::new(ivrauth_server::demo::DemoDirectory),
+            keys.demo_account_key(),
+        ))),
     };
     crate::private_files::warn_exposed(&settings.server.data_dir);
     let state = AppState::new(store, clock, settings.server_config(demo), Arc::new(http))
@@ -330,30 +323,24 @@ fn announce_calls(settings: &Settings, keys: &KeySource) {
         }
     }
     let twilio = &settings.twilio;
-    if twilio.skip_signature_check {
-        tracing::warn!(
-            "!!! [twilio] skip_signature_check = true: Twilio requests are NOT authenticated; anyone who can reach /voice/twilio can drive calls. For development only. !!!"
-        );
-    } else if !twilio.accepts_requests() {
-        tracing::info!(
-            "Twilio requests are refused (403): no [twilio] auth_token (or IVRAUTH_TWILIO_AUTH_TOKEN) is configured"
-        );
-    }
+    announce_signed(
+        ("twilio", "Twilio"),
+        twilio.skip_signature_check,
+        twilio.accepts_requests(),
+        "[twilio] auth_token (or IVRAUTH_TWILIO_AUTH_TOKEN)",
+    );
     if twilio.auth_token.is_some() && twilio.rest().is_none() {
         tracing::info!(
             "Twilio REST API not configured ([twilio] rest_username, rest_password): call recording cannot be paused in secure segments, so recording must be off for these numbers"
         );
     }
     let jambonz = &settings.jambonz;
-    if jambonz.skip_signature_check {
-        tracing::warn!(
-            "!!! [jambonz] skip_signature_check = true: jambonz requests are NOT authenticated; anyone who can reach /voice/jambonz can drive calls. For development only. !!!"
-        );
-    } else if !jambonz.accepts_requests() {
-        tracing::info!(
-            "jambonz requests are refused (403): no [jambonz] webhook_secret (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET) is configured"
-        );
-    }
+    announce_signed(
+        ("jambonz", "jambonz"),
+        jambonz.skip_signature_check,
+        jambonz.accepts_requests(),
+        "[jambonz] webhook_secret (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET)",
+    );
     let voicexml = &settings.voicexml;
     let list = |ranges: &[ivrauth_server::calls::access::Cidr]| {
         ranges
@@ -380,6 +367,19 @@ fn announce_calls(settings: &Settings, keys: &KeySource) {
             trusted_proxies = %list(&voicexml.trusted_proxies),
             "VoiceXML requests accepted: start requests need the Basic credentials (when set), every request a source address in allowed_sources (when set)"
         );
+    }
+}
+
+/// The start-up line of a platform whose requests are signed (`section` as in the config
+/// and `/voice/{section}`, `name` as people write it): a loud warning when the check is
+/// off, a note when requests are refused for want of the `secret` setting.
+fn announce_signed((section, name): (&str, &str), skip_check: bool, accepts: bool, secret: &str) {
+    if skip_check {
+        tracing::warn!(
+            "!!! [{section}] skip_signature_check = true: {name} requests are NOT authenticated; anyone who can reach /voice/{section} can drive calls. For development only. !!!"
+        );
+    } else if !accepts {
+        tracing::info!("{name} requests are refused (403): no {secret} is configured");
     }
 }
 
@@ -561,7 +561,6 @@ async fn identity_provider(
             kind.describe()
         )
     };
-    let section_missing = || unusable("its configuration section is missing".to_owned());
     let provider: Arc<dyn IdentityProvider> = match kind {
         ProviderKind::Builtin => {
             let params = config.hash();
@@ -574,33 +573,14 @@ async fn identity_provider(
             .await
             .context("the hashing thread failed")?
             .map_err(|e| unusable(identity_error_text(&e)))?;
-            Arc::new(directory)
+            let built: Arc<dyn IdentityProvider> = Arc::new(directory);
+            Ok(built)
         }
-        ProviderKind::Ldap => Arc::new(
-            config
-                .ldap
-                .as_ref()
-                .ok_or_else(section_missing)?
-                .directory()
-                .map_err(|p| unusable(p.join("; ")))?,
-        ),
-        ProviderKind::OAuth2 => Arc::new(
-            config
-                .oauth2
-                .as_ref()
-                .ok_or_else(section_missing)?
-                .directory()
-                .map_err(|p| unusable(p.join("; ")))?,
-        ),
-        ProviderKind::Http => Arc::new(
-            config
-                .http
-                .as_ref()
-                .ok_or_else(section_missing)?
-                .directory()
-                .map_err(|p| unusable(p.join("; ")))?,
-        ),
-    };
+        ProviderKind::Ldap => from_section(config.ldap.as_ref(), |s| s.directory()),
+        ProviderKind::OAuth2 => from_section(config.oauth2.as_ref(), |s| s.directory()),
+        ProviderKind::Http => from_section(config.http.as_ref(), |s| s.directory()),
+    }
+    .map_err(unusable)?;
     if let Err(e) = provider.health().await {
         anyhow::bail!(
             "identity provider `{}` ({}) failed its start-up health check: {}",
@@ -611,6 +591,15 @@ async fn identity_provider(
     }
     tracing::info!(provider = kind.name(), "identity provider ready");
     Ok(provider)
+}
+
+/// A remote provider's directory, built from its configuration section; why not, in words.
+fn from_section<S, D: IdentityProvider + 'static>(
+    section: Option<&S>,
+    directory: impl FnOnce(&S) -> Result<D, Vec<String>>,
+) -> Result<Arc<dyn IdentityProvider>, String> {
+    let section = section.ok_or_else(|| "its configuration section is missing".to_owned())?;
+    Ok(Arc::new(directory(section).map_err(|p| p.join("; "))?))
 }
 
 /// An identity error without the "identity provider unavailable" prefix (the caller says

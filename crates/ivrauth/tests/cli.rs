@@ -504,3 +504,91 @@ fn bad_config_reports_every_problem_and_exits_non_zero() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("missing.toml"));
 }
+
+/// Issue 9: `client create --scopes flow:manage` is accepted, and that client deploys and
+/// simulates through the real server with the `flow` commands (whose token asks for no
+/// scope); the trace table names nodes by their key (`http_auth`), not their inner id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flow_manage_client_deploys_and_simulates_and_the_table_shows_node_keys_issue_9() {
+    let idp = ivrauth_testkit::identity::IdentityServer::start("testuser", "pw", "tok")
+        .await
+        .unwrap();
+    let server = ivrauth_testkit::TestServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = server.data_dir().to_str().unwrap().to_owned();
+    let out = run(
+        d,
+        &[
+            "client",
+            "create",
+            "--name",
+            "manager",
+            "--scopes",
+            "flow:manage",
+            "--json",
+            "--data-dir",
+            &data,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let (id, secret) = (
+        v["client_id"].as_str().unwrap().to_owned(),
+        v["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let out = run(d, &["client", "list", "--json", "--data-dir", &data]);
+    let listed: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(listed[0]["scopes"], serde_json::json!(["flow:manage"]));
+
+    let mut flow: Value =
+        serde_json::from_str(include_str!("../../../examples/seed-auth-flow.json")).unwrap();
+    flow["nodes"]["http_auth"]["properties"]["url"] = serde_json::json!(idp.url());
+    std::fs::write(d.join("seed.json"), flow.to_string()).unwrap();
+    let flow_cmd = |args: &[&str]| {
+        ivrauth(d)
+            .args(args)
+            .args(["--server", server.base_url()])
+            .env("IVRAUTH_CLIENT_ID", &id)
+            .env("IVRAUTH_CLIENT_SECRET", &secret)
+            .output()
+            .unwrap()
+    };
+    let out = flow_cmd(&["flow", "deploy", "seed.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deployed = stdout(&out);
+    let flow_id = deployed
+        .strip_prefix("deployed flow ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("{deployed}"))
+        .to_owned();
+
+    let input = r#"{"username":"testuser","password":"pw"}"#;
+    let out = flow_cmd(&["flow", "simulate", "--flow-id", &flow_id, "--input", input]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let node_column: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("outcome:"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        node_column,
+        [
+            "start",
+            "http_auth",
+            "check_auth",
+            "bind_session",
+            "handle_reset",
+            "audit_log",
+            "end_success"
+        ],
+        "{table}"
+    );
+    assert!(!table.contains("http_auth_provider"), "{table}");
+    assert!(
+        table.contains("outcome: end_success (status 200)"),
+        "{table}"
+    );
+}

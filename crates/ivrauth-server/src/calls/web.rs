@@ -14,11 +14,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use ivrauth_core::ivr::{CallEnd, Input, PromptKind, Verb};
 use ivrauth_core::secret::Secret;
+use ivrauth_proto::calls::{ApiHangupResponse, ApiTurnRequest, ApiTurnResponse, TurnAction};
 
 use super::access::{self, Cidr};
 use super::session::{self, CallError, Platform, TurnRequest, TurnResponse};
@@ -768,63 +769,6 @@ async fn vxml_turn(
 
 // ---------------------------------------------------------------- decision API
 
-/// A turn of the decision API.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiTurnRequest {
-    pub flow_id: String,
-    #[serde(default)]
-    pub ani: String,
-    #[serde(default)]
-    pub dnis: String,
-    /// The keys the caller pressed for the last prompt; `""` or absent for no input.
-    #[serde(default)]
-    pub input: Option<String>,
-    /// The `turn` of the last response, so that a retried request gets the same answer.
-    #[serde(default)]
-    pub turn: Option<u32>,
-}
-
-/// The decision API's answer: flat, for platforms such as Genesys Cloud data actions.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiTurnResponse {
-    pub call_id: String,
-    /// Send this back as `turn` with the next request.
-    pub turn: u32,
-    /// `collect` (play `prompt`, then collect keys), `say` (play `prompt`; the flow ended),
-    /// `transfer` (play `prompt`, then transfer to `queue` or `target`), `hangup`.
-    pub action: &'static str,
-    /// Everything to speak this turn, in order.
-    pub prompt: String,
-    pub min_digits: u32,
-    pub max_digits: u32,
-    pub finish_on_key: String,
-    pub timeout_seconds: u32,
-    /// The keys are secret: mask them, suppress recording.
-    pub secure: bool,
-    /// Menu keys, comma-separated (`"1,2,9"`); empty for a collect.
-    pub choices: String,
-    /// `pause` or `resume` call recording before playing the prompt; empty for neither.
-    pub recording: String,
-    pub queue: String,
-    pub target: String,
-    pub reason: String,
-    /// The node the flow ended at (`say`, `transfer`, `hangup`); empty for `collect`.
-    pub end_node: String,
-    /// An `end` node's status code; 0 when there is none.
-    pub status_code: u16,
-    /// The account number the caller keyed in, when a verification was attempted (also
-    /// in `attributes`).
-    pub account: String,
-    pub verified: bool,
-    /// Factors that succeeded, comma-separated.
-    pub factors: String,
-    pub failure_reason: String,
-    /// The same verification result, as an object (for platforms that keep JSON).
-    pub attributes: Value,
-}
-
 fn flat(r: &TurnResponse) -> ApiTurnResponse {
     let (verbs, prompt) = match &r.answer {
         TurnAnswer::Ask { verbs, prompt } => (verbs, Some(prompt)),
@@ -846,7 +790,7 @@ fn flat(r: &TurnResponse) -> ApiTurnResponse {
     let mut out = ApiTurnResponse {
         call_id: r.call_id.clone(),
         turn: r.next_turn,
-        action: "collect",
+        action: TurnAction::Collect,
         prompt: texts.join(" "),
         min_digits: 0,
         max_digits: 0,
@@ -881,9 +825,9 @@ fn flat(r: &TurnResponse) -> ApiTurnResponse {
             end, attributes, ..
         } => {
             out.action = match end {
-                CallEnd::End { .. } => "say",
-                CallEnd::Transfer { .. } => "transfer",
-                CallEnd::Hangup { .. } => "hangup",
+                CallEnd::End { .. } => TurnAction::Say,
+                CallEnd::Transfer { .. } => TurnAction::Transfer,
+                CallEnd::Hangup { .. } => TurnAction::Hangup,
             };
             match end {
                 CallEnd::End {
@@ -1023,15 +967,15 @@ pub async fn api_turn(
 /// as a failed attempt).
 #[utoipa::path(post, path = "/api/v2/calls/{callId}/hangup", tag = "calls", security(("bearer" = ["call:turn"])),
     params(("callId" = String, Path, description = "The platform's call id")),
-    responses((status = 200, description = "Closed (`closed` is false when there was no session)")))]
+    responses((status = 200, description = "Closed (`closed` is false when there was no session)", body = ApiHangupResponse)))]
 pub async fn api_hangup(
     caller: Scoped<CallTurn>,
     State(state): State<AppState>,
     Path(call_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApiHangupResponse>, ApiError> {
     check_lengths(&[("callId", &call_id)])?;
     let closed = session::hangup(&state, Platform::Api, &owned_call(caller.actor(), &call_id))
         .await
         .map_err(api_error)?;
-    Ok(Json(json!({ "closed": closed })))
+    Ok(Json(ApiHangupResponse { closed }))
 }
