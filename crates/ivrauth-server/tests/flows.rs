@@ -638,7 +638,7 @@ async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
 async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     let s = TestServer::builder()
         .config(|c| c.demo = true)
-        .identity(|store, clock| ivrauth_server::identity::IdentityService {
+        .identity(|store, clock| ivrauth_server::app::identity::IdentityService {
             sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
             ..ivrauth_testkit::builtin_identity(
                 store,
@@ -651,7 +651,7 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
         .start()
         .await
         .unwrap();
-    let info = ivrauth_server::demo::install(s.state(), s.base_url())
+    let info = ivrauth_server::http::demo::install(s.state(), s.base_url())
         .await
         .unwrap();
     assert_eq!(
@@ -717,7 +717,7 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     assert_eq!(sim["outcome"]["endNode"], "end_failure");
 
     // A restart installs again: same flow versions, a new secret, and the old one is dead.
-    let again = ivrauth_server::demo::install(s.state(), s.base_url())
+    let again = ivrauth_server::http::demo::install(s.state(), s.base_url())
         .await
         .unwrap();
     assert_ne!(again.client_secret, info.client_secret);

@@ -29,7 +29,8 @@ use ivrauth_core::ivr::{CallEnd, Input, PromptKind, Verb};
 use ivrauth_core::ports::AccountRecord;
 use ivrauth_core::secret::Secret;
 use ivrauth_proto::api::{ErrorBody, TokenResponse};
-use ivrauth_server::calls::session::{self, CallError, Platform, TurnRequest, TurnResponse};
+use ivrauth_core::call::CallKey;
+use ivrauth_server::app::turn::{self as session, CallError, Platform, TurnRequest, TurnResponse};
 use ivrauth_server::calls::TurnAnswer;
 use ivrauth_server::AppState;
 use ivrauth_store::SqliteStore;
@@ -292,7 +293,7 @@ impl Line {
     async fn hangup(&mut self) -> anyhow::Result<()> {
         match self {
             Line::Local { state, call_id, .. } => {
-                session::hangup(state, Platform::Api, call_id)
+                session::hangup(state, &CallKey::new(Platform::Api, call_id.clone()))
                     .await
                     .context("cannot close the call session")?;
                 Ok(())
@@ -472,7 +473,7 @@ async fn finish(
     }
     match line {
         Line::Local { state, call_id, .. } => {
-            let key = session::call_key(Platform::Api, call_id);
+            let key = CallKey::new(Platform::Api, call_id.clone()).to_string();
             let records = state
                 .store
                 .read_audit()
@@ -747,7 +748,7 @@ fn read_masked(term: &console::Term, ask: &Ask) -> std::io::Result<Entry> {
 async fn install_phone_demo(state: &AppState, settings: &Settings) -> anyhow::Result<PathBuf> {
     let now = state.clock.now();
     // Only the phone demo is installed; the identity endpoint URL matters to other flows.
-    let flows = ivrauth_server::demo::demo_flows("http://127.0.0.1:8080")
+    let flows = ivrauth_server::http::demo::demo_flows("http://127.0.0.1:8080")
         .map_err(|e| anyhow::anyhow!("cannot build the demo flows: {e}"))?;
     let (id, doc) = flows
         .into_iter()
@@ -767,7 +768,7 @@ async fn install_phone_demo(state: &AppState, settings: &Settings) -> anyhow::Re
     }
     let params = settings.identity.hash();
     let mut created = Vec::new();
-    for (number, pin, name, phone, email) in ivrauth_server::demo::DEMO_ACCOUNTS {
+    for (number, pin, name, phone, email) in ivrauth_server::http::demo::DEMO_ACCOUNTS {
         if store.get_account(number).await?.is_some() {
             continue;
         }

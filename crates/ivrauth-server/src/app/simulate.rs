@@ -1,10 +1,8 @@
-//! The host that drives the engine: it performs the engine's commands (outbound HTTP through
-//! `ivrauth-connect`, log lines to the log and the audit chain) and feeds the results back,
-//! until the run ends. The simulation endpoint and the CLI's simulator use it; the telephony
-//! front-ends will drive the same engine turn by turn.
+//! Simulations: a flow run start to finish inside one request, its prompts answered from
+//! the request's `digits` (then with no input), its other commands performed by the
+//! engine host ([`super::host`]), the same host call turns use.
 //!
-//! A simulation answers the flow's prompts itself (from the request's `digits`, then with
-//! no input), so nothing outside bounds it: [`SimulateConfig`] does. Its step budget covers
+//! Nothing outside bounds a simulation, so [`SimulateConfig`] does. Its step budget covers
 //! the whole run, and the number of prompts answered with no input, the trace entries and
 //! the wall time (by the server's clock) are capped; a run that reaches a limit ends at once
 //! with the limit named in `outcome.error.code`. The loop gives the runtime its turn on
@@ -12,67 +10,27 @@
 //!
 //! Not here: any flow rule. If a decision could be made without I/O, it belongs in the core.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use serde_json::{json, Map, Value};
 
-use ivrauth_core::audit::AuditEvent;
-use ivrauth_core::engine::{self, Command, Event, RunContext, StepBudget};
-use ivrauth_core::flow::{compile, Flow};
+use ivrauth_core::engine::{self, Event, RunContext, StepBudget};
+use ivrauth_core::flow::Flow;
 use ivrauth_core::ivr::Input;
-use ivrauth_core::ports::{RunRecord, StoredFlow};
+use ivrauth_core::ports::{RunRecord, StoreError};
 use ivrauth_proto::api::{Diagnostic, Outcome, SimulateResponse};
 
-use crate::error::ApiError;
-use crate::identity::CallContext;
+use super::audit::{audit, audit_event};
+use super::host::{EngineHost, Performed};
 use crate::AppState;
 
-/// Compiled flows by (id, version). Versions are immutable, so entries never go stale.
-#[derive(Default)]
-pub struct FlowCache {
-    inner: Mutex<HashMap<(String, i64), Arc<Flow>>>,
-}
-
-/// At most this many compiled flows are kept; beyond it the cache starts over.
-const CACHE_LIMIT: usize = 1_000;
-
-impl FlowCache {
-    /// The compiled flow version, if it is cached.
-    pub fn get(&self, id: &str, version: i64) -> Option<Arc<Flow>> {
-        let map = self.inner.lock().ok()?;
-        map.get(&(id.to_owned(), version)).cloned()
-    }
-
-    /// The compiled form of a stored flow version.
-    pub fn get_or_compile(&self, stored: &StoredFlow) -> Result<Arc<Flow>, ApiError> {
-        let key = (stored.id.clone(), stored.version);
-        if let Ok(map) = self.inner.lock() {
-            if let Some(f) = map.get(&key) {
-                return Ok(f.clone());
-            }
-        }
-        let flow = Arc::new(compile_text(&stored.document)?);
-        if let Ok(mut map) = self.inner.lock() {
-            if map.len() >= CACHE_LIMIT {
-                map.clear();
-            }
-            map.insert(key, flow.clone());
-        }
-        Ok(flow)
-    }
-}
-
-/// Compile a document that was valid when it was stored.
-fn compile_text(text: &str) -> Result<Flow, ApiError> {
-    let doc = ivrauth_proto::flow::parse_document(text)
-        .map_err(|e| ApiError::Internal(format!("stored flow no longer parses: {e}")))?;
-    compile(&doc).map(|(flow, _)| flow).map_err(|r| {
-        ApiError::Internal(format!(
-            "stored flow no longer validates: {} errors",
-            r.errors.len()
-        ))
-    })
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// The input does not match the flow's `inputSchema` (audited as
+    /// `simulation.rejected`).
+    #[error("the input does not match the flow's inputSchema ({} problem(s))", .0.len())]
+    InvalidInput(Vec<Diagnostic>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Bounds of one simulation run (`[simulate]` in the config file). A run that reaches one
@@ -119,7 +77,10 @@ pub struct RunRequest<'a> {
 }
 
 /// Run a flow to its end, performing its commands, and return the masked trace.
-pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateResponse, ApiError> {
+pub async fn simulate(
+    state: &AppState,
+    req: RunRequest<'_>,
+) -> Result<SimulateResponse, SimulateError> {
     let limits = &state.config.simulate;
     let trace_id = uuid::Uuid::new_v4().to_string();
     let mut ctx = RunContext::new(trace_id.clone());
@@ -127,10 +88,6 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
     ctx.max_steps = limits.max_steps;
     ctx.budget = StepBudget::PerRun;
     ctx.max_trace_entries = limits.max_trace_entries;
-    // Identity actions count a simulation's attempts as one caller's: the client's. Whatever
-    // `contact.ani` says, a client cannot buy fresh per-caller-number limits with it.
-    let ani = format!("client:{}", req.actor);
-    let mut call_failures = 0u32;
     ctx.contact = req.contact;
     let subject = req.flow_id.clone().unwrap_or_else(|| "(inline)".to_owned());
 
@@ -143,22 +100,31 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
                 "problems": problems.iter().map(|p| json!({"path": p.path, "keyword": p.code})).collect::<Vec<_>>(),
             }))
             .await?;
-            return Err(invalid_input(problems));
+            return Err(SimulateError::InvalidInput(problems));
         }
     };
     let started_at = now;
     let deadline = started_at
         .0
         .saturating_add(i64::try_from(limits.max_duration_ms).unwrap_or(i64::MAX));
+    // Identity actions count a simulation's attempts as one caller's: the client's. Whatever
+    // `contact.ani` says, a client cannot buy fresh per-caller-number limits with it.
+    let mut host = EngineHost::simulation(
+        state,
+        state.simulation_identity(),
+        &trace_id,
+        format!("client:{}", req.actor),
+        req.actor,
+        &subject,
+        deadline,
+    );
     let mut no_inputs = 0u32;
     let mut digits = req.digits.into_iter();
-    // The run's audit records are collected and written with the run in one commit before
-    // the response goes out: durable before anyone is told, one disk flush per simulation.
-    let mut events: Vec<AuditEvent> = Vec::new();
     let outcome: Outcome = loop {
-        let event = match cmd {
-            Command::Finish(outcome) => break outcome,
-            Command::Prompt(prompt) => {
+        let event = match host.perform(cmd).await {
+            Performed::Done(event) => event,
+            Performed::Finish(outcome) => break outcome,
+            Performed::Prompt(prompt) => {
                 run.take_verbs();
                 match digits.next() {
                     Some(d) if !d.expose().is_empty() => Event::Input(Input::Digits(d)),
@@ -175,43 +141,6 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
                     }
                 }
             }
-            Command::Http(mut request) => {
-                let left = u64::try_from(deadline.saturating_sub(now.0)).unwrap_or(0);
-                request.timeout_ms = request.timeout_ms.min(left.max(1));
-                Event::HttpCompleted(state.http.execute(&request).await)
-            }
-            Command::Action(call) => match state.simulation_identity() {
-                Some(service) => {
-                    let ctx = CallContext {
-                        call_id: trace_id.clone(),
-                        ani: ani.clone(),
-                        failures: call_failures,
-                    };
-                    let (result, failures) = service.perform(call, ctx).await;
-                    call_failures = failures;
-                    Event::ActionCompleted(result)
-                }
-                None => Event::ActionCompleted(Err(ivrauth_core::engine::ActionFailure {
-                    code: "unavailable".to_owned(),
-                    message: format!("action `{}` is not configured on this server", call.action),
-                })),
-            },
-            Command::Log(line) => {
-                tracing::info!(target: "ivrauth::flow_log", trace_id = %trace_id, node = %line.node_id, level = %line.level, "{}", line.message);
-                events.push(audit_event(
-                    "flow.log",
-                    "success",
-                    req.actor,
-                    &subject,
-                    Some(&trace_id),
-                    json!({
-                        "node": line.node_id,
-                        "level": line.level,
-                        "message": line.message,
-                    }),
-                ));
-                Event::LogWritten
-            }
         };
         // A run of pure nodes and answered prompts never waits: let other tasks run.
         tokio::task::coop::consume_budget().await;
@@ -225,6 +154,9 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
         }
         (run, cmd) = engine::step(req.flow, run, event, now);
     };
+    // The run's audit records are written with the run in one commit before the response
+    // goes out: durable before anyone is told, one disk flush per simulation.
+    let mut events = host.take_audit();
 
     let summary = json!({
         "endNode": outcome.end_node,
@@ -275,48 +207,3 @@ pub async fn simulate(state: &AppState, req: RunRequest<'_>) -> Result<SimulateR
     })
 }
 
-fn invalid_input(problems: Vec<Diagnostic>) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_input".to_owned(),
-        message: format!(
-            "the input does not match the flow's inputSchema ({} problem(s))",
-            problems.len()
-        ),
-        errors: problems,
-    }
-}
-
-/// An audit event with a fresh id.
-fn audit_event(
-    event: &str,
-    outcome: &str,
-    actor: &str,
-    subject: &str,
-    trace_id: Option<&str>,
-    detail: Value,
-) -> AuditEvent {
-    AuditEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: event.to_owned(),
-        outcome: outcome.to_owned(),
-        actor: actor.to_owned(),
-        subject: subject.to_owned(),
-        trace_id: trace_id.map(str::to_owned),
-        detail,
-    }
-}
-
-/// Append an audit record now; an audit failure fails the request (nothing goes unrecorded).
-pub async fn audit(
-    state: &AppState,
-    event: &str,
-    outcome: &str,
-    actor: &str,
-    subject: &str,
-    trace_id: Option<&str>,
-    detail: Value,
-) -> Result<(), ApiError> {
-    let ev = audit_event(event, outcome, actor, subject, trace_id, detail);
-    state.store.append_audit(&ev, state.clock.now()).await?;
-    Ok(())
-}

@@ -1,3 +1,13 @@
+//! Twilio: the TwiML front-end, in one file: settings ([`TwilioConfig`]), the webhooks
+//! (`POST /voice/twilio/{flowId}` answers each turn with TwiML, `POST
+//! /voice/twilio/{flowId}/status` closes the call's session when Twilio reports the call
+//! over), request authentication (`X-Twilio-Signature` over the public URL and the form
+//! fields, [`signature`]) and the renderer ([`render`]). In secure segments the call's
+//! recording is paused through Twilio's REST API ([`TwilioRest`], in `ivrauth-connect`),
+//! as TwiML has no verb for it.
+//!
+//! # Rendering
+//!
 //! TwiML renderer: a platform-neutral [`TurnAnswer`] becomes the `text/xml` body Twilio
 //! runs for one turn of a call.
 //!
@@ -15,13 +25,189 @@
 
 use std::fmt::Write as _;
 
-use ivrauth_core::ivr::{CallEnd, Prompt, PromptKind, Verb};
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use super::jambonz::{finish_key, is_sip_uri, transfer_headers};
+use ivrauth_connect::Recording;
+use ivrauth_core::call::CallKey;
+use ivrauth_core::ivr::{CallEnd, Input, Prompt, PromptKind, Verb};
+use ivrauth_core::secret::Secret;
+
+pub use ivrauth_connect::TwilioRest;
+
 use super::xml::Xml;
-use super::{NextTurn, TransferAttributes, TurnAnswer};
+use super::{
+    apology_answer, base_url, call_over, enc, field, finish_key, form, is_sip_uri, next_urls,
+    too_long, transfer_headers, turn_failed, xml, NextTurn, Platform, TransferAttributes,
+    TurnAnswer, TurnQuery,
+};
+use crate::app::turn::{self, TurnRequest};
+use crate::http::error::{ApiError, PlatformBody};
+use crate::AppState;
+
+/// Settings of the Twilio front-end (`[twilio]`).
+#[derive(Default)]
+pub struct TwilioConfig {
+    /// Auth tokens that may sign requests: the current one, and the previous one during a
+    /// rotation.
+    pub auth_tokens: Vec<Secret<String>>,
+    /// Off only for development (`serve` warns at start-up).
+    pub skip_signature_check: bool,
+    /// If not empty, only these `AccountSid`s are served.
+    pub account_sids: Vec<String>,
+    /// TaskRouter workflow for `<Enqueue>` with `<Task>` attributes.
+    pub workflow_sid: Option<String>,
+    /// Twilio's REST API, to pause call recording in secure segments.
+    pub rest: Option<TwilioRest>,
+}
+
+/// Twilio's request validation: the signed URL is the public URL of this request.
+fn authentic(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    params: &[(String, String)],
+) -> bool {
+    let cfg = &state.calls.platforms.twilio;
+    if !cfg.account_sids.is_empty() {
+        match field(params, "AccountSid") {
+            Some(sid) if cfg.account_sids.iter().any(|a| a == sid) => {}
+            _ => return false,
+        }
+    }
+    if cfg.skip_signature_check {
+        return true;
+    }
+    let Some(sig) = headers
+        .get("x-twilio-signature")
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{path_and_query}", base_url(state, headers));
+    let tokens: Vec<&[u8]> = cfg
+        .auth_tokens
+        .iter()
+        .map(|t| t.expose().as_bytes())
+        .collect();
+    signature::twilio_verify(&tokens, &url, params, sig)
+}
+
+/// One turn: TwiML for the call.
+pub(super) async fn webhook(
+    State(state): State<AppState>,
+    Path(flow_id): Path<String>,
+    Query(q): Query<TurnQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form(&body);
+    if !authentic(&state, &headers, &uri, &params) {
+        return Err(ApiError::platform_status(StatusCode::FORBIDDEN));
+    }
+    let call_sid = field(&params, "CallSid").unwrap_or_default().to_owned();
+    if call_sid.is_empty()
+        || too_long(&[
+            ("CallSid", &call_sid),
+            ("From", field(&params, "From").unwrap_or_default()),
+            ("To", field(&params, "To").unwrap_or_default()),
+            ("Digits", field(&params, "Digits").unwrap_or_default()),
+        ])
+        .is_some()
+    {
+        return Err(ApiError::platform_status(StatusCode::BAD_REQUEST));
+    }
+    let input = match (q.ev.as_deref(), field(&params, "Digits")) {
+        (Some("none"), _) | (_, None) => Input::NoInput,
+        (_, Some(d)) => Input::Digits(Secret::new(d.to_owned())),
+    };
+    let req = TurnRequest {
+        platform: Platform::Twilio,
+        flow_id: flow_id.clone(),
+        call_id: call_sid.clone(),
+        ani: field(&params, "From").unwrap_or_default().to_owned(),
+        dnis: field(&params, "To").unwrap_or_default().to_owned(),
+        turn: q.t,
+        token: q.s,
+        input: q.t.map(|_| input),
+        call_secret: None,
+    };
+    let opts = TwimlOptions {
+        workflow_sid: state.calls.platforms.twilio.workflow_sid.clone(),
+    };
+    let apology = || render(&apology_answer(), &NextTurn::default(), &opts);
+    let r = turn::turn(&state, req).await.map_err(|e| {
+        turn_failed(&state, Platform::Twilio, &e, PlatformBody::Xml(apology()))
+    })?;
+    let account_sid = field(&params, "AccountSid").unwrap_or_default();
+    if !recording(&state, account_sid, &call_sid, &r.answer).await {
+        // Fail closed: never ask for a secret while the call may be recorded.
+        tracing::error!(call = %call_sid, "recording could not be paused; ending the call rather than collect a secret on the recording");
+        return Ok(xml(StatusCode::OK, apology()));
+    }
+    let base = base_url(&state, &headers);
+    let path = format!("/voice/twilio/{}", enc(&flow_id));
+    let next = next_urls(&base, &path, &r, false);
+    Ok(xml(StatusCode::OK, render(&r.answer, &next, &opts)))
+}
+
+/// TwiML cannot pause a recording: in a secure segment, ask Twilio's REST API to (when it
+/// is configured; otherwise recording must be off for the number, see the docs). False
+/// when a pause was needed and Twilio did not confirm it.
+async fn recording(state: &AppState, account_sid: &str, call_sid: &str, answer: &TurnAnswer) -> bool {
+    let Some(rest) = &state.calls.platforms.twilio.rest else {
+        return true;
+    };
+    let mut ok = true;
+    for v in answer.verbs() {
+        let what = match v {
+            Verb::RecordingPause => Recording::Pause,
+            Verb::RecordingResume => Recording::Resume,
+            _ => continue,
+        };
+        match rest.set_recording(account_sid, call_sid, what).await {
+            Ok(()) => {
+                tracing::info!(call = %call_sid, status = what.status(), "call recording updated");
+            }
+            Err(e) => {
+                tracing::warn!(call = %call_sid, error = %e, "Twilio did not change the call recording");
+                ok &= what != Recording::Pause;
+            }
+        }
+    }
+    ok
+}
+
+/// Twilio's status callback: a call that is over closes its session.
+pub(super) async fn status(
+    State(state): State<AppState>,
+    Path(_flow_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form(&body);
+    if !authentic(&state, &headers, &uri, &params) {
+        return Err(ApiError::platform_status(StatusCode::FORBIDDEN));
+    }
+    let Some(call_sid) = field(&params, "CallSid") else {
+        return Err(ApiError::platform_status(StatusCode::BAD_REQUEST));
+    };
+    let over = matches!(
+        field(&params, "CallStatus"),
+        Some("completed" | "busy" | "failed" | "no-answer" | "canceled")
+    );
+    if !over {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    call_over(&state, &CallKey::new(Platform::Twilio, call_sid)).await
+}
 
 /// Deployment settings for the TwiML front-end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,6 +366,519 @@ fn sip_uri_with_headers(target: &str, attributes: &TransferAttributes) -> String
         separator = '&';
     }
     uri
+}
+
+pub mod signature {
+    //! Authenticating Twilio's requests: `X-Twilio-Signature`. Pure functions: the clock is an argument, nothing is logged here.
+    //!
+    //! Every comparison of a computed MAC with a received one is constant-time (`subtle`), and
+    //! every configured secret is tried without stopping at the first match, so the time taken
+    //! does not say which secret matched or how much of a signature was right. Empty secrets are
+    //! skipped: a blank token in the configuration must never let anyone sign.
+    //!
+    //! # Twilio
+    //!
+    //! As documented ("Webhooks security") and as Twilio's helper libraries implement it
+    //! (twilio-python `request_validator.py`, twilio-node `webhooks.ts`, their unit tests):
+    //!
+    //! - the signed string is the full URL Twilio requested (with its query string), followed,
+    //!   for an `application/x-www-form-urlencoded` POST, by every body parameter as `name` then
+    //!   `value` with no separator, sorted by name; a name given several times contributes each
+    //!   distinct value once, values sorted;
+    //! - the signature is `base64(HMAC-SHA1(auth token, signed string))`;
+    //! - Twilio is inconsistent about the port, so the helpers accept the signature of the URL
+    //!   without any port (`https://host:8443/x` → `https://host/x`) and of the URL with its
+    //!   port, adding the scheme's default when it has none (`https://host/x` →
+    //!   `https://host:443/x`). [`twilio_check`] does the same.
+    //! - JSON bodies: Twilio adds `bodySHA256=<hex SHA-256 of the raw body>` to the URL's query
+    //!   string and signs the URL alone; see [`twilio_check_json`].
+    //!
+    //! The URL must be the public URL the platform called (as configured), byte for byte; it is
+    //! not normalised here (twilio-node would, for instance, percent-encode a `'` in the query).
+
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    use subtle::{Choice, ConstantTimeEq};
+
+    use crate::calls::{SignatureError, MAX_SIGNATURE_HEADER_LEN as MAX_HEADER_LEN};
+    use sha1::Sha1;
+
+    /// Name of Twilio's signature header.
+    pub const TWILIO_SIGNATURE_HEADER: &str = "X-Twilio-Signature";
+    /// The query parameter Twilio adds for JSON bodies.
+    const TWILIO_BODY_HASH_PARAM: &str = "bodySHA256";
+
+    type HmacSha1 = Hmac<Sha1>;
+
+
+    /// Twilio's signature of a request to `url` with the form parameters `params` (in any
+    /// order; repeated names allowed), as the `X-Twilio-Signature` header carries it.
+    pub fn twilio_signature(auth_token: &[u8], url: &str, params: &[(String, String)]) -> String {
+        STANDARD.encode(twilio_mac(auth_token, url, params))
+    }
+
+    /// Whether `header` is a valid Twilio signature of a form POST (or a GET: pass no params) to
+    /// `url` under any of `tokens` (the current auth token and, during a rotation, the previous
+    /// one). False on an empty or malformed header.
+    pub fn twilio_verify(
+        tokens: &[&[u8]],
+        url: &str,
+        params: &[(String, String)],
+        header: &str,
+    ) -> bool {
+        twilio_check(tokens, url, params, header).is_ok()
+    }
+
+    /// [`twilio_verify`] with the reason, for the log line.
+    pub fn twilio_check(
+        tokens: &[&[u8]],
+        url: &str,
+        params: &[(String, String)],
+        header: &str,
+    ) -> Result<(), SignatureError> {
+        let received = decode_twilio_header(header)?;
+        let (without_port, with_port) = twilio_url_variants(url);
+        let mut matched = Choice::from(0);
+        for token in tokens.iter().filter(|t| !t.is_empty()) {
+            matched |= twilio_mac(token, &without_port, params).ct_eq(&received);
+            matched |= twilio_mac(token, &with_port, params).ct_eq(&received);
+        }
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+
+    /// A Twilio request with an `application/json` body: `url` carries
+    /// `bodySHA256=<hex SHA-256 of body>` in its query string and the signature covers the URL
+    /// alone. Both the signature and the body hash must match.
+    pub fn twilio_check_json(
+        tokens: &[&[u8]],
+        url: &str,
+        body: &[u8],
+        header: &str,
+    ) -> Result<(), SignatureError> {
+        decode_twilio_header(header)?;
+        let claimed_hash = query_param(url, TWILIO_BODY_HASH_PARAM).ok_or(SignatureError::Malformed)?;
+        twilio_check(tokens, url, &[], header)?;
+        let actual = hex::encode(Sha256::digest(body));
+        if bool::from(actual.as_bytes().ct_eq(claimed_hash.as_bytes())) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+
+    /// The raw HMAC-SHA1 of Twilio's signed string.
+    fn twilio_mac(auth_token: &[u8], url: &str, params: &[(String, String)]) -> [u8; 20] {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = match HmacSha1::new_from_slice(auth_token) {
+            Ok(mac) => mac,
+            Err(_) => return [0; 20],
+        };
+        mac.update(url.as_bytes());
+        let mut sorted: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // Sorting the pairs sorts by name, then each name's values; equal pairs are signed once.
+        sorted.sort_unstable();
+        sorted.dedup();
+        for (name, value) in sorted {
+            mac.update(name.as_bytes());
+            mac.update(value.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The received signature's 20 bytes. Twilio sends canonical padded standard base64.
+    fn decode_twilio_header(header: &str) -> Result<[u8; 20], SignatureError> {
+        let header = header.trim();
+        if header.is_empty() {
+            return Err(SignatureError::Missing);
+        }
+        if header.len() > MAX_HEADER_LEN {
+            return Err(SignatureError::Malformed);
+        }
+        let bytes = STANDARD
+            .decode(header)
+            .map_err(|_| SignatureError::Malformed)?;
+        <[u8; 20]>::try_from(bytes.as_slice()).map_err(|_| SignatureError::Malformed)
+    }
+
+    /// `url` without any port, and `url` with a port (its own, else the scheme's default), as
+    /// Twilio's helpers try both. One of the two is `url` itself.
+    fn twilio_url_variants(url: &str) -> (String, String) {
+        let Some(scheme_end) = url.find("://") else {
+            return (url.to_owned(), url.to_owned());
+        };
+        let authority_start = scheme_end + 3;
+        let authority_end = url[authority_start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| authority_start + i);
+        let authority = &url[authority_start..authority_end];
+        // The host starts after any userinfo; an IPv6 literal's colons are inside brackets.
+        let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+        let host_port = &authority[host_start..];
+        let search_from = host_port.rfind(']').map_or(0, |i| i + 1);
+        let port_colon = host_port[search_from..]
+            .rfind(':')
+            .map(|i| search_from + i)
+            .filter(|&i| {
+                let port = &host_port[i + 1..];
+                !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+            });
+        let host_end = authority_start + host_start + port_colon.unwrap_or(host_port.len());
+        let before = &url[..host_end];
+        let after = &url[authority_end..];
+        match port_colon {
+            Some(_) => (format!("{before}{after}"), url.to_owned()),
+            None => {
+                let scheme = &url[..scheme_end];
+                let port = if scheme.eq_ignore_ascii_case("https") {
+                    443
+                } else {
+                    80
+                };
+                (url.to_owned(), format!("{before}:{port}{after}"))
+            }
+        }
+    }
+
+    /// The first value of query parameter `name` in `url`, percent-decoded.
+    fn query_param(url: &str, name: &str) -> Option<String> {
+        let without_fragment = url.split('#').next().unwrap_or(url);
+        let (_, query) = without_fragment.split_once('?')?;
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+
+    #[cfg(test)]
+    mod tests {
+        #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+        use super::*;
+        fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        }
+
+        // Vectors from twilio-python's tests/unit/test_request_validator.py (also used by
+        // twilio-php and twilio-csharp): token 12345, this URL, these parameters.
+        const TOKEN: &[u8] = b"12345";
+        const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
+
+        fn documented_params(number: &str) -> Vec<(String, String)> {
+            pairs(&[
+                ("CallSid", "CA1234567890ABCDE"),
+                ("Digits", "1234"),
+                ("From", number),
+                ("To", "+18005551212"),
+                ("Caller", number),
+            ])
+        }
+
+        #[test]
+        fn twilio_library_test_vector() {
+            let params = documented_params("+14158675309");
+            assert_eq!(
+                twilio_signature(TOKEN, URL, &params),
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+            );
+            assert!(twilio_verify(
+                &[TOKEN],
+                URL,
+                &params,
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+            ));
+        }
+
+        #[test]
+        fn twilio_docs_example() {
+            // The "Webhooks security" page's example prints this signature for +14158675310.
+            let params = documented_params("+14158675310");
+            assert_eq!(
+                twilio_signature(TOKEN, URL, &params),
+                "GvWf1cFY/Q7PnoempGyD5oXAezc="
+            );
+        }
+
+        #[test]
+        fn twilio_parameter_order_does_not_matter() {
+            let mut params = documented_params("+14158675309");
+            params.reverse();
+            assert!(twilio_verify(
+                &[TOKEN],
+                URL,
+                &params,
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+            ));
+        }
+
+        #[test]
+        fn twilio_repeated_names_sorted_and_deduplicated() {
+            // twilio-python test_compute_signature_duplicate_multi_dict / twilio-php
+            // testValidateWithArrayAndDuplicates.
+            let params = pairs(&[
+                ("Sid", "CA123"),
+                ("SidAccount", "AC123"),
+                ("Digits", "5678"),
+                ("Digits", "1234"),
+                ("Digits", "1234"),
+            ]);
+            assert_eq!(
+                twilio_signature(TOKEN, URL, &params),
+                "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+            );
+        }
+
+        #[test]
+        fn twilio_no_params_signs_the_url_alone() {
+            let mut mac = HmacSha1::new_from_slice(TOKEN).unwrap();
+            mac.update(URL.as_bytes());
+            let expected = STANDARD.encode(mac.finalize().into_bytes());
+            assert_eq!(twilio_signature(TOKEN, URL, &[]), expected);
+        }
+
+        #[test]
+        fn twilio_one_character_changes_are_refused() {
+            let params = documented_params("+14158675309");
+            let good = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+            // The header.
+            assert!(!twilio_verify(
+                &[TOKEN],
+                URL,
+                &params,
+                "RSOYDt4T1cUTdK1PDd93/VVr8B9="
+            ));
+            assert!(!twilio_verify(
+                &[TOKEN],
+                URL,
+                &params,
+                "SSOYDt4T1cUTdK1PDd93/VVr8B8="
+            ));
+            // The URL.
+            assert!(!twilio_verify(
+                &[TOKEN],
+                "https://mycompany.com/myapp.php?foo=1&bar=3",
+                &params,
+                good
+            ));
+            assert!(!twilio_verify(
+                &[TOKEN],
+                "http://mycompany.com/myapp.php?foo=1&bar=2",
+                &params,
+                good
+            ));
+            // A value, a name, an added parameter, a removed one.
+            let mut p = params.clone();
+            p[1].1 = "1235".to_owned();
+            assert!(!twilio_verify(&[TOKEN], URL, &p, good));
+            let mut p = params.clone();
+            p[1].0 = "digits".to_owned();
+            assert!(!twilio_verify(&[TOKEN], URL, &p, good));
+            let mut p = params.clone();
+            p.push(("Extra".to_owned(), String::new()));
+            assert!(!twilio_verify(&[TOKEN], URL, &p, good));
+            let mut p = params.clone();
+            p.pop();
+            assert!(!twilio_verify(&[TOKEN], URL, &p, good));
+            // The token.
+            assert!(!twilio_verify(&[b"12346"], URL, &params, good));
+        }
+
+        #[test]
+        fn twilio_empty_and_malformed_headers() {
+            let params = documented_params("+14158675309");
+            let check = |h: &str| twilio_check(&[TOKEN], URL, &params, h);
+            assert_eq!(check(""), Err(SignatureError::Missing));
+            assert_eq!(check("   "), Err(SignatureError::Missing));
+            assert_eq!(check("not base64!"), Err(SignatureError::Malformed));
+            assert_eq!(
+                check("RSOYDt4T1cUTdK1PDd93/VVr8B8"),
+                Err(SignatureError::Malformed)
+            );
+            assert_eq!(check("AAAA"), Err(SignatureError::Malformed));
+            assert_eq!(check(&"A".repeat(5000)), Err(SignatureError::Malformed));
+            assert_eq!(
+                check("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+                Err(SignatureError::Mismatch)
+            );
+            assert_eq!(check(" RSOYDt4T1cUTdK1PDd93/VVr8B8= "), Ok(()));
+        }
+
+        #[test]
+        fn twilio_no_usable_token_refuses() {
+            let params = documented_params("+14158675309");
+            let good = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+            assert!(!twilio_verify(&[], URL, &params, good));
+            let empty_sig = twilio_signature(b"", URL, &params);
+            assert!(!twilio_verify(&[b""], URL, &params, &empty_sig));
+        }
+
+        #[test]
+        fn twilio_port_variants_as_the_helpers_do() {
+            let params = documented_params("+14158675309");
+            // twilio-python test_validation_removes_port_on_https: a signature of the URL without
+            // the port is accepted for the URL with any port.
+            let with_port = URL.replace(".com", ".com:1234");
+            assert!(twilio_verify(
+                &[TOKEN],
+                &with_port,
+                &params,
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+            ));
+            // test_validation_removes_port_on_http: the signature of the URL with the port.
+            let http_with_port = with_port.replace("https", "http");
+            assert!(twilio_verify(
+                &[TOKEN],
+                &http_with_port,
+                &params,
+                "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="
+            ));
+            // test_validation_adds_port_on_https / _on_http: the default port is added.
+            assert!(twilio_verify(
+                &[TOKEN],
+                URL,
+                &params,
+                "kvajT1Ptam85bY51eRf/AJRuM3w="
+            ));
+            assert!(twilio_verify(
+                &[TOKEN],
+                &URL.replace("https", "http"),
+                &params,
+                "0ZXoZLH/DfblKGATFgpif+LLRf4="
+            ));
+            // And both ways round with our own signer.
+            let sig_443 = twilio_signature(
+                TOKEN,
+                "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+                &params,
+            );
+            assert!(twilio_verify(&[TOKEN], URL, &params, &sig_443));
+            let sig_plain = twilio_signature(TOKEN, URL, &params);
+            assert!(twilio_verify(
+                &[TOKEN],
+                "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+                &params,
+                &sig_plain
+            ));
+            // A different port is not the default: its signature does not pass for the plain URL.
+            let sig_8443 = twilio_signature(
+                TOKEN,
+                "https://mycompany.com:8443/myapp.php?foo=1&bar=2",
+                &params,
+            );
+            assert!(!twilio_verify(&[TOKEN], URL, &params, &sig_8443));
+        }
+
+        #[test]
+        fn twilio_url_variants_cover_the_odd_shapes() {
+            let v = |u: &str| twilio_url_variants(u);
+            assert_eq!(
+                v("https://h.example/p?q=1"),
+                (
+                    "https://h.example/p?q=1".to_owned(),
+                    "https://h.example:443/p?q=1".to_owned()
+                )
+            );
+            assert_eq!(
+                v("http://h.example:8080/p"),
+                (
+                    "http://h.example/p".to_owned(),
+                    "http://h.example:8080/p".to_owned()
+                )
+            );
+            assert_eq!(
+                v("https://h.example"),
+                (
+                    "https://h.example".to_owned(),
+                    "https://h.example:443".to_owned()
+                )
+            );
+            assert_eq!(
+                v("https://h.example?x=a:1"),
+                (
+                    "https://h.example?x=a:1".to_owned(),
+                    "https://h.example:443?x=a:1".to_owned()
+                )
+            );
+            assert_eq!(
+                v("https://u:pw@h.example:444/p"),
+                (
+                    "https://u:pw@h.example/p".to_owned(),
+                    "https://u:pw@h.example:444/p".to_owned()
+                )
+            );
+            assert_eq!(
+                v("https://[::1]/p"),
+                (
+                    "https://[::1]/p".to_owned(),
+                    "https://[::1]:443/p".to_owned()
+                )
+            );
+            assert_eq!(
+                v("https://[::1]:8443/p"),
+                (
+                    "https://[::1]/p".to_owned(),
+                    "https://[::1]:8443/p".to_owned()
+                )
+            );
+            assert_eq!(
+                v("no-scheme"),
+                ("no-scheme".to_owned(), "no-scheme".to_owned())
+            );
+        }
+
+        #[test]
+        fn twilio_rotation_accepts_the_previous_token() {
+            let params = documented_params("+14158675309");
+            let good = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+            assert!(twilio_verify(&[b"new-token", TOKEN], URL, &params, good));
+            assert!(twilio_verify(&[TOKEN, b"new-token"], URL, &params, good));
+            assert!(!twilio_verify(&[b"new-token"], URL, &params, good));
+        }
+
+        #[test]
+        fn twilio_json_body_variant() {
+            // twilio-python test_validation_of_body_succeeds.
+            let body = br#"{"property": "value", "boolean": true}"#;
+            let hash = "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+            let url = format!("{URL}&bodySHA256={hash}");
+            let sig = "a9nBmqA0ju/hNViExpshrM61xv4=";
+            assert_eq!(twilio_check_json(&[TOKEN], &url, body, sig), Ok(()));
+            // Another body under the same URL and signature.
+            assert_eq!(
+                twilio_check_json(
+                    &[TOKEN],
+                    &url,
+                    br#"{"property": "value", "boolean": false}"#,
+                    sig
+                ),
+                Err(SignatureError::Mismatch)
+            );
+            // Another hash in the URL breaks the signature.
+            let other = format!("{URL}&bodySHA256={}", hex::encode(Sha256::digest(b"x")));
+            assert_eq!(
+                twilio_check_json(&[TOKEN], &other, b"x", sig),
+                Err(SignatureError::Mismatch)
+            );
+            // No hash in the URL.
+            assert_eq!(
+                twilio_check_json(&[TOKEN], URL, body, sig),
+                Err(SignatureError::Malformed)
+            );
+            assert_eq!(
+                twilio_check_json(&[TOKEN], &url, body, ""),
+                Err(SignatureError::Missing)
+            );
+        }
+    }
 }
 
 #[cfg(test)]
