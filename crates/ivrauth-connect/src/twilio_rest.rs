@@ -70,7 +70,8 @@ fn client() -> Result<&'static reqwest::Client, TwilioRestError> {
     if let Some(c) = CLIENT.get() {
         return Ok(c);
     }
-    let built = transport::client(TIMEOUT).map_err(|e| TwilioRestError::Unreachable(e.to_string()))?;
+    let built =
+        transport::client(TIMEOUT).map_err(|e| TwilioRestError::Unreachable(e.to_string()))?;
     Ok(CLIENT.get_or_init(|| built))
 }
 

@@ -99,7 +99,8 @@ fn decide(function: &str, given: &Value) -> Value {
         )),
         "hangupCharge" => {
             let progress = progress(given);
-            let charge = call::hangup_charge(&progress, &prompt(given["secure"].as_bool().unwrap()));
+            let charge =
+                call::hangup_charge(&progress, &prompt(given["secure"].as_bool().unwrap()));
             let row = charge.as_ref().map(HangupCharge::to_row);
             // What is written in the row reads back as the same charge.
             if let (Some(c), Some(r)) = (&charge, &row) {

@@ -29,16 +29,16 @@ use std::time::{Duration, Instant};
 
 use axum::http::header::CONTENT_TYPE;
 
+use ivrauth_core::call::CallKey;
 use ivrauth_core::engine::{self, Event};
 use ivrauth_core::identity::{HashParams, LockoutPolicy};
 use ivrauth_core::ivr::Input;
 use ivrauth_core::ports::{CallStore as _, FlowStore as _};
 use ivrauth_core::secret::Secret;
-use ivrauth_core::call::CallKey;
+use ivrauth_server::app::identity::IdentityService;
 use ivrauth_server::app::turn::{self as session, Platform, TurnRequest};
 use ivrauth_server::calls::twilio::{self as twiml, signature};
 use ivrauth_server::calls::NextTurn;
-use ivrauth_server::app::identity::IdentityService;
 use ivrauth_store::{BuiltinDirectory, HashPool};
 use ivrauth_testkit::TestServer;
 

@@ -31,9 +31,7 @@ pub async fn demo_server() -> TestServer {
     demo_server_with(|_| {}).await
 }
 
-async fn demo_server_with(
-    more: impl FnOnce(&mut ivrauth_server::CallsConfig),
-) -> TestServer {
+async fn demo_server_with(more: impl FnOnce(&mut ivrauth_server::CallsConfig)) -> TestServer {
     let server = TestServer::builder()
         .identity(|store, clock| {
             ivrauth_testkit::builtin_identity(store, clock, CHEAP, LockoutPolicy::default())

@@ -638,16 +638,18 @@ async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
 async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     let s = TestServer::builder()
         .config(|c| c.demo = true)
-        .identity(|store, clock| ivrauth_server::app::identity::IdentityService {
-            sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
-            ..ivrauth_testkit::builtin_identity(
-                store,
-                clock,
-                ivrauth_core::identity::HashParams::default(),
-                Default::default(),
-            )
-            .unwrap()
-        })
+        .identity(
+            |store, clock| ivrauth_server::app::identity::IdentityService {
+                sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
+                ..ivrauth_testkit::builtin_identity(
+                    store,
+                    clock,
+                    ivrauth_core::identity::HashParams::default(),
+                    Default::default(),
+                )
+                .unwrap()
+            },
+        )
         .start()
         .await
         .unwrap();

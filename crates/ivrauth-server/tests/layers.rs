@@ -155,7 +155,10 @@ fn the_rest_layer_knows_no_telephony_platform() {
         .filter(|(_, code)| names(code, "crate::calls"))
         .map(|(f, _)| f)
         .collect();
-    assert!(found.is_empty(), "src/http files using crate::calls: {found:?}");
+    assert!(
+        found.is_empty(),
+        "src/http files using crate::calls: {found:?}"
+    );
 }
 
 #[test]
@@ -171,7 +174,10 @@ fn no_platform_reaches_into_another() {
             .iter()
             .filter(|m| platforms.contains(&m.as_str()))
             .collect();
-        assert!(reached.is_empty(), "src/calls/{p}.rs reaches into {reached:?}");
+        assert!(
+            reached.is_empty(),
+            "src/calls/{p}.rs reaches into {reached:?}"
+        );
     }
 }
 
@@ -190,10 +196,12 @@ fn no_import_circles_between_modules() {
     // The trees themselves: the application layer is below both HTTP faces.
     let app = code_of(&src().join("app"));
     let http = code_of(&src().join("http"));
-    let uses = |files: &BTreeMap<String, String>, path: &str| {
-        files.values().any(|code| names(code, path))
-    };
-    assert!(uses(&http, "crate::app"), "the REST layer should use the services");
+    let uses =
+        |files: &BTreeMap<String, String>, path: &str| files.values().any(|code| names(code, path));
+    assert!(
+        uses(&http, "crate::app"),
+        "the REST layer should use the services"
+    );
     assert!(!uses(&app, "crate::http") && !uses(&app, "crate::calls"));
 }
 

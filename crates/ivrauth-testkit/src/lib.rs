@@ -85,7 +85,9 @@ pub fn builtin_identity(
     params: ivrauth_core::identity::HashParams,
     policy: ivrauth_core::identity::LockoutPolicy,
 ) -> Result<ivrauth_server::app::identity::IdentityService> {
-    use ivrauth_server::app::identity::{lookup_limiter, IdentityService, DEFAULT_LOOKUPS_PER_HOUR};
+    use ivrauth_server::app::identity::{
+        lookup_limiter, IdentityService, DEFAULT_LOOKUPS_PER_HOUR,
+    };
     let directory = ivrauth_store::BuiltinDirectory::new(
         store.clone(),
         params,
@@ -182,7 +184,8 @@ type StateHook = Box<dyn FnOnce(AppState, &Arc<SqliteStore>, &FakeClock) -> AppS
 
 /// Builds the server's identity service from its store and clock.
 type IdentityHook = Box<
-    dyn FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::app::identity::IdentityService + Send,
+    dyn FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::app::identity::IdentityService
+        + Send,
 >;
 
 impl TestServerBuilder {
@@ -218,10 +221,7 @@ impl TestServerBuilder {
     }
 
     /// Change the call settings (sessions, Twilio, jambonz).
-    pub fn calls(
-        mut self,
-        f: impl FnOnce(&mut ivrauth_server::CallsConfig),
-    ) -> Self {
+    pub fn calls(mut self, f: impl FnOnce(&mut ivrauth_server::CallsConfig)) -> Self {
         f(&mut self.calls);
         self
     }

@@ -23,13 +23,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroize as _;
 
+use ivrauth_core::call::CallKey;
 use ivrauth_core::http::{redacted_url, secure_transport};
 use ivrauth_core::identity::AccountNumber;
 use ivrauth_core::ivr::{CallEnd, Input, PromptKind, Verb};
 use ivrauth_core::ports::AccountRecord;
 use ivrauth_core::secret::Secret;
 use ivrauth_proto::api::{ErrorBody, TokenResponse};
-use ivrauth_core::call::CallKey;
 use ivrauth_server::app::turn::{self as session, CallError, Platform, TurnRequest, TurnResponse};
 use ivrauth_server::calls::TurnAnswer;
 use ivrauth_server::AppState;

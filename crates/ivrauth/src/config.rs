@@ -31,15 +31,15 @@ use ivrauth_connect::{
 };
 use ivrauth_core::identity::{AccountRules, HashParams, IdentityError, LockoutPolicy};
 use ivrauth_core::secret::Secret;
-use ivrauth_server::calls::vxml::access::Cidr;
 use ivrauth_server::app::seal::{SealError, SessionKeys};
+use ivrauth_server::app::simulate::SimulateConfig;
 use ivrauth_server::app::turn::DEFAULT_MAX_TURNS;
 use ivrauth_server::calls::jambonz::JambonzConfig;
 use ivrauth_server::calls::twilio::{TwilioConfig, TwilioRest};
+use ivrauth_server::calls::vxml::access::Cidr;
 use ivrauth_server::calls::vxml::VoiceXmlConfig;
 use ivrauth_server::calls::PlatformConfig;
 use ivrauth_server::CallsConfig;
-use ivrauth_server::app::simulate::SimulateConfig;
 use ivrauth_server::{ServeLimits, ServerConfig};
 use serde::{Deserialize, Deserializer};
 

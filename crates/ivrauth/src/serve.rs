@@ -25,9 +25,9 @@ use ivrauth_core::identity::{IdentityError, IdentityProvider};
 use ivrauth_core::ports::Store;
 use ivrauth_core::secret::Secret;
 use ivrauth_core::time::Clock;
+use ivrauth_server::app::identity::IdentityService;
 use ivrauth_server::app::seal::SessionKeys;
 use ivrauth_server::app::turn as session;
-use ivrauth_server::app::identity::IdentityService;
 use ivrauth_server::AppState;
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
@@ -834,7 +834,8 @@ mod tests {
         assert!(lines.next().unwrap().starts_with("account"));
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(rows.len(), ivrauth_server::http::demo::DEMO_ACCOUNTS.len());
-        for (row, (number, pin, name, _, _)) in rows.iter().zip(ivrauth_server::http::demo::DEMO_ACCOUNTS)
+        for (row, (number, pin, name, _, _)) in
+            rows.iter().zip(ivrauth_server::http::demo::DEMO_ACCOUNTS)
         {
             assert_eq!(row[0], *number);
             assert_eq!(row[1], *pin);

@@ -206,4 +206,3 @@ pub async fn simulate(
         trace: run.into_trace(),
     })
 }
-

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use ivrauth_core::call::{
-    self, Admission, CallKey, CallProgress, Carrier, HangupCharge, Refusal, StoredTurn,
-    TurnAnswer, TurnEffects,
+    self, Admission, CallKey, CallProgress, Carrier, HangupCharge, Refusal, StoredTurn, TurnAnswer,
+    TurnEffects,
 };
 use ivrauth_core::clients::hash_credential;
 use ivrauth_core::engine::{self, Command, Event, RunContext, RunState, StepBudget};
@@ -359,7 +359,18 @@ async fn first_turn(
             .as_ref()
             .map(|s| hash_credential(s.expose())),
     };
-    match drive(state, &flow, req, run, cmd, CallProgress::default(), 1, &meta).await? {
+    match drive(
+        state,
+        &flow,
+        req,
+        run,
+        cmd,
+        CallProgress::default(),
+        1,
+        &meta,
+    )
+    .await?
+    {
         Drove::Answered(driven) => finish_turn(state, req, &meta, *driven, now).await,
         Drove::Replayed { answer, state } => replayed(req, &state, &answer),
     }
@@ -385,11 +396,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A retried durable turn, answered from the store. The answer was stored without its
 /// continuation, which is the row's state (a row-carried call hands none out), and without
 /// the call's secret, which the request carried (and which was checked).
-fn replayed(
-    req: &TurnRequest,
-    row_state: &[u8],
-    answer: &str,
-) -> Result<TurnResponse, CallError> {
+fn replayed(req: &TurnRequest, row_state: &[u8], answer: &str) -> Result<TurnResponse, CallError> {
     let mut r: TurnResponse = serde_json::from_str(answer).map_err(internal)?;
     let url_carried = req.platform.carrier() == Carrier::Url;
     if url_carried && matches!(r.answer, TurnAnswer::Ask { .. }) && !row_state.is_empty() {
@@ -412,7 +419,10 @@ struct Meta {
 enum Drove {
     Answered(Box<Driven>),
     /// The stored answer, and the row's state (its continuation).
-    Replayed { answer: String, state: Vec<u8> },
+    Replayed {
+        answer: String,
+        state: Vec<u8>,
+    },
 }
 
 /// An answered turn.
@@ -464,7 +474,8 @@ async fn drive(
         let verification = match &cmd {
             Command::Action(action) => {
                 if !claimed {
-                    if let Some(replay) = claim(state, &key, req, turn, meta, &mut progress).await? {
+                    if let Some(replay) = claim(state, &key, req, turn, meta, &mut progress).await?
+                    {
                         return Ok(replay);
                     }
                     claimed = true;
@@ -501,7 +512,8 @@ async fn drive(
             }
             Performed::Finish(outcome) => {
                 if !claimed {
-                    if let Some(replay) = claim(state, &key, req, turn, meta, &mut progress).await? {
+                    if let Some(replay) = claim(state, &key, req, turn, meta, &mut progress).await?
+                    {
                         return Ok(replay);
                     }
                 }

@@ -21,7 +21,6 @@ use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::AppState;
 
-
 /// A turn of the decision API.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

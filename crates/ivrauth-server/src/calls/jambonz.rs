@@ -43,8 +43,7 @@ use ivrauth_core::secret::Secret;
 
 use super::{
     apology_answer, base_url, call_over, enc, finish_key, is_sip_uri, next_urls, too_long,
-    transfer_headers, turn_failed, NextTurn, Platform, TransferAttributes, TurnAnswer,
-    TurnQuery,
+    transfer_headers, turn_failed, NextTurn, Platform, TransferAttributes, TurnAnswer, TurnQuery,
 };
 use crate::app::turn::{self, TurnRequest};
 use crate::http::error::{ApiError, PlatformBody};
@@ -364,7 +363,6 @@ fn end_json(out: &mut Vec<Value>, end: &CallEnd, attributes: &TransferAttributes
     }
 }
 
-
 pub mod signature {
     //! Authenticating jambonz's requests: `Jambonz-Signature`. Pure functions: the clock is an argument, nothing is logged here.
     //!
@@ -396,7 +394,6 @@ pub mod signature {
     const MAX_JAMBONZ_SIGNATURES: usize = 16;
 
     type HmacSha256 = Hmac<Sha256>;
-
 
     /// The `Jambonz-Signature` header value jambonz would send with `body` at time `t` (unix
     /// seconds): `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -469,7 +466,8 @@ pub mod signature {
             match key.trim() {
                 "t" => {
                     let value = value.trim();
-                    if t.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    if t.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit())
+                    {
                         return Err(SignatureError::Malformed);
                     }
                     t = Some(

@@ -70,9 +70,18 @@ pub fn routes() -> Router<AppState> {
         .route("/voice/twilio/{flow_id}/status", post(twilio::status))
         .route("/voice/jambonz/{flow_id}", post(jambonz::webhook))
         .route("/voice/jambonz/{flow_id}/status", post(jambonz::status))
-        .route("/voice/vxml/{flow_id}", post(vxml::webhook).get(vxml::webhook_get))
-        .route("/api/v2/calls/{call_id}/turns", post(decision_api::api_turn))
-        .route("/api/v2/calls/{call_id}/hangup", post(decision_api::api_hangup))
+        .route(
+            "/voice/vxml/{flow_id}",
+            post(vxml::webhook).get(vxml::webhook_get),
+        )
+        .route(
+            "/api/v2/calls/{call_id}/turns",
+            post(decision_api::api_turn),
+        )
+        .route(
+            "/api/v2/calls/{call_id}/hangup",
+            post(decision_api::api_hangup),
+        )
 }
 
 /// Query parameters ivrauth puts on every callback URL.
@@ -191,7 +200,12 @@ fn note_refusal(state: &AppState, platform: Platform, actor: &str, reason: &str)
 /// A turn that failed, as the platform is answered: logged, a refusal counted for the
 /// audit, 404 for an unknown flow and otherwise 200 with `apology` (the platform plays it
 /// and hangs up).
-fn turn_failed(state: &AppState, platform: Platform, e: &CallError, apology: PlatformBody) -> ApiError {
+fn turn_failed(
+    state: &AppState,
+    platform: Platform,
+    e: &CallError,
+    apology: PlatformBody,
+) -> ApiError {
     if let Some(reason) = e.refusal_reason() {
         note_refusal(state, platform, platform.as_str(), reason);
     }

@@ -98,6 +98,21 @@ fn authentic(
     signature::twilio_verify(&tokens, &url, params, sig)
 }
 
+/// The form fields of a request Twilio signed, or the bare 403 it gets instead.
+fn signed_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let params = form(body);
+    if authentic(state, headers, uri, &params) {
+        Ok(params)
+    } else {
+        Err(ApiError::platform_status(StatusCode::FORBIDDEN))
+    }
+}
+
 /// One turn: TwiML for the call.
 pub(super) async fn webhook(
     State(state): State<AppState>,
@@ -107,10 +122,7 @@ pub(super) async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let params = form(&body);
-    if !authentic(&state, &headers, &uri, &params) {
-        return Err(ApiError::platform_status(StatusCode::FORBIDDEN));
-    }
+    let params = signed_form(&state, &headers, &uri, &body)?;
     let call_sid = field(&params, "CallSid").unwrap_or_default().to_owned();
     if call_sid.is_empty()
         || too_long(&[
@@ -142,9 +154,9 @@ pub(super) async fn webhook(
         workflow_sid: state.calls.platforms.twilio.workflow_sid.clone(),
     };
     let apology = || render(&apology_answer(), &NextTurn::default(), &opts);
-    let r = turn::turn(&state, req).await.map_err(|e| {
-        turn_failed(&state, Platform::Twilio, &e, PlatformBody::Xml(apology()))
-    })?;
+    let r = turn::turn(&state, req)
+        .await
+        .map_err(|e| turn_failed(&state, Platform::Twilio, &e, PlatformBody::Xml(apology())))?;
     let account_sid = field(&params, "AccountSid").unwrap_or_default();
     if !recording(&state, account_sid, &call_sid, &r.answer).await {
         // Fail closed: never ask for a secret while the call may be recorded.
@@ -160,7 +172,12 @@ pub(super) async fn webhook(
 /// TwiML cannot pause a recording: in a secure segment, ask Twilio's REST API to (when it
 /// is configured; otherwise recording must be off for the number, see the docs). False
 /// when a pause was needed and Twilio did not confirm it.
-async fn recording(state: &AppState, account_sid: &str, call_sid: &str, answer: &TurnAnswer) -> bool {
+async fn recording(
+    state: &AppState,
+    account_sid: &str,
+    call_sid: &str,
+    answer: &TurnAnswer,
+) -> bool {
     let Some(rest) = &state.calls.platforms.twilio.rest else {
         return true;
     };
@@ -192,10 +209,7 @@ pub(super) async fn status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let params = form(&body);
-    if !authentic(&state, &headers, &uri, &params) {
-        return Err(ApiError::platform_status(StatusCode::FORBIDDEN));
-    }
+    let params = signed_form(&state, &headers, &uri, &body)?;
     let Some(call_sid) = field(&params, "CallSid") else {
         return Err(ApiError::platform_status(StatusCode::BAD_REQUEST));
     };
@@ -412,7 +426,6 @@ pub mod signature {
 
     type HmacSha1 = Hmac<Sha1>;
 
-
     /// Twilio's signature of a request to `url` with the form parameters `params` (in any
     /// order; repeated names allowed), as the `X-Twilio-Signature` header carries it.
     pub fn twilio_signature(auth_token: &[u8], url: &str, params: &[(String, String)]) -> String {
@@ -462,7 +475,8 @@ pub mod signature {
         header: &str,
     ) -> Result<(), SignatureError> {
         decode_twilio_header(header)?;
-        let claimed_hash = query_param(url, TWILIO_BODY_HASH_PARAM).ok_or(SignatureError::Malformed)?;
+        let claimed_hash =
+            query_param(url, TWILIO_BODY_HASH_PARAM).ok_or(SignatureError::Malformed)?;
         twilio_check(tokens, url, &[], header)?;
         let actual = hex::encode(Sha256::digest(body));
         if bool::from(actual.as_bytes().ct_eq(claimed_hash.as_bytes())) {
@@ -556,7 +570,6 @@ pub mod signature {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     }
-
 
     #[cfg(test)]
     mod tests {

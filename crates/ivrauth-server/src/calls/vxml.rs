@@ -709,7 +709,9 @@ pub mod access {
     /// Why a text is not a [`Cidr`].
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
     pub enum CidrError {
-        #[error("`{0}` is not an IP address or CIDR range (such as `10.0.0.0/8` or `2001:db8::/32`)")]
+        #[error(
+            "`{0}` is not an IP address or CIDR range (such as `10.0.0.0/8` or `2001:db8::/32`)"
+        )]
         Syntax(String),
         #[error("`{given}` has a prefix length over {max}")]
         Prefix { given: String, max: u8 },
@@ -728,7 +730,8 @@ pub mod access {
         pub fn contains(&self, addr: IpAddr) -> bool {
             match (self.network, addr.to_canonical()) {
                 (IpAddr::V4(net), IpAddr::V4(a)) => {
-                    mask_bits(u128::from(u32::from(a)), 32, self.prefix) == u128::from(u32::from(net))
+                    mask_bits(u128::from(u32::from(a)), 32, self.prefix)
+                        == u128::from(u32::from(net))
                 }
                 (IpAddr::V6(net), IpAddr::V6(a)) => {
                     mask_bits(u128::from(a), 128, self.prefix) == u128::from(net)

@@ -756,4 +756,3 @@ mod tests {
         assert!(!is_valid_credential_text(shared_suffix));
     }
 }
-

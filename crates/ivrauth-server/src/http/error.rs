@@ -288,8 +288,10 @@ impl IntoResponse for ApiError {
                     PlatformBody::Json(value) => (status, Json(value)).into_response(),
                 };
                 if let Some(challenge) = challenge {
-                    res.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                    res.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
                 }
                 res
             }
