@@ -848,7 +848,7 @@ async fn run(measure: Duration, concurrency: usize, cores: usize) {
     println!("| --- | --- | --- |");
     for (name, (wall, cpu)) in [
         (
-            "whole `session::turn` (store read, open, JSON, engine, seal)",
+            "whole `app::turn::turn` (store read, open, JSON, engine, seal)",
             t_turn,
         ),
         (
@@ -885,7 +885,7 @@ async fn run(measure: Duration, concurrency: usize, cores: usize) {
     println!("| in-process, {concurrency} at a time | per second | CPU µs each |");
     println!("| --- | --- | --- |");
     println!(
-        "| `session::turn` (the ordinary turn, no HTTP) | {turns_per_sec:.0} | {turn_cpu_inproc:.1} |"
+        "| `app::turn::turn` (the ordinary turn, no HTTP) | {turns_per_sec:.0} | {turn_cpu_inproc:.1} |"
     );
     println!("| `get_flow` alone | {flow_reads_per_sec:.0} | {flow_read_cpu:.1} |");
 }
