@@ -6,8 +6,9 @@
 //! [`ivrauth_core::http::HttpRequest`] under the product's transport rules (no redirects,
 //! per-request timeouts, host allow-list, no link-local or cloud metadata addresses, secrets
 //! only over https or loopback, bounded retries of 429/503, response size cap) and hands
-//! back an [`ivrauth_core::http::HttpResult`]. LDAP directories, OAuth2/OIDC identity
-//! providers, SMTP and SMS gateways will live here later.
+//! back an [`ivrauth_core::http::HttpResult`]. LDAP directories and OAuth2/OIDC identity
+//! providers live here too, and Twilio's REST API (pausing call recordings); SMTP and SMS
+//! gateways will later.
 //!
 //! It also holds the production [`SystemClock`] and the [`Sleeper`] abstraction, so that
 //! time and waiting can be faked in tests.
@@ -24,6 +25,7 @@ pub mod ldap;
 pub mod oauth2;
 mod outbound;
 mod sleep;
+pub mod twilio_rest;
 
 pub use clock::SystemClock;
 pub use http::{ConnectError, HttpConfig, HttpExecutor};
@@ -32,3 +34,4 @@ pub use ldap::{LdapConfig, LdapConfigError, LdapDirectory};
 pub use oauth2::{OAuth2Config, OAuth2Directory, ProfilePointers, TokenValidation};
 pub use outbound::{HostLookup, SystemLookup};
 pub use sleep::{RecordingSleeper, Sleeper, TokioSleeper};
+pub use twilio_rest::{Recording, TwilioRest, TwilioRestError};

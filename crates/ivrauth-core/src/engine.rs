@@ -1,10 +1,12 @@
 //! The step engine: `(flow, state, event, now) -> (state, command)`.
 //!
 //! The engine executes pure nodes (start, condition, setProperties, end) itself and stops
-//! whenever the host must act: perform an HTTP request, write a log line, or end the run.
-//! The host performs the command and feeds the result back as the next [`Event`]. The engine
-//! never does I/O, reads no clock (`now` is an argument) and draws no randomness, so the
-//! simulator, the test suite and (later) the telephony front-ends are all just hosts.
+//! whenever the host must act: perform an HTTP request or an action, write a log line, ask
+//! the caller for keys, or end the run. The host performs the command and feeds the result
+//! back as the next [`Event`]. The engine never does I/O, reads no clock (`now` is an
+//! argument) and draws no randomness, so simulations, call turns on every telephony
+//! front-end, the terminal call simulator and the test suite are all just hosts (the
+//! server's simulations and call turns share one, `ivrauth_server::app::host`).
 //!
 //! Taint is tracked at run time: every value that comes from a secure input, a secure
 //! property, an http node's `secureOutput`, or is computed from one, is secure, and appears

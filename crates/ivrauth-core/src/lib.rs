@@ -7,6 +7,7 @@
 
 pub mod actions;
 pub mod audit;
+pub mod call;
 pub mod clients;
 pub mod engine;
 pub mod expr;

@@ -19,7 +19,7 @@ use ivrauth_core::identity::{verify_secret, AccountNumber, HashParams, LockoutPo
 use ivrauth_core::ports::{AccountRecord, AccountStore as _, Store};
 use ivrauth_core::time::Clock as _;
 use ivrauth_core::Secret;
-use ivrauth_server::identity::{CallContext, IdentityService};
+use ivrauth_server::app::identity::{CallContext, IdentityService};
 use ivrauth_store::directory::hash_pin;
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
@@ -94,8 +94,8 @@ fn main() {
             account_key: ivrauth_core::identity::AccountKey::new(
                 ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
             ),
-            lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+            lookup_limiter: ivrauth_server::app::identity::lookup_limiter(
+                ivrauth_server::app::identity::DEFAULT_LOOKUPS_PER_HOUR,
             ),
         });
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -29,14 +29,16 @@ use std::time::{Duration, Instant};
 
 use axum::http::header::CONTENT_TYPE;
 
+use ivrauth_core::call::CallKey;
 use ivrauth_core::engine::{self, Event};
 use ivrauth_core::identity::{HashParams, LockoutPolicy};
 use ivrauth_core::ivr::Input;
 use ivrauth_core::ports::{CallStore as _, FlowStore as _};
 use ivrauth_core::secret::Secret;
-use ivrauth_server::calls::session::{self, Platform, TurnRequest};
-use ivrauth_server::calls::{signature, twiml, NextTurn};
-use ivrauth_server::identity::IdentityService;
+use ivrauth_server::app::identity::IdentityService;
+use ivrauth_server::app::turn::{self as session, Platform, TurnRequest};
+use ivrauth_server::calls::twilio::{self as twiml, signature};
+use ivrauth_server::calls::NextTurn;
 use ivrauth_store::{BuiltinDirectory, HashPool};
 use ivrauth_testkit::TestServer;
 
@@ -455,8 +457,8 @@ async fn demo_server(probe: Arc<std::sync::OnceLock<axum::body::Bytes>>) -> Test
                 account_key: ivrauth_core::identity::AccountKey::new(
                     ivrauth_testkit::TEST_ACCOUNT_KEY.to_vec(),
                 ),
-                lookup_limiter: ivrauth_server::identity::lookup_limiter(
-                    ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+                lookup_limiter: ivrauth_server::app::identity::lookup_limiter(
+                    ivrauth_server::app::identity::DEFAULT_LOOKUPS_PER_HOUR,
                 ),
             }
         })
@@ -464,7 +466,7 @@ async fn demo_server(probe: Arc<std::sync::OnceLock<axum::body::Bytes>>) -> Test
         .start()
         .await
         .unwrap();
-    ivrauth_server::demo::install(server.state(), server.base_url())
+    ivrauth_server::http::demo::install(server.state(), server.base_url())
         .await
         .unwrap();
     server
@@ -553,7 +555,7 @@ async fn run(measure: Duration, concurrency: usize, cores: usize) {
     );
     assert_eq!(rows_after, 0.0, "ordinary turns wrote call_sessions rows");
     assert!(store
-        .load_call(&session::call_key(Platform::Twilio, call_sid))
+        .load_call(&CallKey::new(Platform::Twilio, call_sid).to_string())
         .await
         .unwrap()
         .is_none());
@@ -620,7 +622,7 @@ async fn run(measure: Duration, concurrency: usize, cores: usize) {
     }
     let per_row = store.call_storage_bytes_per_row().await.unwrap();
     let row = store
-        .load_call(&session::call_key(Platform::Twilio, &last.unwrap()))
+        .load_call(&CallKey::new(Platform::Twilio, last.unwrap()).to_string())
         .await
         .unwrap()
         .expect("the PIN turn wrote no session row");
@@ -846,7 +848,7 @@ async fn run(measure: Duration, concurrency: usize, cores: usize) {
     println!("| --- | --- | --- |");
     for (name, (wall, cpu)) in [
         (
-            "whole `session::turn` (store read, open, JSON, engine, seal)",
+            "whole `app::turn::turn` (store read, open, JSON, engine, seal)",
             t_turn,
         ),
         (
@@ -883,7 +885,7 @@ async fn run(measure: Duration, concurrency: usize, cores: usize) {
     println!("| in-process, {concurrency} at a time | per second | CPU µs each |");
     println!("| --- | --- | --- |");
     println!(
-        "| `session::turn` (the ordinary turn, no HTTP) | {turns_per_sec:.0} | {turn_cpu_inproc:.1} |"
+        "| `app::turn::turn` (the ordinary turn, no HTTP) | {turns_per_sec:.0} | {turn_cpu_inproc:.1} |"
     );
     println!("| `get_flow` alone | {flow_reads_per_sec:.0} | {flow_read_cpu:.1} |");
 }

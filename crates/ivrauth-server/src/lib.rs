@@ -1,13 +1,18 @@
-//! The HTTP face of ivrauth: the REST API (token endpoint, Flow API, simulation), health
-//! and OpenAPI document, routed with axum and served by the accept loop in [`connections`]
-//! (timeouts and a connection cap).
+//! The server: application services and their HTTP faces, in three module trees.
 //!
-//! This is the only crate that knows HTTP. It is for: routing, authentication of API
-//! clients (OAuth2 client credentials and bearer tokens), scopes, per-client rate limits,
-//! mapping every error to one JSON body shape, and request tracing. It is not for: flow
-//! rules (those live in `ivrauth-core`), storage (`ivrauth-store` implements the ports held
-//! here as `Arc<dyn Store>`), performing outbound HTTP (`ivrauth-connect`) or reading
-//! configuration files (the `ivrauth` binary builds a [`ServerConfig`]).
+//! - [`app`]: what the server does, with no HTTP in it: the engine host (simulations and
+//!   call turns perform the engine's commands through one function), identity actions,
+//!   the compiled-flow cache, audit writing, call-state sealing.
+//! - [`http`]: the REST API (token endpoint, Flow API, simulation), health, the OpenAPI
+//!   document, extractors, the one error type, and the accept loop
+//!   ([`http::connections`]: timeouts and a connection cap).
+//! - [`calls`]: the telephony front-ends, one file per platform.
+//!
+//! This crate root assembles them: [`AppState`], [`router`] and [`serve`]. This is the
+//! only crate that knows HTTP. It is not for: flow rules (those live in `ivrauth-core`),
+//! storage (`ivrauth-store` implements the ports held here as `Arc<dyn Store>`), performing
+//! outbound HTTP (`ivrauth-connect`) or reading configuration files (the `ivrauth` binary
+//! builds a [`ServerConfig`]).
 //!
 //! Time comes from the injected [`Clock`], never from the system directly, so tests move a
 //! fake clock instead of sleeping.
@@ -24,24 +29,19 @@ use ivrauth_connect::HttpExecutor;
 use ivrauth_core::ports::Store;
 use ivrauth_core::time::Clock;
 
-pub mod auth;
+pub mod app;
 pub mod calls;
-pub mod connections;
-pub mod demo;
-pub mod error;
-pub mod extract;
-pub mod flows;
-pub mod identity;
-pub mod openapi;
-pub mod ratelimit;
-pub mod refusals;
-pub mod runtime;
+pub mod http;
 
-pub use auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
-pub use connections::ServeLimits;
-pub use error::ApiError;
-pub use extract::{ApiJson, ApiPath, ApiQuery};
-pub use ratelimit::RateLimiter;
+pub use app::ratelimit::RateLimiter;
+pub use http::auth::{FlowRead, FlowSimulate, FlowWrite, RequiredScope, Scoped};
+pub use http::connections::ServeLimits;
+pub use http::error::ApiError;
+pub use http::extract::{ApiJson, ApiPath, ApiQuery};
+
+use app::identity::IdentityService;
+use app::seal::SessionKeys;
+use app::simulate::SimulateConfig;
 
 /// Settings of the HTTP server. The binary layers file, environment and flags into this.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +63,7 @@ pub struct ServerConfig {
     /// The URL clients reach this server at, when it differs from the listen address.
     pub public_base_url: Option<String>,
     /// Bounds of simulation runs.
-    pub simulate: runtime::SimulateConfig,
+    pub simulate: SimulateConfig,
     /// Connection timeouts and cap, applied by [`serve`].
     pub limits: ServeLimits,
 }
@@ -77,7 +77,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             demo: false,
             public_base_url: None,
-            simulate: runtime::SimulateConfig::default(),
+            simulate: SimulateConfig::default(),
             limits: ServeLimits::default(),
         }
     }
@@ -91,9 +91,32 @@ pub enum SimulateIdentity {
     #[default]
     Live,
     /// Only the built-in demo accounts (a directory of their own), never the live one.
-    Demo(Arc<identity::IdentityService>),
+    Demo(Arc<IdentityService>),
     /// Refused like a missing scope.
     Off,
+}
+
+/// Settings of calls (sessions, platforms).
+pub struct CallsConfig {
+    /// Seals call state; the first key seals, all open (rotation).
+    pub keys: SessionKeys,
+    /// A session idle for longer is over.
+    pub idle_secs: i64,
+    /// Turns one call may take; the next one ends the call (`turn_limit_exceeded`).
+    pub max_turns: u32,
+    /// Twilio, jambonz, VoiceXML, public URL.
+    pub platforms: calls::PlatformConfig,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            keys: SessionKeys::generate(),
+            idle_secs: app::turn::DEFAULT_IDLE_SECS,
+            max_turns: app::turn::DEFAULT_MAX_TURNS,
+            platforms: Default::default(),
+        }
+    }
 }
 
 /// Everything a handler needs; cheap to clone (all shared).
@@ -103,18 +126,18 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<ServerConfig>,
     pub rate_limiter: Arc<RateLimiter>,
-    /// Performs the `http` nodes of flows (simulation and, later, calls).
+    /// Performs the `http` nodes of flows (simulations and calls).
     pub http: Arc<HttpExecutor>,
     /// Compiled flow versions, so a run does not re-validate its document.
-    pub flow_cache: Arc<runtime::FlowCache>,
+    pub flow_cache: Arc<app::flow_cache::FlowCache>,
     /// Performs `identity.*` actions; `None` when no directory is configured.
-    pub identity: Option<Arc<identity::IdentityService>>,
+    pub identity: Option<Arc<IdentityService>>,
     /// What simulations' identity actions reach (`[simulate] identity`).
     pub simulate_identity: SimulateIdentity,
     /// Refused requests, counted and audited once per key and interval.
-    pub refusals: Arc<refusals::RefusalLog>,
+    pub refusals: Arc<app::refusals::RefusalLog>,
     /// Call sessions: the sealing keys, idle expiry, platform settings.
-    pub calls: Arc<calls::session::CallsConfig>,
+    pub calls: Arc<CallsConfig>,
 }
 
 impl AppState {
@@ -144,7 +167,7 @@ impl AppState {
     }
 
     /// The same state with these call settings.
-    pub fn with_calls(mut self, calls: calls::session::CallsConfig) -> Self {
+    pub fn with_calls(mut self, calls: CallsConfig) -> Self {
         self.calls = Arc::new(calls);
         self
     }
@@ -156,7 +179,7 @@ impl AppState {
     }
 
     /// The service a simulation's identity actions go to, if any.
-    pub fn simulation_identity(&self) -> Option<&Arc<identity::IdentityService>> {
+    pub fn simulation_identity(&self) -> Option<&Arc<IdentityService>> {
         match &self.simulate_identity {
             SimulateIdentity::Live => self.identity.as_ref(),
             SimulateIdentity::Demo(service) => Some(service),
@@ -165,7 +188,7 @@ impl AppState {
     }
 
     /// The same state with `identity.*` actions performed by `service`.
-    pub fn with_identity(mut self, service: identity::IdentityService) -> Self {
+    pub fn with_identity(mut self, service: IdentityService) -> Self {
         self.identity = Some(Arc::new(service));
         self
     }
@@ -186,23 +209,23 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
 fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let demo = if state.config.demo {
-        demo::routes()
+        http::demo::routes()
     } else {
         Router::new()
     };
     Router::new()
-        .route("/healthz", get(healthz))
-        .merge(auth::routes())
-        .merge(openapi::routes())
-        .merge(flows::routes())
-        .merge(calls::web::routes())
+        .route("/healthz", get(http::healthz))
+        .merge(http::auth::routes())
+        .merge(http::openapi::routes())
+        .merge(http::flows::routes())
+        .merge(calls::routes())
         .merge(demo)
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            extract::reject_oversized,
+            http::extract::reject_oversized,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(
@@ -252,27 +275,14 @@ pub async fn serve_router(
 }
 
 /// Serve an already built router within `limits` (timeouts and connection cap, see
-/// [`connections`]) until `shutdown` completes, then finish in-flight requests.
+/// [`http::connections`]) until `shutdown` completes, then finish in-flight requests.
 pub async fn serve_router_with_limits(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    connections::serve(listener, app, limits, shutdown).await
-}
-
-/// Health of the process.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok` while the server answers.
-    pub status: &'static str,
-}
-
-/// Liveness probe; needs no token.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The server is up", body = Health)))]
-pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+    http::connections::serve(listener, app, limits, shutdown).await
 }
 
 async fn not_found() -> ApiError {

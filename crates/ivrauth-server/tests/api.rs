@@ -389,7 +389,7 @@ async fn rate_limit_returns_429_until_the_clock_moves() {
 async fn rotated_secret_overlap() {
     let s = server().await;
     let (id, old) = s.create_client("app", &["flow:read"]).await.unwrap();
-    let new = ivrauth_server::auth::mint_token();
+    let new = ivrauth_server::http::auth::mint_token();
     let overlap: u64 = 86_400;
     let until = s.state().clock.now().plus_secs(overlap as i64);
     assert!(s
@@ -802,7 +802,7 @@ async fn random_client_ids_share_one_failure_bucket_and_cannot_flood_the_audit_l
     let mut limited = 0;
     for i in 0..200 {
         // A fresh client id each time, as a flood would use.
-        let fresh = ivrauth_server::auth::mint_token();
+        let fresh = ivrauth_server::http::auth::mint_token();
         let res = token_request(&s, &format!("cli_{}", &fresh[..16]), "guess").await;
         match res.status() {
             StatusCode::UNAUTHORIZED => {}
@@ -850,7 +850,7 @@ async fn demo_identity_endpoint_does_not_echo_rejected_values() {
     ] {
         let res = s
             .http()
-            .post(s.url(ivrauth_server::demo::DEMO_IDENTITY_PATH))
+            .post(s.url(ivrauth_server::http::demo::DEMO_IDENTITY_PATH))
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -867,7 +867,7 @@ async fn demo_identity_endpoint_does_not_echo_rejected_values() {
     // The contract still holds.
     let res = s
         .http()
-        .post(s.url(ivrauth_server::demo::DEMO_IDENTITY_PATH))
+        .post(s.url(ivrauth_server::http::demo::DEMO_IDENTITY_PATH))
         .json(&json!({"username": "testuser", "password": "correctpassword", "grant_type": "password"}))
         .send()
         .await

@@ -9,7 +9,7 @@ use ivrauth_core::identity::{HashParams, LockoutPolicy};
 use ivrauth_core::ports::{AuditStore as _, LockoutStore as _};
 use ivrauth_core::secret::Secret;
 use ivrauth_core::time::Clock as _;
-use ivrauth_server::calls::signature;
+use ivrauth_server::calls::twilio::signature;
 use ivrauth_testkit::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -31,9 +31,7 @@ pub async fn demo_server() -> TestServer {
     demo_server_with(|_| {}).await
 }
 
-async fn demo_server_with(
-    more: impl FnOnce(&mut ivrauth_server::calls::session::CallsConfig),
-) -> TestServer {
+async fn demo_server_with(more: impl FnOnce(&mut ivrauth_server::CallsConfig)) -> TestServer {
     let server = TestServer::builder()
         .identity(|store, clock| {
             ivrauth_testkit::builtin_identity(store, clock, CHEAP, LockoutPolicy::default())
@@ -49,7 +47,7 @@ async fn demo_server_with(
         .start()
         .await
         .unwrap();
-    ivrauth_server::demo::install(server.state(), server.base_url())
+    ivrauth_server::http::demo::install(server.state(), server.base_url())
         .await
         .unwrap();
     server
@@ -900,7 +898,7 @@ async fn demo_server_with_twilio_rest(app: axum::Router) -> TestServer {
     let rest = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     demo_server_with(|c| {
-        c.platforms.twilio.rest = Some(ivrauth_server::calls::web::TwilioRest {
+        c.platforms.twilio.rest = Some(ivrauth_server::calls::twilio::TwilioRest {
             base_url: rest,
             username: "AC0123456789".to_owned(),
             password: Secret::new("rest-secret".to_owned()),

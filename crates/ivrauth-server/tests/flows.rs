@@ -600,7 +600,7 @@ async fn a_flow_manage_client_reads_writes_and_simulates_however_its_token_is_as
         form.extend(asked.map(|a| ("scope", a)));
         let res = s
             .http()
-            .post(s.url(ivrauth_server::auth::TOKEN_PATH))
+            .post(s.url(ivrauth_server::http::auth::TOKEN_PATH))
             .basic_auth(&id, Some(&secret))
             .form(&form)
             .send()
@@ -651,7 +651,7 @@ async fn a_flow_manage_client_reads_writes_and_simulates_however_its_token_is_as
     // It is about flows only: the decision API's scope is not part of it.
     let res = s
         .http()
-        .post(s.url(ivrauth_server::auth::TOKEN_PATH))
+        .post(s.url(ivrauth_server::http::auth::TOKEN_PATH))
         .basic_auth(&id, Some(&secret))
         .form(&[("grant_type", "client_credentials"), ("scope", "call:turn")])
         .send()
@@ -768,20 +768,22 @@ async fn bad_path_and_query_parameters_get_json_400s_without_their_values() {
 async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     let s = TestServer::builder()
         .config(|c| c.demo = true)
-        .identity(|store, clock| ivrauth_server::identity::IdentityService {
-            sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
-            ..ivrauth_testkit::builtin_identity(
-                store,
-                clock,
-                ivrauth_core::identity::HashParams::default(),
-                Default::default(),
-            )
-            .unwrap()
-        })
+        .identity(
+            |store, clock| ivrauth_server::app::identity::IdentityService {
+                sleeper: std::sync::Arc::new(ivrauth_connect::RecordingSleeper::new()),
+                ..ivrauth_testkit::builtin_identity(
+                    store,
+                    clock,
+                    ivrauth_core::identity::HashParams::default(),
+                    Default::default(),
+                )
+                .unwrap()
+            },
+        )
         .start()
         .await
         .unwrap();
-    let info = ivrauth_server::demo::install(s.state(), s.base_url())
+    let info = ivrauth_server::http::demo::install(s.state(), s.base_url())
         .await
         .unwrap();
     assert_eq!(
@@ -847,7 +849,7 @@ async fn demo_mode_installs_flows_that_simulate_out_of_the_box() {
     assert_eq!(sim["outcome"]["endNode"], "end_failure");
 
     // A restart installs again: same flow versions, a new secret, and the old one is dead.
-    let again = ivrauth_server::demo::install(s.state(), s.base_url())
+    let again = ivrauth_server::http::demo::install(s.state(), s.base_url())
         .await
         .unwrap();
     assert_ne!(again.client_secret, info.client_secret);

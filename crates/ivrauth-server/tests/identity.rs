@@ -11,7 +11,7 @@ use ivrauth_connect::RecordingSleeper;
 use ivrauth_core::identity::{AccountNumber, HashParams, LockoutPolicy};
 use ivrauth_core::ports::{AccountRecord, AccountStore as _, AuditStore as _, LockoutStore as _};
 use ivrauth_core::Secret;
-use ivrauth_server::identity::IdentityService;
+use ivrauth_server::app::identity::IdentityService;
 use ivrauth_store::directory::hash_pin;
 use ivrauth_testkit::{TestServer, TEST_EPOCH};
 

@@ -60,7 +60,7 @@ pub fn data_dir_counter_key(data_dir: &std::path::Path, account: &str) -> Result
             .map_err(|e| err("write call-session.key", e))?;
     }
     let text = std::fs::read_to_string(&path).map_err(|e| err("read call-session.key", e))?;
-    let keys = ivrauth_server::calls::seal::SessionKeys::from_base64(&[text.trim()])
+    let keys = ivrauth_server::app::seal::SessionKeys::from_base64(&[text.trim()])
         .map_err(|e| err("call-session.key", e))?;
     let account = ivrauth_core::identity::AccountRules::default()
         .normalise(account)
@@ -84,8 +84,10 @@ pub fn builtin_identity(
     clock: &FakeClock,
     params: ivrauth_core::identity::HashParams,
     policy: ivrauth_core::identity::LockoutPolicy,
-) -> Result<ivrauth_server::identity::IdentityService> {
-    use ivrauth_server::identity::{lookup_limiter, IdentityService, DEFAULT_LOOKUPS_PER_HOUR};
+) -> Result<ivrauth_server::app::identity::IdentityService> {
+    use ivrauth_server::app::identity::{
+        lookup_limiter, IdentityService, DEFAULT_LOOKUPS_PER_HOUR,
+    };
     let directory = ivrauth_store::BuiltinDirectory::new(
         store.clone(),
         params,
@@ -173,7 +175,7 @@ pub struct TestServerBuilder {
     routes: Router<AppState>,
     start: UnixMillis,
     identity: Option<IdentityHook>,
-    calls: ivrauth_server::calls::session::CallsConfig,
+    calls: ivrauth_server::CallsConfig,
     map_state: Option<StateHook>,
 }
 
@@ -182,7 +184,8 @@ type StateHook = Box<dyn FnOnce(AppState, &Arc<SqliteStore>, &FakeClock) -> AppS
 
 /// Builds the server's identity service from its store and clock.
 type IdentityHook = Box<
-    dyn FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::identity::IdentityService + Send,
+    dyn FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::app::identity::IdentityService
+        + Send,
 >;
 
 impl TestServerBuilder {
@@ -209,7 +212,7 @@ impl TestServerBuilder {
     /// and fake clock.
     pub fn identity(
         mut self,
-        f: impl FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::identity::IdentityService
+        f: impl FnOnce(&Arc<SqliteStore>, &FakeClock) -> ivrauth_server::app::identity::IdentityService
             + Send
             + 'static,
     ) -> Self {
@@ -218,10 +221,7 @@ impl TestServerBuilder {
     }
 
     /// Change the call settings (sessions, Twilio, jambonz).
-    pub fn calls(
-        mut self,
-        f: impl FnOnce(&mut ivrauth_server::calls::session::CallsConfig),
-    ) -> Self {
+    pub fn calls(mut self, f: impl FnOnce(&mut ivrauth_server::CallsConfig)) -> Self {
         f(&mut self.calls);
         self
     }
@@ -370,7 +370,7 @@ impl TestServer {
     pub async fn create_client(&self, name: &str, scopes: &[&str]) -> Result<(String, String)> {
         let n = self.next_client.fetch_add(1, Ordering::SeqCst);
         let id = format!("cli_test{n}");
-        let secret = ivrauth_server::auth::mint_token();
+        let secret = ivrauth_server::http::auth::mint_token();
         let record = ClientRecord {
             id: id.clone(),
             name: name.to_owned(),
@@ -401,7 +401,7 @@ impl TestServer {
         }
         let res = self
             .http
-            .post(self.url(ivrauth_server::auth::TOKEN_PATH))
+            .post(self.url(ivrauth_server::http::auth::TOKEN_PATH))
             .basic_auth(client_id, Some(secret))
             .form(&form)
             .send()

@@ -99,7 +99,7 @@ fn webhook(url: &str, digits: Option<&str>) -> Webhook {
         .finish();
     Webhook {
         url: url.to_owned(),
-        signature: ivrauth_server::calls::signature::twilio_signature(
+        signature: ivrauth_server::calls::twilio::signature::twilio_signature(
             TOKEN.as_bytes(),
             url,
             &params,

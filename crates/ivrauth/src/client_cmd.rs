@@ -123,7 +123,7 @@ async fn execute(
         } => {
             let (name, scopes) = check_create(&name, &scopes)?;
             let id = mint_client_id();
-            let secret = ivrauth_server::auth::mint_token();
+            let secret = ivrauth_server::http::auth::mint_token();
             let record = ClientRecord {
                 id: id.clone(),
                 name: name.clone(),
@@ -230,7 +230,7 @@ async fn execute(
                     ends.to_rfc3339()
                 );
             }
-            let secret = ivrauth_server::auth::mint_token();
+            let secret = ivrauth_server::http::auth::mint_token();
             let overlap =
                 i64::try_from(settings.auth.secret_rotation_overlap_secs).unwrap_or(i64::MAX);
             let until = now.plus_secs(overlap);

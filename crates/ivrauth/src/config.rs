@@ -31,13 +31,15 @@ use ivrauth_connect::{
 };
 use ivrauth_core::identity::{AccountRules, HashParams, IdentityError, LockoutPolicy};
 use ivrauth_core::secret::Secret;
-use ivrauth_server::calls::access::Cidr;
-use ivrauth_server::calls::seal::{SealError, SessionKeys};
-use ivrauth_server::calls::session::{CallsConfig, DEFAULT_MAX_TURNS};
-use ivrauth_server::calls::web::{
-    JambonzConfig, PlatformConfig, TwilioConfig, TwilioRest, VoiceXmlConfig,
-};
-use ivrauth_server::runtime::SimulateConfig;
+use ivrauth_server::app::seal::{SealError, SessionKeys};
+use ivrauth_server::app::simulate::SimulateConfig;
+use ivrauth_server::app::turn::DEFAULT_MAX_TURNS;
+use ivrauth_server::calls::jambonz::JambonzConfig;
+use ivrauth_server::calls::twilio::{TwilioConfig, TwilioRest};
+use ivrauth_server::calls::vxml::access::Cidr;
+use ivrauth_server::calls::vxml::VoiceXmlConfig;
+use ivrauth_server::calls::PlatformConfig;
+use ivrauth_server::CallsConfig;
 use ivrauth_server::{ServeLimits, ServerConfig};
 use serde::{Deserialize, Deserializer};
 
@@ -595,7 +597,7 @@ impl Default for IdentitySettings {
             min_verify_ms: DEFAULT_MIN_VERIFY_MS,
             account_fold_case: rules.fold_case,
             account_strip_separators: rules.strip_separators,
-            lookups_per_caller_per_hour: ivrauth_server::identity::DEFAULT_LOOKUPS_PER_HOUR,
+            lookups_per_caller_per_hour: ivrauth_server::app::identity::DEFAULT_LOOKUPS_PER_HOUR,
             hash_m_kib: hash.m_kib,
             hash_t: hash.t,
             hash_p: hash.p,

@@ -25,9 +25,9 @@ use ivrauth_core::identity::{IdentityError, IdentityProvider};
 use ivrauth_core::ports::Store;
 use ivrauth_core::secret::Secret;
 use ivrauth_core::time::Clock;
-use ivrauth_server::calls::seal::SessionKeys;
-use ivrauth_server::calls::session;
-use ivrauth_server::identity::IdentityService;
+use ivrauth_server::app::identity::IdentityService;
+use ivrauth_server::app::seal::SessionKeys;
+use ivrauth_server::app::turn as session;
 use ivrauth_server::AppState;
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
@@ -92,7 +92,7 @@ async fn serve_with(settings: &Settings, demo: bool, sqlite: &SqliteStore) -> an
     let mut settings = settings.clone();
     let demo_voicexml = (demo && !settings.voicexml.accepts_requests()).then(|| {
         let user = DEMO_VOICEXML_USER.to_owned();
-        let password = Secret::new(ivrauth_server::auth::mint_token());
+        let password = Secret::new(ivrauth_server::http::auth::mint_token());
         settings.voicexml.basic_username = Some(user.clone());
         settings.voicexml.basic_password = Some(password.clone());
         (user, password)
@@ -232,7 +232,7 @@ pub(crate) async fn app_state(
         sleeper: Arc::new(TokioSleeper),
         account_rules: settings.identity.account_rules(),
         account_key,
-        lookup_limiter: ivrauth_server::identity::lookup_limiter(
+        lookup_limiter: ivrauth_server::app::identity::lookup_limiter(
             settings.identity.lookups_per_caller_per_hour,
         ),
     };
@@ -247,7 +247,7 @@ pub(crate) async fn app_state(
         SimulateIdentityMode::Live => SimulateIdentity::Live,
         SimulateIdentityMode::Off => SimulateIdentity::Off,
         SimulateIdentityMode::Demo => SimulateIdentity::Demo(Arc::new(service(
-            Arc::new(ivrauth_server::demo::DemoDirectory),
+            Arc::new(ivrauth_server::http::demo::DemoDirectory),
             keys.demo_account_key(),
         ))),
     };
@@ -342,7 +342,7 @@ fn announce_calls(settings: &Settings, keys: &KeySource) {
         "[jambonz] webhook_secret (or IVRAUTH_JAMBONZ_WEBHOOK_SECRET)",
     );
     let voicexml = &settings.voicexml;
-    let list = |ranges: &[ivrauth_server::calls::access::Cidr]| {
+    let list = |ranges: &[ivrauth_server::calls::vxml::access::Cidr]| {
         ranges
             .iter()
             .map(ToString::to_string)
@@ -467,7 +467,7 @@ async fn demo_setup(
     } else {
         format!("http://127.0.0.1:{port}")
     };
-    let info = ivrauth_server::demo::install(state, &local)
+    let info = ivrauth_server::http::demo::install(state, &local)
         .await
         .map_err(|e| anyhow::anyhow!("cannot install the demo: {e}"))?;
     let mut out = std::io::stdout().lock();
@@ -483,8 +483,8 @@ async fn demo_setup(
          curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
          -d '{{\"flowId\":\"demo-auth\",\"input\":{{\"username\":\"{user}\",\"password\":\"{pw}\"}}}}' {local}/api/v2/flows/simulate\n",
         flows = info.flow_ids.join(", "),
-        user = ivrauth_server::demo::DEMO_USERNAME,
-        pw = ivrauth_server::demo::DEMO_PASSWORD,
+        user = ivrauth_server::http::demo::DEMO_USERNAME,
+        pw = ivrauth_server::http::demo::DEMO_PASSWORD,
         id = info.client_id,
         secret = info.client_secret,
     )?;
@@ -525,7 +525,7 @@ async fn demo_setup(
 pub(crate) fn write_demo_accounts(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let path = data_dir.join(DEMO_ACCOUNTS_FILE);
     let mut text = zeroize::Zeroizing::new(String::from("account  pin       name\n"));
-    for (number, pin, name, _, _) in ivrauth_server::demo::DEMO_ACCOUNTS {
+    for (number, pin, name, _, _) in ivrauth_server::http::demo::DEMO_ACCOUNTS {
         text.push_str(&format!("{number:<8} {pin:<9} {name}\n"));
     }
     write_private_file(&path, text.as_bytes())
@@ -648,10 +648,10 @@ async fn purge_periodically(
     }
 }
 
-/// Every [`ivrauth_server::refusals::FLUSH_INTERVAL`]: audit the refusals counted since the
+/// Every [`ivrauth_server::app::refusals::FLUSH_INTERVAL`]: audit the refusals counted since the
 /// last flush, one record per key.
 async fn flush_refusals_periodically(state: AppState) {
-    let mut tick = tokio::time::interval(ivrauth_server::refusals::FLUSH_INTERVAL);
+    let mut tick = tokio::time::interval(ivrauth_server::app::refusals::FLUSH_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
@@ -822,8 +822,9 @@ mod tests {
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("account"));
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
-        assert_eq!(rows.len(), ivrauth_server::demo::DEMO_ACCOUNTS.len());
-        for (row, (number, pin, name, _, _)) in rows.iter().zip(ivrauth_server::demo::DEMO_ACCOUNTS)
+        assert_eq!(rows.len(), ivrauth_server::http::demo::DEMO_ACCOUNTS.len());
+        for (row, (number, pin, name, _, _)) in
+            rows.iter().zip(ivrauth_server::http::demo::DEMO_ACCOUNTS)
         {
             assert_eq!(row[0], *number);
             assert_eq!(row[1], *pin);

@@ -19,7 +19,7 @@ const BALANCE: &str = "This is a demo: your balance is one hundred dollars.";
 /// The demo directory gives Ada Lovelace the greeting "Ada" (the first word of the name).
 const WELCOME_ADA: &str = "Welcome, Ada.";
 
-/// The demo PINs (`ivrauth_server::demo::DEMO_ACCOUNTS`).
+/// The demo PINs (`ivrauth_server::http::demo::DEMO_ACCOUNTS`).
 const DEMO_PINS: [&str; 3] = ["2468", "1357", "864209"];
 
 /// The binary with a clean environment: no `IVRAUTH_*` variables, run in `cwd`, quiet logs.

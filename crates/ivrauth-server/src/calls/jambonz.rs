@@ -1,3 +1,11 @@
+//! jambonz: the jambonz front-end, in one file: settings ([`JambonzConfig`]), the
+//! webhooks (`POST /voice/jambonz/{flowId}` answers each turn with jambonz verbs, `POST
+//! /voice/jambonz/{flowId}/status` closes the call's session when jambonz reports the call
+//! over), request authentication (`Jambonz-Signature`, HMAC-SHA256 over `t.body`,
+//! [`signature`]) and the renderer ([`render`]).
+//!
+//! # Rendering
+//!
 //! jambonz renderer: a platform-neutral [`TurnAnswer`] becomes the array of verbs a jambonz
 //! webhook answers with, in the shapes of `@jambonz/verb-specifications`.
 //!
@@ -22,10 +30,144 @@
 //!   A transfer naming both goes to the queue.
 //! * A hang-up or an end → `{"verb":"hangup"}`.
 
-use ivrauth_core::ivr::{CallEnd, Prompt, PromptKind, Verb};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{NextTurn, TransferAttributes, TurnAnswer};
+use ivrauth_core::call::CallKey;
+use ivrauth_core::ivr::{CallEnd, Input, Prompt, PromptKind, Verb};
+use ivrauth_core::secret::Secret;
+
+use super::{
+    apology_answer, base_url, call_over, enc, finish_key, is_sip_uri, next_urls, too_long,
+    transfer_headers, turn_failed, NextTurn, Platform, TransferAttributes, TurnAnswer, TurnQuery,
+};
+use crate::app::turn::{self, TurnRequest};
+use crate::http::error::{ApiError, PlatformBody};
+use crate::AppState;
+
+/// Settings of the jambonz front-end (`[jambonz]`).
+#[derive(Default)]
+pub struct JambonzConfig {
+    /// Webhook secrets: the current one, and the previous one during a rotation.
+    pub secrets: Vec<Secret<String>>,
+    pub skip_signature_check: bool,
+}
+
+fn authentic(state: &AppState, headers: &HeaderMap, body: &[u8]) -> bool {
+    let cfg = &state.calls.platforms.jambonz;
+    if cfg.skip_signature_check {
+        return true;
+    }
+    let Some(sig) = headers
+        .get("jambonz-signature")
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let secrets: Vec<&[u8]> = cfg.secrets.iter().map(|t| t.expose().as_bytes()).collect();
+    let now = state.clock.now().0 / 1000;
+    match signature::jambonz_verify(
+        &secrets,
+        sig,
+        body,
+        now,
+        signature::JAMBONZ_DEFAULT_TOLERANCE_SECS,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "jambonz request refused");
+            false
+        }
+    }
+}
+
+/// A signed JSON payload, or the bare status the platform gets instead.
+fn payload(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if !authentic(state, headers, body) {
+        return Err(ApiError::platform_status(StatusCode::FORBIDDEN));
+    }
+    serde_json::from_slice::<Value>(body)
+        .map_err(|_| ApiError::platform_status(StatusCode::BAD_REQUEST))
+}
+
+/// One turn: jambonz verbs for the call.
+pub(super) async fn webhook(
+    State(state): State<AppState>,
+    Path(flow_id): Path<String>,
+    Query(q): Query<TurnQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let payload = payload(&state, &headers, &body)?;
+    let text = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let call_sid = text("call_sid");
+    let digits = text("digits");
+    if call_sid.is_empty()
+        || too_long(&[
+            ("call_sid", &call_sid),
+            ("from", &text("from")),
+            ("to", &text("to")),
+            ("digits", &digits),
+        ])
+        .is_some()
+    {
+        return Err(ApiError::platform_status(StatusCode::BAD_REQUEST));
+    }
+    let input = if digits.is_empty() {
+        Input::NoInput
+    } else {
+        Input::Digits(Secret::new(digits))
+    };
+    let req = TurnRequest {
+        platform: Platform::Jambonz,
+        flow_id: flow_id.clone(),
+        call_id: call_sid,
+        ani: text("from"),
+        dnis: text("to"),
+        turn: q.t,
+        token: q.s,
+        input: q.t.map(|_| input),
+        call_secret: None,
+    };
+    let r = turn::turn(&state, req).await.map_err(|e| {
+        let apology = render(&apology_answer(), &NextTurn::default());
+        turn_failed(&state, Platform::Jambonz, &e, PlatformBody::Json(apology))
+    })?;
+    let base = base_url(&state, &headers);
+    let path = format!("/voice/jambonz/{}", enc(&flow_id));
+    Ok(Json(render(&r.answer, &next_urls(&base, &path, &r, false))).into_response())
+}
+
+/// jambonz's call status hook: a call that is over closes its session.
+pub(super) async fn status(
+    State(state): State<AppState>,
+    Path(_flow_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let payload = payload(&state, &headers, &body)?;
+    let Some(call_sid) = payload.get("call_sid").and_then(Value::as_str) else {
+        return Err(ApiError::platform_status(StatusCode::BAD_REQUEST));
+    };
+    let over = matches!(
+        payload.get("call_status").and_then(Value::as_str),
+        Some("completed" | "failed" | "busy" | "no-answer")
+    );
+    if !over {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    call_over(&state, &CallKey::new(Platform::Jambonz, call_sid)).await
+}
 
 /// Renders one turn as the jambonz verb array to answer the webhook with.
 pub fn render(answer: &TurnAnswer, next: &NextTurn) -> Value {
@@ -221,45 +363,296 @@ fn end_json(out: &mut Vec<Value>, end: &CallEnd, attributes: &TransferAttributes
     }
 }
 
-/// The finish key to give the platform. A menu ends on its one key anyway; a finish key that
-/// is also one of its choices would swallow that choice, so it is dropped (empty: none).
-pub(crate) fn finish_key(prompt: &Prompt) -> &str {
-    if prompt.kind == PromptKind::Menu && prompt.choices.contains(&prompt.finish_on_key) {
-        ""
-    } else {
-        &prompt.finish_on_key
-    }
-}
+pub mod signature {
+    //! Authenticating jambonz's requests: `Jambonz-Signature`. Pure functions: the clock is an argument, nothing is logged here.
+    //!
+    //! Every comparison of a computed MAC with a received one is constant-time (`subtle`), and
+    //! every configured secret is tried without stopping at the first match, so the time taken
+    //! does not say which secret matched or how much of a signature was right. Empty secrets are
+    //! skipped: a blank token in the configuration must never let anyone sign.
+    //!
+    //! # jambonz
+    //!
+    //! As jambonz's feature server sends it (`lib/utils/base-requestor.js`) and its Node SDK
+    //! checks it (`WebhookResponse.verifyJambonzSignature`): a header
+    //! `Jambonz-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` where
+    //! `<body>` is the JSON body exactly as sent. Several `v1=` entries are accepted (any may
+    //! match); unknown schemes are ignored. Only POST hooks can be checked: for a GET hook
+    //! jambonz signs a JSON payload it does not send.
 
-/// Whether a transfer target is a SIP URI (`sip:` or `sips:`, any case) rather than a number.
-pub(crate) fn is_sip_uri(target: &str) -> bool {
-    let lower = target.trim_start().to_ascii_lowercase();
-    lower.starts_with("sip:") || lower.starts_with("sips:")
-}
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    use subtle::{Choice, ConstantTimeEq};
 
-/// The verification as SIP headers for a dialled transfer: `X-Ivrauth-Verified` always,
-/// `X-Ivrauth-Factors` (comma-separated) when any succeeded, then `X-Ivrauth-Failure-Reason`,
-/// `X-Ivrauth-Account` and `X-Ivrauth-Reason` when set. Control characters are dropped so a
-/// value cannot split a header. The call id stays out: only what the agent needs travels.
-pub(crate) fn transfer_headers(attributes: &TransferAttributes) -> Vec<(&'static str, String)> {
-    fn clean(s: &str) -> String {
-        s.chars().filter(|c| !c.is_control()).collect()
+    use crate::calls::{SignatureError, MAX_SIGNATURE_HEADER_LEN as MAX_HEADER_LEN};
+
+    /// Name of jambonz's signature header.
+    pub const JAMBONZ_SIGNATURE_HEADER: &str = "Jambonz-Signature";
+    /// How far (either way) a jambonz timestamp may be from our clock, as jambonz's SDK allows.
+    pub const JAMBONZ_DEFAULT_TOLERANCE_SECS: i64 = 300;
+    /// Most `v1=` entries looked at in one jambonz header.
+    const MAX_JAMBONZ_SIGNATURES: usize = 16;
+
+    type HmacSha256 = Hmac<Sha256>;
+
+    /// The `Jambonz-Signature` header value jambonz would send with `body` at time `t` (unix
+    /// seconds): `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+    pub fn jambonz_sign(secret: &[u8], body: &[u8], t: i64) -> String {
+        format!("t={t},v1={}", hex::encode(jambonz_mac(secret, t, body)))
     }
-    let mut headers = vec![("X-Ivrauth-Verified", attributes.verified.to_string())];
-    if !attributes.factors.is_empty() {
-        headers.push(("X-Ivrauth-Factors", clean(&attributes.factors.join(","))));
+
+    /// Checks a `Jambonz-Signature` header against the raw request body under any of `secrets`
+    /// (current and previous webhook secret), then that its timestamp is within
+    /// `tolerance_secs` of `now_unix_secs` either way ([`JAMBONZ_DEFAULT_TOLERANCE_SECS`] is
+    /// jambonz's own default). The signature is checked first, so `Stale` means an authentic but
+    /// old (or early) request: a replay or a skewed clock.
+    pub fn jambonz_verify(
+        secrets: &[&[u8]],
+        header: &str,
+        body: &[u8],
+        now_unix_secs: i64,
+        tolerance_secs: i64,
+    ) -> Result<(), SignatureError> {
+        let parsed = parse_jambonz_header(header)?;
+        let mut matched = Choice::from(0);
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            let expected = jambonz_mac(secret, parsed.t, body);
+            for candidate in &parsed.signatures {
+                matched |= expected.ct_eq(candidate);
+            }
+        }
+        if !bool::from(matched) {
+            return Err(SignatureError::Mismatch);
+        }
+        let age = i128::from(now_unix_secs) - i128::from(parsed.t);
+        if age.abs() > i128::from(tolerance_secs.max(0)) {
+            return Err(SignatureError::Stale);
+        }
+        Ok(())
     }
-    let optional = [
-        ("X-Ivrauth-Failure-Reason", &attributes.failure_reason),
-        ("X-Ivrauth-Account", &attributes.account),
-        ("X-Ivrauth-Reason", &attributes.reason),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            headers.push((name, clean(value)));
+
+    fn jambonz_mac(secret: &[u8], t: i64, body: &[u8]) -> [u8; 32] {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = match HmacSha256::new_from_slice(secret) {
+            Ok(mac) => mac,
+            Err(_) => return [0; 32],
+        };
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.finalize().into_bytes().into()
+    }
+
+    struct JambonzHeader {
+        t: i64,
+        signatures: Vec<[u8; 32]>,
+    }
+
+    fn parse_jambonz_header(header: &str) -> Result<JambonzHeader, SignatureError> {
+        let header = header.trim();
+        if header.is_empty() {
+            return Err(SignatureError::Missing);
+        }
+        if header.len() > MAX_HEADER_LEN {
+            return Err(SignatureError::Malformed);
+        }
+        let mut t = None;
+        let mut signatures = Vec::new();
+        for item in header.split(',') {
+            let (key, value) = item
+                .trim()
+                .split_once('=')
+                .ok_or(SignatureError::Malformed)?;
+            match key.trim() {
+                "t" => {
+                    let value = value.trim();
+                    if t.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return Err(SignatureError::Malformed);
+                    }
+                    t = Some(
+                        value
+                            .parse::<i64>()
+                            .map_err(|_| SignatureError::Malformed)?,
+                    );
+                }
+                "v1" => {
+                    if signatures.len() == MAX_JAMBONZ_SIGNATURES {
+                        return Err(SignatureError::Malformed);
+                    }
+                    let mut sig = [0u8; 32];
+                    hex::decode_to_slice(value.trim(), &mut sig)
+                        .map_err(|_| SignatureError::Malformed)?;
+                    signatures.push(sig);
+                }
+                // Other schemes (a future v2, say) are not ours to judge.
+                _ => {}
+            }
+        }
+        match t {
+            Some(t) if !signatures.is_empty() => Ok(JambonzHeader { t, signatures }),
+            _ => Err(SignatureError::Malformed),
         }
     }
-    headers
+
+    #[cfg(test)]
+    mod tests {
+        #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+        use super::*;
+
+        const SECRET: &[u8] = b"wh_secret_abc123";
+        const BODY: &[u8] = br#"{"call_sid":"b6b6","direction":"inbound","from":"15083084809"}"#;
+        const T: i64 = 1_700_000_000;
+
+        #[test]
+        fn jambonz_signature_format() {
+            let header = jambonz_sign(SECRET, BODY, T);
+            let (t, v1) = header.split_once(',').unwrap();
+            assert_eq!(t, "t=1700000000");
+            let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
+            mac.update(b"1700000000.");
+            mac.update(BODY);
+            assert_eq!(
+                v1,
+                format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+            );
+        }
+
+        #[test]
+        fn jambonz_round_trip_and_tolerance_edges() {
+            let header = jambonz_sign(SECRET, BODY, T);
+            let tol = JAMBONZ_DEFAULT_TOLERANCE_SECS;
+            let at = |now: i64| jambonz_verify(&[SECRET], &header, BODY, now, tol);
+            assert_eq!(at(T), Ok(()));
+            assert_eq!(at(T + tol), Ok(()));
+            assert_eq!(at(T - tol), Ok(()));
+            assert_eq!(at(T + tol + 1), Err(SignatureError::Stale));
+            assert_eq!(at(T - tol - 1), Err(SignatureError::Stale));
+            assert_eq!(at(i64::MAX), Err(SignatureError::Stale));
+            assert_eq!(at(i64::MIN), Err(SignatureError::Stale));
+            // A zero (or negative) tolerance means the very second only.
+            assert_eq!(jambonz_verify(&[SECRET], &header, BODY, T, 0), Ok(()));
+            assert_eq!(
+                jambonz_verify(&[SECRET], &header, BODY, T + 1, -5),
+                Err(SignatureError::Stale)
+            );
+        }
+
+        #[test]
+        fn jambonz_tampering_is_refused() {
+            let header = jambonz_sign(SECRET, BODY, T);
+            let verify = |h: &str, body: &[u8]| {
+                jambonz_verify(&[SECRET], h, body, T, JAMBONZ_DEFAULT_TOLERANCE_SECS)
+            };
+            // Body: every single-byte change.
+            for i in 0..BODY.len() {
+                let mut body = BODY.to_vec();
+                body[i] ^= 0x01;
+                assert_eq!(
+                    verify(&header, &body),
+                    Err(SignatureError::Mismatch),
+                    "byte {i}"
+                );
+            }
+            assert_eq!(verify(&header, b""), Err(SignatureError::Mismatch));
+            // Timestamp moved (still within tolerance): the MAC covers it.
+            let moved = header.replacen("t=1700000000", "t=1700000001", 1);
+            assert_eq!(verify(&moved, BODY), Err(SignatureError::Mismatch));
+            // Signature: every hex digit changed.
+            let sig_start = header.find("v1=").unwrap() + 3;
+            for i in sig_start..header.len() {
+                let mut h = header.clone().into_bytes();
+                h[i] = if h[i] == b'0' { b'1' } else { b'0' };
+                let h = String::from_utf8(h).unwrap();
+                assert_eq!(verify(&h, BODY), Err(SignatureError::Mismatch), "char {i}");
+            }
+            // Wrong secret.
+            assert_eq!(
+                jambonz_verify(&[b"other"], &header, BODY, T, 300),
+                Err(SignatureError::Mismatch)
+            );
+            assert_eq!(
+                jambonz_verify(&[], &header, BODY, T, 300),
+                Err(SignatureError::Mismatch)
+            );
+            let empty = jambonz_sign(b"", BODY, T);
+            assert_eq!(
+                jambonz_verify(&[b""], &empty, BODY, T, 300),
+                Err(SignatureError::Mismatch)
+            );
+        }
+
+        #[test]
+        fn jambonz_rotation_and_several_signatures() {
+            let old = jambonz_sign(b"old-secret", BODY, T);
+            assert_eq!(
+                jambonz_verify(&[SECRET, b"old-secret"], &old, BODY, T, 300),
+                Ok(())
+            );
+            assert_eq!(
+                jambonz_verify(&[SECRET], &old, BODY, T, 300),
+                Err(SignatureError::Mismatch)
+            );
+            // A header carrying one v1 per secret (as a sender mid-rotation may): any may match.
+            let new = jambonz_sign(SECRET, BODY, T);
+            let new_v1 = new.split_once(',').map(|(_, v)| v).unwrap_or_default();
+            let both = format!("{old},{new_v1}");
+            assert_eq!(jambonz_verify(&[SECRET], &both, BODY, T, 300), Ok(()));
+            assert_eq!(
+                jambonz_verify(&[b"old-secret"], &both, BODY, T, 300),
+                Ok(())
+            );
+            // Unknown schemes and spaces are tolerated; order does not matter.
+            let sig = new_v1.trim_start_matches("v1=");
+            let reordered = format!("v0=abc, {new_v1} , t={T}");
+            assert_eq!(jambonz_verify(&[SECRET], &reordered, BODY, T, 300), Ok(()));
+            let upper = format!("t={T},v1={}", sig.to_ascii_uppercase());
+            assert_eq!(jambonz_verify(&[SECRET], &upper, BODY, T, 300), Ok(()));
+        }
+
+        #[test]
+        fn jambonz_missing_and_malformed_headers() {
+            let good = jambonz_sign(SECRET, BODY, T);
+            let sig = good.split_once(",v1=").map(|(_, s)| s).unwrap_or_default();
+            let verify = |h: &str| jambonz_verify(&[SECRET], h, BODY, T, 300);
+            assert_eq!(verify(""), Err(SignatureError::Missing));
+            assert_eq!(verify("  "), Err(SignatureError::Missing));
+            for bad in [
+                "garbage".to_owned(),
+                format!("v1={sig}"),
+                format!("t={T}"),
+                format!("t={T},v1="),
+                format!("t={T},v1=zz{}", &sig[2..]),
+                format!("t={T},v1={}", &sig[1..]),
+                format!("t=-{T},v1={sig}"),
+                format!("t=+{T},v1={sig}"),
+                format!("t=,v1={sig}"),
+                format!("t=1e9,v1={sig}"),
+                format!("t=99999999999999999999,v1={sig}"),
+                format!("t={T},t={T},v1={sig}"),
+                format!("t={T},v1={sig},"),
+                format!("t={T},v1={sig},junk"),
+                format!("t={T}{}", format!(",v1={sig}").repeat(17)),
+                format!("t={T},v1={sig},x={}", "a".repeat(5000)),
+            ] {
+                assert_eq!(verify(&bad), Err(SignatureError::Malformed), "{bad}");
+            }
+            let sixteen = format!("t={T}{}", format!(",v1={sig}").repeat(16));
+            assert_eq!(verify(&sixteen), Ok(()));
+        }
+
+        #[test]
+        fn errors_say_why_without_detail() {
+            assert_eq!(
+                SignatureError::Stale.to_string(),
+                "signature timestamp outside the allowed window"
+            );
+            assert_eq!(
+                SignatureError::Mismatch.to_string(),
+                "signature does not match"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

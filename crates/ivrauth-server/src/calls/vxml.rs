@@ -1,3 +1,15 @@
+//! VoiceXML: the VoiceXML 2.1 front-end, in one file: settings ([`VoiceXmlConfig`]), the
+//! webhook (`GET|POST /voice/vxml/{flowId}`: one document per turn, and the hang-up
+//! catch's submit), request admission (HTTP Basic on the start URL and source addresses,
+//! [`access`]; later URLs carry a per-call secret checked against the sealed session) and
+//! the renderer ([`render`]).
+//!
+//! VoiceXML has no call id or request signing of its own: the start request is admitted
+//! by [`refusal`] (Basic credentials, source address), then mints a call id and a
+//! per-call secret, and every submit URL carries both (plus the sealed session).
+//!
+//! # Rendering
+//!
 //! VoiceXML renderer: a platform-neutral [`TurnAnswer`] becomes one complete VoiceXML 2.1
 //! document per turn, valid against the W3C VoiceXML 2.1 schema.
 //!
@@ -22,13 +34,226 @@
 //! hostile or sloppy text cannot break the document or its validity.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
-use ivrauth_core::ivr::{CallEnd, Prompt, PromptKind, Verb};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
+use ivrauth_core::call::CallKey;
+use ivrauth_core::ivr::{CallEnd, Input, Prompt, PromptKind, Verb};
+use ivrauth_core::secret::Secret;
+
+use self::access::Cidr;
 use super::xml::{xml_chars, Xml};
-use super::{NextTurn, TransferAttributes, TurnAnswer};
+use super::{
+    base_url, enc, field, form, next_urls, note_refusal, too_long, turn_failed, xml, NextTurn,
+    Platform, TransferAttributes, TurnAnswer, TurnQuery,
+};
+use crate::app::turn::{self, TurnRequest};
+use crate::http::error::{ApiError, PlatformBody};
+use crate::AppState;
+
+/// Who may reach the VoiceXML front-end (see [`access`]). With neither Basic credentials
+/// nor an allow-list, every VoiceXML request is refused (403). With both, a start request
+/// must pass both.
+#[derive(Default)]
+pub struct VoiceXmlConfig {
+    /// The HTTP Basic user name a start request must present (with one of
+    /// `basic_passwords`).
+    pub basic_username: Option<String>,
+    /// The current password, and the previous one during a rotation.
+    pub basic_passwords: Vec<Secret<String>>,
+    /// Source addresses every VoiceXML request (start and later URLs) must come from;
+    /// empty: any.
+    pub allowed_sources: Vec<Cidr>,
+    /// Proxies whose `X-Forwarded-For` is believed; empty: the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl VoiceXmlConfig {
+    /// Whether Basic credentials are required (and can be met) on start requests.
+    fn basic(&self) -> Option<&str> {
+        self.basic_username
+            .as_deref()
+            .filter(|_| !self.basic_passwords.is_empty())
+    }
+
+    /// Whether any credential is configured, so that requests can be accepted at all.
+    pub fn accepts_requests(&self) -> bool {
+        self.basic().is_some() || !self.allowed_sources.is_empty()
+    }
+}
+
+/// The TCP peer of the connection, as `serve` records it (`ConnectInfo<SocketAddr>`).
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// A VoiceXML document saying `message`, with `status`.
+fn refused(status: StatusCode, message: &str) -> ApiError {
+    ApiError::platform(status, PlatformBody::Xml(error_document(message)))
+}
+
+pub(super) async fn webhook_get(
+    state: State<AppState>,
+    path: Path<String>,
+    q: Query<TurnQuery>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    webhook(state, path, q, peer, headers, Bytes::new()).await
+}
+
+/// The refusal of a VoiceXML request that `[voicexml]` does not admit (`None`: admitted).
+/// 403 when no credential is configured at all, or the source address is not allowed
+/// (every request); 401 with a Basic challenge when a start request lacks the configured
+/// Basic credentials (later requests carry the per-call secret instead).
+fn refusal(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    start: bool,
+) -> Option<ApiError> {
+    let cfg = &state.calls.platforms.voicexml;
+    let actor = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+    if !cfg.accepts_requests() {
+        note_refusal(state, Platform::Vxml, &actor, "not_configured");
+        return Some(refused(StatusCode::FORBIDDEN, DEFAULT_APOLOGY));
+    }
+    if !cfg.allowed_sources.is_empty() {
+        let source = access::source_address(peer.map(|p| p.ip()), headers, &cfg.trusted_proxies);
+        let allowed = source.is_some_and(|a| cfg.allowed_sources.iter().any(|c| c.contains(a)));
+        if !allowed {
+            match (peer, source) {
+                (None, _) => tracing::error!(
+                    "VoiceXML request refused: the connection's peer address is unknown, so [voicexml] allowed_sources admits nothing"
+                ),
+                (Some(peer), None) => tracing::warn!(
+                    peer = %peer.ip(),
+                    "VoiceXML request refused: a trusted proxy sent an X-Forwarded-For that does not parse"
+                ),
+                (Some(_), Some(source)) => tracing::warn!(
+                    %source,
+                    "VoiceXML request refused: the source address is not in [voicexml] allowed_sources"
+                ),
+            }
+            note_refusal(state, Platform::Vxml, &actor, "source_not_allowed");
+            return Some(refused(StatusCode::FORBIDDEN, DEFAULT_APOLOGY));
+        }
+    }
+    if start {
+        if let Some(user) = cfg.basic() {
+            let ok = access::basic_credentials(headers)
+                .is_some_and(|c| access::basic_matches(&c, user, &cfg.basic_passwords));
+            if !ok {
+                tracing::warn!(
+                    "VoiceXML start request refused: missing or wrong HTTP Basic credentials"
+                );
+                note_refusal(state, Platform::Vxml, &actor, "basic_credentials");
+                return Some(ApiError::Platform {
+                    status: StatusCode::UNAUTHORIZED,
+                    body: PlatformBody::Xml(error_document(DEFAULT_APOLOGY)),
+                    challenge: Some("Basic realm=\"ivrauth VoiceXML\", charset=\"UTF-8\""),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// One turn (or the hang-up catch's submit): a VoiceXML document.
+pub(super) async fn webhook(
+    State(state): State<AppState>,
+    Path(flow_id): Path<String>,
+    Query(q): Query<TurnQuery>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let first = q.s.is_none();
+    let peer = peer.map(|Extension(ConnectInfo(a))| a);
+    if let Some(refusal) = refusal(&state, peer, &headers, first) {
+        return Err(refusal);
+    }
+    let params = form(&body);
+    if too_long(&[
+        ("ani", field(&params, "ani").unwrap_or_default()),
+        ("dnis", field(&params, "dnis").unwrap_or_default()),
+        ("digits", field(&params, "digits").unwrap_or_default()),
+        ("c", q.c.as_deref().unwrap_or_default()),
+    ])
+    .is_some()
+    {
+        return Err(refused(StatusCode::BAD_REQUEST, DEFAULT_APOLOGY));
+    }
+    let (call_id, secret) = if first {
+        (
+            uuid::Uuid::new_v4().to_string(),
+            Some(Secret::new(crate::http::auth::mint_token())),
+        )
+    } else {
+        (
+            q.c.clone().unwrap_or_default(),
+            q.k.clone().map(Secret::new),
+        )
+    };
+    if !first && q.ev.as_deref() == Some("hangup") {
+        // The session's secret proves the hang-up comes from the call itself.
+        let check = TurnRequest {
+            platform: Platform::Vxml,
+            flow_id: flow_id.clone(),
+            call_id: call_id.clone(),
+            ani: String::new(),
+            dnis: String::new(),
+            turn: q.t,
+            token: q.s.clone(),
+            input: None,
+            call_secret: secret.clone(),
+        };
+        if turn::authentic(&state, &check).is_err() {
+            let actor = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+            note_refusal(&state, Platform::Vxml, &actor, "bad_call_secret");
+            return Err(refused(StatusCode::FORBIDDEN, "Goodbye."));
+        }
+        if let Err(e) = turn::hangup(&state, &CallKey::new(Platform::Vxml, call_id)).await {
+            tracing::error!(error = %e, "cannot close a call session");
+        }
+        return Ok(xml(StatusCode::OK, error_document("Goodbye.")));
+    }
+    let input = match (q.ev.as_deref(), field(&params, "digits")) {
+        (Some("none"), _) => Input::NoInput,
+        (Some("nomatch"), _) => Input::NoMatch,
+        (_, Some(d)) if !d.is_empty() => Input::Digits(Secret::new(d.to_owned())),
+        _ => Input::NoInput,
+    };
+    let req = TurnRequest {
+        platform: Platform::Vxml,
+        flow_id: flow_id.clone(),
+        call_id,
+        ani: field(&params, "ani")
+            .or_else(|| field(&params, "session.connection.remote.uri"))
+            .unwrap_or_default()
+            .to_owned(),
+        dnis: field(&params, "dnis").unwrap_or_default().to_owned(),
+        turn: q.t,
+        token: q.s,
+        input: (!first).then_some(input),
+        call_secret: secret,
+    };
+    let r = turn::turn(&state, req).await.map_err(|e| {
+        let apology = PlatformBody::Xml(error_document(super::APOLOGY));
+        turn_failed(&state, Platform::Vxml, &e, apology)
+    })?;
+    let base = base_url(&state, &headers);
+    let path = format!("/voice/vxml/{}", enc(&flow_id));
+    Ok(xml(
+        StatusCode::OK,
+        render(&r.answer, &next_urls(&base, &path, &r, true)),
+    ))
+}
 
 /// What [`error_document`] says when it is given nothing to say.
 pub const DEFAULT_APOLOGY: &str = "Sorry, we cannot continue this call. Goodbye.";
@@ -446,6 +671,356 @@ fn clean_uri(s: &str) -> String {
         }
     }
     out
+}
+
+pub mod access {
+    //! Who may reach the VoiceXML front-end: HTTP Basic credentials on the start URL and an
+    //! allow-list of source addresses (CIDR ranges), the two credentials VoiceXML platforms
+    //! such as Cisco CVP and Avaya Experience Portal can present. Not for the per-call secret
+    //! of later URLs (that is checked against the sealed continuation in `crate::app::turn`).
+    //!
+    //! The source address is the TCP peer (the `ConnectInfo<SocketAddr>` extension `serve`
+    //! inserts). `X-Forwarded-For` is ignored unless the peer is one of the configured trusted
+    //! proxies; then the address is the right-most one in that header that is not itself a
+    //! trusted proxy (the left part of the header is whatever the client wrote, so it is never
+    //! read past the first untrusted hop). Without a known peer address an allow-list admits
+    //! nobody. A credential is compared through its SHA-256 digest in constant time, and no
+    //! refusal says more than that the request was refused.
+
+    use std::fmt;
+    use std::net::IpAddr;
+    use std::str::FromStr;
+
+    use axum::http::{header, HeaderMap};
+    use base64::Engine as _;
+    use sha2::{Digest as _, Sha256};
+    use subtle::ConstantTimeEq as _;
+
+    use ivrauth_core::secret::Secret;
+
+    /// An address range such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is a range of
+    /// one address.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Cidr {
+        network: IpAddr,
+        prefix: u8,
+    }
+
+    /// Why a text is not a [`Cidr`].
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum CidrError {
+        #[error(
+            "`{0}` is not an IP address or CIDR range (such as `10.0.0.0/8` or `2001:db8::/32`)"
+        )]
+        Syntax(String),
+        #[error("`{given}` has a prefix length over {max}")]
+        Prefix { given: String, max: u8 },
+        #[error("`{given}` has bits set past its prefix length; did you mean `{suggestion}`?")]
+        HostBits { given: String, suggestion: String },
+    }
+
+    impl Cidr {
+        /// The range's prefix length (0 matches every address of its family).
+        pub fn prefix(&self) -> u8 {
+            self.prefix
+        }
+
+        /// Whether `addr` is in the range. An IPv4 address written as IPv6 (`::ffff:a.b.c.d`,
+        /// as dual-stack sockets report IPv4 peers) is matched as the IPv4 address.
+        pub fn contains(&self, addr: IpAddr) -> bool {
+            match (self.network, addr.to_canonical()) {
+                (IpAddr::V4(net), IpAddr::V4(a)) => {
+                    mask_bits(u128::from(u32::from(a)), 32, self.prefix)
+                        == u128::from(u32::from(net))
+                }
+                (IpAddr::V6(net), IpAddr::V6(a)) => {
+                    mask_bits(u128::from(a), 128, self.prefix) == u128::from(net)
+                }
+                _ => false,
+            }
+        }
+    }
+
+    /// `value` (an address of `width` bits) with the bits past `prefix` cleared.
+    fn mask_bits(value: u128, width: u8, prefix: u8) -> u128 {
+        let host_bits = u32::from(width.saturating_sub(prefix));
+        if host_bits >= 128 {
+            0
+        } else {
+            (value >> host_bits) << host_bits
+        }
+    }
+
+    impl FromStr for Cidr {
+        type Err = CidrError;
+
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            let text = s.trim();
+            let syntax = || CidrError::Syntax(text.to_owned());
+            let (addr, prefix) = match text.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (text, None),
+            };
+            let addr: IpAddr = addr.parse().map_err(|_| syntax())?;
+            let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| CidrError::Prefix {
+                        given: text.to_owned(),
+                        max,
+                    })?,
+                Some(_) => return Err(syntax()),
+            };
+            let (bits, masked) = match addr {
+                IpAddr::V4(a) => {
+                    let v = u128::from(u32::from(a));
+                    (v, mask_bits(v, 32, prefix))
+                }
+                IpAddr::V6(a) => {
+                    let v = u128::from(a);
+                    (v, mask_bits(v, 128, prefix))
+                }
+            };
+            if bits != masked {
+                let network = match addr {
+                    IpAddr::V4(_) => {
+                        IpAddr::from(std::net::Ipv4Addr::from(u32::try_from(masked).unwrap_or(0)))
+                    }
+                    IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::from(masked)),
+                };
+                return Err(CidrError::HostBits {
+                    given: text.to_owned(),
+                    suggestion: format!("{network}/{prefix}"),
+                });
+            }
+            Ok(Cidr {
+                network: addr,
+                prefix,
+            })
+        }
+    }
+
+    impl fmt::Display for Cidr {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}/{}", self.network, self.prefix)
+        }
+    }
+
+    /// The address a request came from: the TCP peer, or, when the peer is a trusted proxy,
+    /// the right-most `X-Forwarded-For` address that is not a trusted proxy itself. `None` when
+    /// the peer is unknown, or a trusted proxy sent a forwarded address that does not parse
+    /// (then nothing can be vouched for).
+    pub fn source_address(
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        trusted_proxies: &[Cidr],
+    ) -> Option<IpAddr> {
+        let peer = peer?.to_canonical();
+        let trusted = |a: IpAddr| trusted_proxies.iter().any(|c| c.contains(a));
+        if !trusted(peer) {
+            return Some(peer);
+        }
+        // Several headers form one list, in order.
+        let mut hops: Vec<&str> = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let text = value.to_str().ok()?;
+            hops.extend(text.split(',').map(str::trim));
+        }
+        let mut source = peer;
+        for hop in hops.iter().rev() {
+            let addr = forwarded_addr(hop)?;
+            source = addr;
+            if !trusted(addr) {
+                break;
+            }
+        }
+        Some(source)
+    }
+
+    /// One `X-Forwarded-For` entry: an address, possibly with a port (`[v6]:port`,
+    /// `v4:port`).
+    fn forwarded_addr(hop: &str) -> Option<IpAddr> {
+        if let Ok(a) = hop.parse::<IpAddr>() {
+            return Some(a.to_canonical());
+        }
+        hop.parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|s| s.ip().to_canonical())
+    }
+
+    /// What a request's `Authorization: Basic` header says, if it has one that decodes
+    /// (RFC 7617: base64 of `user:password`, split at the first colon).
+    pub struct BasicCredentials {
+        pub username: String,
+        pub password: Secret<String>,
+    }
+
+    /// The request's Basic credentials; `None` when there are none or they do not decode.
+    pub fn basic_credentials(headers: &HeaderMap) -> Option<BasicCredentials> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, rest) = value.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = Secret::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()?,
+        );
+        let text = std::str::from_utf8(decoded.expose()).ok()?;
+        let (username, password) = text.split_once(':')?;
+        Some(BasicCredentials {
+            username: username.to_owned(),
+            password: Secret::new(password.to_owned()),
+        })
+    }
+
+    /// Whether `given` names `username` with one of `passwords`; every comparison runs in
+    /// constant time over SHA-256 digests, so neither the length nor the content of a
+    /// configured value shows in the timing.
+    pub fn basic_matches(
+        given: &BasicCredentials,
+        username: &str,
+        passwords: &[Secret<String>],
+    ) -> bool {
+        let user_ok = digest_eq(&given.username, username);
+        let mut password_ok = subtle::Choice::from(0u8);
+        for p in passwords {
+            password_ok |= digest(given.password.expose()).ct_eq(&digest(p.expose()));
+        }
+        bool::from(user_ok & password_ok)
+    }
+
+    fn digest(s: &str) -> [u8; 32] {
+        Sha256::digest(s.as_bytes()).into()
+    }
+
+    fn digest_eq(a: &str, b: &str) -> subtle::Choice {
+        digest(a).ct_eq(&digest(b))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+        use super::*;
+        use axum::http::HeaderValue;
+
+        fn cidr(s: &str) -> Cidr {
+            s.parse().unwrap()
+        }
+
+        fn ip(s: &str) -> IpAddr {
+            s.parse().unwrap()
+        }
+
+        #[test]
+        fn ranges_contain_exactly_their_addresses() {
+            let r = cidr("10.0.0.0/8");
+            assert!(r.contains(ip("10.255.1.2")));
+            assert!(!r.contains(ip("11.0.0.1")));
+            // An IPv4 peer on a dual-stack socket.
+            assert!(r.contains(ip("::ffff:10.1.2.3")));
+            assert!(!r.contains(ip("2001:db8::1")));
+            let one = cidr("192.0.2.7");
+            assert_eq!(one.to_string(), "192.0.2.7/32");
+            assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.8")));
+            let v6 = cidr("2001:db8::/32");
+            assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+            let any = cidr("0.0.0.0/0");
+            assert!(any.contains(ip("203.0.113.9")) && any.prefix() == 0);
+            assert!(cidr("::/0").contains(ip("2001:db8::1")));
+        }
+
+        #[test]
+        fn bad_ranges_are_named_with_a_fix() {
+            assert_eq!(
+                "10.0.0.1/8".parse::<Cidr>().unwrap_err().to_string(),
+                "`10.0.0.1/8` has bits set past its prefix length; did you mean `10.0.0.0/8`?"
+            );
+            assert!(matches!(
+                "10.0.0.0/33".parse::<Cidr>(),
+                Err(CidrError::Prefix { max: 32, .. })
+            ));
+            for bad in [
+                "",
+                "10.0.0.0/",
+                "10.0.0/8",
+                "example.com",
+                "10.0.0.0/+8",
+                "::/a",
+            ] {
+                assert!(
+                    matches!(bad.parse::<Cidr>(), Err(CidrError::Syntax(_))),
+                    "{bad}"
+                );
+            }
+        }
+
+        #[test]
+        fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-forwarded-for",
+                HeaderValue::from_static("10.9.9.9, 192.0.2.50"),
+            );
+            h.append("x-forwarded-for", HeaderValue::from_static("172.16.0.2"));
+            let peer = Some(ip("127.0.0.1"));
+            // Not trusted: the header is ignored.
+            assert_eq!(source_address(peer, &h, &[]), peer);
+            // Trusted: the right-most hop that is not a trusted proxy.
+            let proxies = [cidr("127.0.0.1"), cidr("172.16.0.0/12")];
+            assert_eq!(source_address(peer, &h, &proxies), Some(ip("192.0.2.50")));
+            // A peer that is not a proxy is the source, whatever it forwards.
+            assert_eq!(
+                source_address(Some(ip("192.0.2.1")), &h, &proxies),
+                Some(ip("192.0.2.1"))
+            );
+            // A garbled hop vouches for nothing.
+            h.append("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+            assert_eq!(source_address(peer, &h, &proxies), None);
+            // No peer, no source.
+            assert_eq!(source_address(None, &HeaderMap::new(), &[]), None);
+            // Ports are allowed in hops.
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-forwarded-for",
+                HeaderValue::from_static("[2001:db8::5]:443"),
+            );
+            assert_eq!(source_address(peer, &h, &proxies), Some(ip("2001:db8::5")));
+        }
+
+        #[test]
+        fn basic_credentials_match_only_the_configured_pair() {
+            let header = |user: &str, pw: &str| {
+                let mut h = HeaderMap::new();
+                let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+                h.insert(
+                    header::AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
+                );
+                basic_credentials(&h).unwrap()
+            };
+            let passwords = [
+                Secret::new("new:pw".to_owned()),
+                Secret::new("old".to_owned()),
+            ];
+            // The password may contain a colon; the user name may not.
+            assert!(basic_matches(&header("cvp", "new:pw"), "cvp", &passwords));
+            assert!(basic_matches(&header("cvp", "old"), "cvp", &passwords));
+            assert!(!basic_matches(&header("cvp", "new"), "cvp", &passwords));
+            assert!(!basic_matches(&header("avaya", "old"), "cvp", &passwords));
+            assert!(!basic_matches(&header("cvp", "old"), "cvp", &[]));
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+            assert!(basic_credentials(&h).is_none());
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!"));
+            assert!(basic_credentials(&h).is_none());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -56,7 +56,9 @@ struct Client {
 }
 
 impl Client {
-    async fn start(limits: impl FnOnce(&mut ivrauth_server::runtime::SimulateConfig)) -> Client {
+    async fn start(
+        limits: impl FnOnce(&mut ivrauth_server::app::simulate::SimulateConfig),
+    ) -> Client {
         let server = TestServer::start_with(|c| {
             limits(&mut c.simulate);
             // Many simulations at once are what these tests are about.

@@ -12,7 +12,7 @@ use ivrauth_core::identity::{
 };
 use ivrauth_core::ports::{AuditStore as _, LockoutStore as _};
 use ivrauth_core::Secret;
-use ivrauth_server::identity::CallContext;
+use ivrauth_server::app::identity::CallContext;
 use ivrauth_testkit::{counter_key, TestServer, TEST_EPOCH};
 
 use crate::support;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use ivrauth_core::identity::LockoutPolicy;
-use ivrauth_server::demo::DemoDirectory;
+use ivrauth_server::http::demo::DemoDirectory;
 use ivrauth_server::SimulateIdentity;
 use ivrauth_testkit::TestServer;
 
@@ -113,7 +113,7 @@ async fn simulate_identity_demo_never_reaches_the_live_directory() {
     support::add_accounts(server.store()).await;
     let token = support::token(&server, "c", SCOPES).await;
     // The demo directory's account and PIN verify ...
-    let demo_pin = ivrauth_server::demo::DEMO_PIN;
+    let demo_pin = ivrauth_server::http::demo::DEMO_PIN;
     assert_eq!(verify(&server, &token, "10001", demo_pin, "").await, "ok");
     // ... a live account's PIN does not (10002 is Grace Hopper with 1357 in the live
     // directory, 1357 in the demo one too: use the live-only account `ab12`).
@@ -137,7 +137,7 @@ async fn identity_lookup_is_rate_limited_per_caller_key() {
     let server = TestServer::builder()
         .identity(|store, clock| {
             let mut s = support::service(store, clock, LockoutPolicy::default());
-            s.lookup_limiter = ivrauth_server::identity::lookup_limiter(3);
+            s.lookup_limiter = ivrauth_server::app::identity::lookup_limiter(3);
             s
         })
         .start()
@@ -197,7 +197,7 @@ async fn the_demo_client_of_an_earlier_data_directory_gains_identity_simulate() 
         })
         .await
         .unwrap();
-    ivrauth_server::demo::install(server.state(), server.base_url())
+    ivrauth_server::http::demo::install(server.state(), server.base_url())
         .await
         .unwrap();
     let scopes = server

@@ -80,7 +80,7 @@ async fn demo_loopback_identity_endpoint_still_works_under_the_default_allow_lis
         .await
         .unwrap();
     assert!(server.base_url().starts_with("http://127.0.0.1:"));
-    let info = ivrauth_server::demo::install(server.state(), server.base_url())
+    let info = ivrauth_server::http::demo::install(server.state(), server.base_url())
         .await
         .unwrap();
     let token = server

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ivrauth_core::identity::LockoutPolicy;
 use ivrauth_core::ports::CallStore as _;
 use ivrauth_core::secret::Secret;
-use ivrauth_server::calls::web::VoiceXmlConfig;
+use ivrauth_server::calls::vxml::VoiceXmlConfig;
 use ivrauth_testkit::TestServer;
 use reqwest::StatusCode;
 
@@ -29,7 +29,7 @@ async fn server(voicexml: impl FnOnce(&mut VoiceXmlConfig)) -> TestServer {
         .start()
         .await
         .unwrap();
-    ivrauth_server::demo::install(server.state(), server.base_url())
+    ivrauth_server::http::demo::install(server.state(), server.base_url())
         .await
         .unwrap();
     server

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use ivrauth_core::call::CallKey;
 use ivrauth_core::http::redacted_url;
 use ivrauth_core::ivr::{CallEnd, Input, PromptKind, Verb};
-use ivrauth_server::calls::session::{self, CallError, Platform, TurnRequest, TurnResponse};
+use ivrauth_server::app::turn::{self as session, CallError, Platform, TurnRequest, TurnResponse};
 use ivrauth_server::calls::TurnAnswer;
 use ivrauth_server::AppState;
 use ivrauth_store::SqliteStore;
@@ -33,7 +34,7 @@ pub(super) async fn call(
     if args.demo {
         // The server's own set-up, with the configured hashing parameters; no API client is
         // created, so a server running on the same directory keeps its demo secret.
-        ivrauth_server::demo::install_phone_demo(&state, settings.identity.hash(), "cli")
+        ivrauth_server::http::demo::install_phone_demo(&state, settings.identity.hash(), "cli")
             .await
             .map_err(|e| anyhow::anyhow!("cannot install the phone demo: {e}"))?;
         let accounts = crate::serve::write_demo_accounts(&settings.server.data_dir)?;
@@ -89,15 +90,18 @@ impl Local {
     }
 
     pub(super) async fn hangup(&mut self) -> anyhow::Result<()> {
-        session::hangup(&self.state, Platform::Api, &self.call_id)
-            .await
-            .context("cannot close the call session")?;
+        session::hangup(
+            &self.state,
+            &CallKey::new(Platform::Api, self.call_id.clone()),
+        )
+        .await
+        .context("cannot close the call session")?;
         Ok(())
     }
 
     /// The audit records written for this call (its trace id is the call's key).
     pub(super) async fn write_trail(&self, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-        let key = session::call_key(Platform::Api, &self.call_id);
+        let key = CallKey::new(Platform::Api, self.call_id.clone()).to_string();
         let records = self
             .state
             .store

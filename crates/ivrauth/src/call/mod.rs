@@ -37,7 +37,7 @@ use crate::DataDirArg;
 use terminal::{parse_digits, read_keys, Ui};
 
 /// The flow `--demo` installs.
-const DEMO_FLOW: &str = ivrauth_server::demo::PHONE_DEMO_FLOW;
+const DEMO_FLOW: &str = ivrauth_server::http::demo::PHONE_DEMO_FLOW;
 
 /// What `--help` adds.
 const CALL_HELP: &str = "\

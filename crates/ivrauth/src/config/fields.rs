@@ -14,8 +14,8 @@ use std::str::FromStr as _;
 use ivrauth_connect::oauth2::Algorithm;
 use ivrauth_connect::HttpConfig;
 use ivrauth_core::secret::Secret;
-use ivrauth_server::calls::access::Cidr;
-use ivrauth_server::calls::seal::{SealError, SessionKeys};
+use ivrauth_server::app::seal::{SealError, SessionKeys};
+use ivrauth_server::calls::vxml::access::Cidr;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 /// Accepts integers, and text holding one (from the environment).

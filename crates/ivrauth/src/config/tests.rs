@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ivrauth_connect::{ProfilePointers, TokenValidation};
 use ivrauth_core::identity::{HashParams, LockoutPolicy};
-use ivrauth_server::calls::seal::SessionKeys;
-use ivrauth_server::runtime::SimulateConfig;
+use ivrauth_server::app::seal::SessionKeys;
+use ivrauth_server::app::simulate::SimulateConfig;
 use ivrauth_server::ServeLimits;
 
 use super::load::{ConfigErrors, Flags, DEFAULT_CONFIG_FILE};

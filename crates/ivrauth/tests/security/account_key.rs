@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use ivrauth_core::engine::ActionCall;
 use ivrauth_core::identity::{HashParams, LockoutPolicy};
 use ivrauth_core::Secret;
-use ivrauth_server::identity::{CallContext, IdentityService};
+use ivrauth_server::app::identity::{CallContext, IdentityService};
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
 fn ivrauth(cwd: &Path) -> Command {
@@ -55,7 +55,7 @@ async fn service(data: &Path) -> IdentityService {
     let directory =
         BuiltinDirectory::new(store.clone(), cheap, HashPool::new(1), clock.clone()).unwrap();
     let text = std::fs::read_to_string(data.join("call-session.key")).unwrap();
-    let keys = ivrauth_server::calls::seal::SessionKeys::from_base64(&[text.trim()]).unwrap();
+    let keys = ivrauth_server::app::seal::SessionKeys::from_base64(&[text.trim()]).unwrap();
     IdentityService {
         provider: Arc::new(directory),
         store,
@@ -65,7 +65,7 @@ async fn service(data: &Path) -> IdentityService {
         sleeper: Arc::new(ivrauth_connect::TokioSleeper),
         account_rules: Default::default(),
         account_key: keys.account_key(),
-        lookup_limiter: ivrauth_server::identity::lookup_limiter(60),
+        lookup_limiter: ivrauth_server::app::identity::lookup_limiter(60),
     }
 }
 

@@ -55,15 +55,15 @@ pub struct IdentityService {
     /// Keys the counters (and the audit subject of an account keyed as a secret).
     pub account_key: AccountKey,
     /// `identity.lookup` per caller key (calls) or client (simulations).
-    pub lookup_limiter: crate::ratelimit::RateLimiter,
+    pub lookup_limiter: crate::app::ratelimit::RateLimiter,
 }
 
 /// Default `identity.lookup` allowance per caller key and hour.
 pub const DEFAULT_LOOKUPS_PER_HOUR: u32 = 60;
 
 /// A limiter of `per_hour` lookups per caller key, the whole hour's worth available at once.
-pub fn lookup_limiter(per_hour: u32) -> crate::ratelimit::RateLimiter {
-    crate::ratelimit::RateLimiter::with_rate(
+pub fn lookup_limiter(per_hour: u32) -> crate::app::ratelimit::RateLimiter {
+    crate::app::ratelimit::RateLimiter::with_rate(
         f64::from(per_hour.max(1)) / 3600.0,
         f64::from(per_hour.max(1)),
     )

@@ -29,8 +29,8 @@ use ivrauth_core::ports::{ClientRecord, ClientStore, StoreError, TokenRecord};
 use ivrauth_core::time::UnixMillis;
 use ivrauth_proto::api::TokenResponse;
 
-use crate::error::ApiError;
-use crate::extract::{media_type, read_body};
+use super::error::ApiError;
+use super::extract::{media_type, read_body};
 use crate::AppState;
 
 /// Path of the token endpoint.
@@ -264,7 +264,7 @@ impl Refusal {
     post,
     path = "/auth/v3/oauth/token",
     tag = "auth",
-    request_body(content = crate::openapi::schema::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     security((), ("client_basic" = [])),
     responses(
         (status = 200, description = "Token issued (`Cache-Control: no-store`)", body = ivrauth_proto::api::TokenResponse),
@@ -660,6 +660,23 @@ fn form_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// RFC 6749 §4.4.2 access token request (form-encoded), for the OpenAPI document (the
+/// endpoint parses the form by hand).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// Must be `client_credentials`.
+    pub grant_type: String,
+    /// Space-separated subset of the client's scopes; all of them when absent. A client
+    /// holding `flow:manage` holds `flow:read`, `flow:write` and `flow:simulate`: asking
+    /// for any of them, or for `flow:manage`, gives a token with all four.
+    pub scope: Option<String>,
+    /// When not using HTTP Basic.
+    pub client_id: Option<String>,
+    /// When not using HTTP Basic.
+    pub client_secret: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! The turn-by-turn host of the engine for calls.
+//! Call turns: the turn-by-turn host of the engine for telephony platforms.
 //!
-//! A turn: open the call's sealed continuation (or start the flow on the first turn), feed
-//! the caller's keys to the engine, perform what it asks (HTTP, identity actions, log
-//! lines) until it asks for keys again or ends, then seal the new state for the next turn.
+//! A turn: admit it ([`ivrauth_core::call::admit`]), open the call's sealed continuation
+//! (or start the flow on the first turn), feed the caller's keys to the engine, perform
+//! what it asks through the engine host ([`super::host`]) until it asks for keys again or
+//! ends, then seal the new state for the next turn.
 //!
 //! Ordinary turns (prompts, menus, collects) write nothing durable: the state travels
 //! sealed (AEAD) in the callback URL the platform calls next, so no instance holds per-call
@@ -10,29 +11,36 @@
 //! counters and audit record are written by the identity service, and the session row
 //! (next turn, sealed state, the answer given, failures) is written before the answer goes
 //! out, so a replayed webhook gets the same answer without a second attempt, and a hang-up
-//! can count a secret the caller was being asked for after a failure.
+//! can count a secret the caller was being asked for after a failure. What is admitted,
+//! what is durable, what a hang-up is charged and what travels with a transfer are pure
+//! decisions of [`ivrauth_core::call`]; this module does their I/O.
 //!
 //! Bounds: the engine's step budget is per turn (each turn waits for the caller), and a call
-//! has at most [`CallsConfig::max_turns`] turns; the turn after the last ends the call as an
+//! has at most `[calls] max_turns` turns; the turn after the last ends the call as an
 //! engine error does (`turn_limit_exceeded`: a hang-up, audited as `call.ended` with that
 //! error), so no platform, replaying or not, can keep a call going for ever.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::call::{
+    self, Admission, CallKey, CallProgress, Carrier, HangupCharge, Refusal, StoredTurn, TurnAnswer,
+    TurnEffects,
+};
 use ivrauth_core::clients::hash_credential;
-use ivrauth_core::engine::{self, ActionFailure, Command, Event, RunContext, RunState, StepBudget};
+use ivrauth_core::engine::{self, Command, Event, RunContext, RunState, StepBudget};
 use ivrauth_core::flow::Flow;
-use ivrauth_core::ivr::{CallEnd, Input, Verb};
+use ivrauth_core::ivr::{Input, Verb};
 use ivrauth_core::ports::{CallRecord, StoreError};
 use ivrauth_core::secret::Secret;
 use ivrauth_core::time::UnixMillis;
 use ivrauth_proto::api::Outcome;
 
-use super::seal::SessionKeys;
-use super::{TransferAttributes, TurnAnswer};
-use crate::identity::CallContext;
+pub use ivrauth_core::call::Platform;
+
+use super::audit::audit_event;
+use super::host::{EngineHost, Performed};
+use super::identity::CallContext;
 use crate::AppState;
 
 /// Default idle expiry of a call session.
@@ -40,50 +48,6 @@ pub const DEFAULT_IDLE_SECS: i64 = 30 * 60;
 
 /// Default bound on the turns of one call: well above a long two-factor call's 20 to 30.
 pub const DEFAULT_MAX_TURNS: u32 = 200;
-
-/// Which front-end a call came through; part of the call's key and of the seal's context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    Twilio,
-    Jambonz,
-    Vxml,
-    Api,
-}
-
-impl Platform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Twilio => "twilio",
-            Platform::Jambonz => "jambonz",
-            Platform::Vxml => "vxml",
-            Platform::Api => "api",
-        }
-    }
-}
-
-/// Settings of calls (sessions, platforms).
-pub struct CallsConfig {
-    /// Seals call state; the first key seals, all open (rotation).
-    pub keys: SessionKeys,
-    /// A session idle for longer is over.
-    pub idle_secs: i64,
-    /// Turns one call may take; the next one ends the call (`turn_limit_exceeded`).
-    pub max_turns: u32,
-    /// Twilio, jambonz, public URL.
-    pub platforms: super::web::PlatformConfig,
-}
-
-impl Default for CallsConfig {
-    fn default() -> Self {
-        CallsConfig {
-            keys: SessionKeys::generate(),
-            idle_secs: DEFAULT_IDLE_SECS,
-            max_turns: DEFAULT_MAX_TURNS,
-            platforms: Default::default(),
-        }
-    }
-}
 
 /// Why a turn could not be answered. Front-ends answer the platform with an apology and a
 /// hang-up (or 403/404/409 where the platform expects a status).
@@ -108,9 +72,33 @@ pub enum CallError {
     Store(#[from] StoreError),
     #[error("internal: {0}")]
     Internal(String),
-    /// Internal to [`turn`]: a retried durable turn, answered from the store.
-    #[error("replayed")]
-    Replayed(Box<TurnResponse>),
+}
+
+impl CallError {
+    /// The refusal reason of a turn that is refused rather than failed (for the audit's
+    /// count of refusals).
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            CallError::BadSession => Some("bad_session"),
+            CallError::Expired => Some("expired"),
+            CallError::StaleTurn => Some("stale_turn"),
+            CallError::TurnRequired => Some("turn_required"),
+            _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for CallError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::BadSession => CallError::BadSession,
+            Refusal::TurnRequired => CallError::TurnRequired,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> CallError {
+    CallError::Internal(e.to_string())
 }
 
 /// One turn as a front-end parsed it.
@@ -132,6 +120,12 @@ pub struct TurnRequest {
     pub call_secret: Option<Secret<String>>,
 }
 
+impl TurnRequest {
+    fn key(&self) -> CallKey {
+        CallKey::new(self.platform, self.call_id.clone())
+    }
+}
+
 /// What a front-end renders.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TurnResponse {
@@ -146,23 +140,6 @@ pub struct TurnResponse {
     /// stored: a stored answer gets it back from the replayed request.
     #[serde(skip)]
     pub call_secret: Option<Secret<String>>,
-}
-
-/// What the host keeps about a call besides the engine's state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct HostState {
-    failures: u32,
-    /// The last verification succeeded.
-    verified: bool,
-    /// The account number of the last verification attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    account: Option<String>,
-    /// That account number was keyed as a secret: it never leaves in attributes.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    account_secure: bool,
-    /// What the call's row says a hang-up would be charged against, as last written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    stored_pending: Option<String>,
 }
 
 /// The sealed continuation: everything the next turn needs.
@@ -186,59 +163,52 @@ struct Continuation {
     /// hashed) so that calls in progress across an upgrade go on, never written.
     #[serde(default, rename = "secret", skip_serializing)]
     legacy_secret: Option<String>,
-    host: HostState,
+    host: CallProgress,
     /// The engine's snapshot (JSON).
     engine: Box<serde_json::value::RawValue>,
 }
 
-fn aad(platform: Platform, flow_id: &str, call_id: &str) -> Vec<u8> {
-    format!("ivrauth-call\0{}\0{flow_id}\0{call_id}", platform.as_str()).into_bytes()
+fn aad(key: &CallKey, flow_id: &str) -> Vec<u8> {
+    format!(
+        "ivrauth-call\0{}\0{flow_id}\0{}",
+        key.platform.as_str(),
+        key.call_id
+    )
+    .into_bytes()
 }
-
-/// The key of a call in the store.
-/// `pending_secret_account` when the account number is a secret: it is in the row's
-/// sealed state.
-const SEALED_ACCOUNT: &str = "(sealed)";
 
 /// The account of a pending secret, from the row (in the clear, or from its sealed state).
 fn pending_account(state: &AppState, row: &CallRecord) -> Option<String> {
-    let account = row.pending_secret_account.as_ref()?;
-    if account != SEALED_ACCOUNT {
-        return Some(account.clone());
+    match HangupCharge::from_row(row.pending_secret_account.as_ref()?) {
+        HangupCharge::Account(account) => Some(account),
+        HangupCharge::Sealed => {
+            let key: CallKey = row.call_id.parse().ok()?;
+            let token = std::str::from_utf8(&row.state).ok()?;
+            open_continuation(state, &key, &row.flow_id, token)
+                .ok()?
+                .host
+                .account
+        }
     }
-    let (platform, call_id) = row.call_id.split_once(':')?;
-    let platform = match platform {
-        "twilio" => Platform::Twilio,
-        "jambonz" => Platform::Jambonz,
-        "vxml" => Platform::Vxml,
-        "api" => Platform::Api,
-        _ => return None,
-    };
-    let token = std::str::from_utf8(&row.state).ok()?;
-    open_continuation(state, platform, &row.flow_id, call_id, token)
-        .ok()?
-        .host
-        .account
 }
 
-/// Open a sealed continuation of the call `call_id` of `flow_id` on `platform`.
+/// Open a sealed continuation of the call `key` of `flow_id`.
 fn open_continuation(
     state: &AppState,
-    platform: Platform,
+    key: &CallKey,
     flow_id: &str,
-    call_id: &str,
     token: &str,
 ) -> Result<Continuation, CallError> {
     let plain = state
         .calls
         .keys
-        .open(token, &aad(platform, flow_id, call_id))
+        .open(token, &aad(key, flow_id))
         .map_err(|e| {
-            tracing::warn!(error = %e, call = %call_id, "call session token refused");
+            tracing::warn!(error = %e, call = %key.call_id, "call session token refused");
             CallError::BadSession
         })?;
     let cont: Continuation = serde_json::from_slice(&plain).map_err(|_| CallError::BadSession)?;
-    if cont.call_id != call_id || cont.flow_id != flow_id {
+    if cont.call_id != key.call_id || cont.flow_id != flow_id {
         return Err(CallError::BadSession);
     }
     Ok(cont)
@@ -263,94 +233,55 @@ fn secret_matches(cont: &Continuation, given: Option<&Secret<String>>) -> bool {
     }
 }
 
-pub fn call_key(platform: Platform, call_id: &str) -> String {
-    format!("{}:{call_id}", platform.as_str())
+fn stored_turn(row: &CallRecord) -> StoredTurn<'_> {
+    StoredTurn {
+        turn: row.turn,
+        ended: row.ended,
+        last_answer: row.last_answer.as_deref(),
+    }
 }
 
 /// Answer one turn of a call.
 pub async fn turn(state: &AppState, req: TurnRequest) -> Result<TurnResponse, CallError> {
-    // A replayed answer was stored without the call's secret; the request's own was
-    // checked before the replay was found.
-    let secret = req.call_secret.clone();
-    match turn_inner(state, req).await {
-        Err(CallError::Replayed(mut r)) => {
-            r.call_secret = secret;
-            Ok(*r)
-        }
-        other => other,
-    }
-}
-
-async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, CallError> {
-    let calls = state.calls.clone();
     let now = state.clock.now();
-    let key = call_key(req.platform, &req.call_id);
-    // The decision API keeps its state in the store (it has no URL to carry it).
-    let stored = if req.platform == Platform::Api {
-        state.store.load_call(&key).await?
-    } else {
-        None
+    let key = req.key();
+    let carrier = req.platform.carrier();
+    // A row-carried call keeps its state in the store; URL-carried turns read nothing.
+    let stored = match carrier {
+        Carrier::Row => state.store.load_call(&key.to_string()).await?,
+        Carrier::Url => None,
     };
-    if req.platform == Platform::Api {
-        match (&stored, req.turn) {
-            (Some(row), Some(t)) if t < row.turn => return replay(row, t),
-            // Without a turn number a retry could not be told from the next answer.
-            (Some(_), None) => return Err(CallError::TurnRequired),
-            // A later turn of a call whose session is gone (hung up, expired) does not
-            // start the flow again.
-            (None, Some(t)) if t > 1 => return Err(CallError::BadSession),
-            _ => {}
+    let admission = call::admit(
+        carrier,
+        stored.as_ref().map(stored_turn),
+        req.turn,
+        req.token.is_some(),
+    )?;
+    let token = match admission {
+        Admission::Replay(answer) => {
+            let state = stored.as_ref().map_or(&[][..], |r| r.state.as_slice());
+            return replayed(&req, state, &answer);
         }
-    }
-    let token = match (&req.token, &stored) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(row)) => {
-            Some(String::from_utf8(row.state.clone()).map_err(|_| CallError::BadSession)?)
-        }
-        (None, None) => None,
+        Admission::Stale => return Err(CallError::StaleTurn),
+        Admission::Start => None,
+        Admission::Continue => match (&req.token, &stored) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(row)) => {
+                Some(String::from_utf8(row.state.clone()).map_err(|_| CallError::BadSession)?)
+            }
+            (None, None) => None,
+        },
     };
-
     let Some(token) = token else {
-        // The first turn: start the flow's current version.
-        let stored_flow = state
-            .store
-            .get_flow(&req.flow_id, None)
-            .await?
-            .filter(|f| !f.deleted)
-            .ok_or(CallError::UnknownFlow)?;
-        let flow = state
-            .flow_cache
-            .get_or_compile(&stored_flow)
-            .map_err(|e| CallError::Internal(e.to_string()))?;
-        let mut ctx = RunContext::new(req.call_id.clone());
-        ctx.flow_id = Some(req.flow_id.clone());
-        ctx.contact = contact(&req);
-        ctx.budget = StepBudget::PerTurn;
-        let (run, cmd) = engine::start(&flow, &json!({}), ctx, now).map_err(|_| {
-            CallError::FlowNotCallable(
-                "the flow requires inputs; a call flow takes its data from the caller".to_owned(),
-            )
-        })?;
-        let meta = Meta {
-            version: stored_flow.version,
-            started: now.0,
-            ani: req.ani.clone(),
-            dnis: req.dnis.clone(),
-            secret_sha256: req
-                .call_secret
-                .as_ref()
-                .map(|s| hash_credential(s.expose())),
-        };
-        let driven = drive(state, &flow, &req, run, cmd, HostState::default(), 1, &meta).await?;
-        return finish_turn(state, &req, &meta, driven, &calls.keys, now).await;
+        return first_turn(state, &req, now).await;
     };
 
-    let cont = open_continuation(state, req.platform, &req.flow_id, &req.call_id, &token)?;
+    let cont = open_continuation(state, &key, &req.flow_id, &token)?;
     if req.turn.is_some_and(|t| t != cont.turn) || !secret_matches(&cont, req.call_secret.as_ref())
     {
         return Err(CallError::BadSession);
     }
-    if now.0.saturating_sub(cont.at) > calls.idle_secs.saturating_mul(1000) {
+    if now.0.saturating_sub(cont.at) > state.calls.idle_secs.saturating_mul(1000) {
         return Err(CallError::Expired);
     }
     // Versions are immutable: a compiled one in the cache needs no store read.
@@ -365,7 +296,7 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
             state
                 .flow_cache
                 .get_or_compile(&stored_flow)
-                .map_err(|e| CallError::Internal(e.to_string()))?
+                .map_err(internal)?
         }
     };
     let run = RunState::restore(&flow, cont.engine.get().as_bytes())
@@ -377,27 +308,79 @@ async fn turn_inner(state: &AppState, req: TurnRequest) -> Result<TurnResponse, 
         ani: cont.ani,
         dnis: cont.dnis,
     };
-    let (run, cmd) = if cont.turn > calls.max_turns {
+    let max_turns = state.calls.max_turns;
+    let (run, cmd) = if cont.turn > max_turns {
         let mut run = run;
-        let message = format!(
-            "the call took the {} turns [calls] max_turns allows",
-            calls.max_turns
-        );
+        let message = format!("the call took the {max_turns} turns [calls] max_turns allows");
         let outcome = run.abort("turn_limit_exceeded", message, now);
         (run, Command::Finish(outcome))
     } else {
         let input = req.input.clone().unwrap_or(Input::NoInput);
         engine::step(&flow, run, Event::Input(input), now)
     };
-    let driven = drive(state, &flow, &req, run, cmd, cont.host, cont.turn, &meta).await?;
-    finish_turn(state, &req, &meta, driven, &calls.keys, now).await
+    match drive(state, &flow, &req, run, cmd, cont.host, cont.turn, &meta).await? {
+        Drove::Answered(driven) => finish_turn(state, &req, &meta, *driven, now).await,
+        Drove::Replayed { answer, state } => replayed(&req, &state, &answer),
+    }
+}
+
+/// The first turn: start the flow's current version.
+async fn first_turn(
+    state: &AppState,
+    req: &TurnRequest,
+    now: UnixMillis,
+) -> Result<TurnResponse, CallError> {
+    let stored_flow = state
+        .store
+        .get_flow(&req.flow_id, None)
+        .await?
+        .filter(|f| !f.deleted)
+        .ok_or(CallError::UnknownFlow)?;
+    let flow = state
+        .flow_cache
+        .get_or_compile(&stored_flow)
+        .map_err(internal)?;
+    let mut ctx = RunContext::new(req.call_id.clone());
+    ctx.flow_id = Some(req.flow_id.clone());
+    ctx.contact = contact(req);
+    ctx.budget = StepBudget::PerTurn;
+    let (run, cmd) = engine::start(&flow, &json!({}), ctx, now).map_err(|_| {
+        CallError::FlowNotCallable(
+            "the flow requires inputs; a call flow takes its data from the caller".to_owned(),
+        )
+    })?;
+    let meta = Meta {
+        version: stored_flow.version,
+        started: now.0,
+        ani: req.ani.clone(),
+        dnis: req.dnis.clone(),
+        secret_sha256: req
+            .call_secret
+            .as_ref()
+            .map(|s| hash_credential(s.expose())),
+    };
+    match drive(
+        state,
+        &flow,
+        req,
+        run,
+        cmd,
+        CallProgress::default(),
+        1,
+        &meta,
+    )
+    .await?
+    {
+        Drove::Answered(driven) => finish_turn(state, req, &meta, *driven, now).await,
+        Drove::Replayed { answer, state } => replayed(req, &state, &answer),
+    }
 }
 
 /// Check that a request carries a valid session of its call (VoiceXML's hang-up, which
 /// has no other authentication).
 pub fn authentic(state: &AppState, req: &TurnRequest) -> Result<(), CallError> {
     let token = req.token.as_deref().ok_or(CallError::BadSession)?;
-    let cont = open_continuation(state, req.platform, &req.flow_id, &req.call_id, token)?;
+    let cont = open_continuation(state, &req.key(), &req.flow_id, token)?;
     if secret_matches(&cont, req.call_secret.as_ref()) {
         Ok(())
     } else {
@@ -410,26 +393,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// The platform retried turn `t`, already answered: the same answer again, if it is the
-/// last one; otherwise the request is stale.
-fn replay(row: &CallRecord, t: u32) -> Result<TurnResponse, CallError> {
-    if t + 1 == row.turn {
-        if let Some(answer) = &row.last_answer {
-            let mut r: TurnResponse =
-                serde_json::from_str(answer).map_err(|e| CallError::Internal(e.to_string()))?;
-            // The answer is stored without its continuation, which is the row's state (the
-            // decision API carries none).
-            let api = row.call_id.starts_with("api:");
-            if !api && matches!(r.answer, TurnAnswer::Ask { .. }) && !row.state.is_empty() {
-                r.token = Some(
-                    String::from_utf8(row.state.clone())
-                        .map_err(|e| CallError::Internal(e.to_string()))?,
-                );
-            }
-            return Ok(r);
-        }
+/// A retried durable turn, answered from the store. The answer was stored without its
+/// continuation, which is the row's state (a row-carried call hands none out), and without
+/// the call's secret, which the request carried (and which was checked).
+fn replayed(req: &TurnRequest, row_state: &[u8], answer: &str) -> Result<TurnResponse, CallError> {
+    let mut r: TurnResponse = serde_json::from_str(answer).map_err(internal)?;
+    let url_carried = req.platform.carrier() == Carrier::Url;
+    if url_carried && matches!(r.answer, TurnAnswer::Ask { .. }) && !row_state.is_empty() {
+        r.token = Some(String::from_utf8(row_state.to_vec()).map_err(internal)?);
     }
-    Err(CallError::StaleTurn)
+    r.call_secret = req.call_secret.clone();
+    Ok(r)
 }
 
 struct Meta {
@@ -440,16 +414,27 @@ struct Meta {
     secret_sha256: Option<String>,
 }
 
-/// What [`drive`] produced.
+/// What [`drive`] produced: an answer, or the stored answer of a turn another copy of
+/// this request already answered.
+enum Drove {
+    Answered(Box<Driven>),
+    /// The stored answer, and the row's state (its continuation).
+    Replayed {
+        answer: String,
+        state: Vec<u8>,
+    },
+}
+
+/// An answered turn.
 struct Driven {
     answer: TurnAnswer,
     /// The turn that was answered.
     turn: u32,
     /// The engine's snapshot, if the call goes on.
     engine: Option<Vec<u8>>,
-    host: HostState,
-    /// The account a secret is being asked for after a failure (a hang-up counts).
-    pending_secret: Option<String>,
+    host: CallProgress,
+    /// What a hang-up now would be charged.
+    charge: Option<HangupCharge>,
     /// Whether this turn must be written durably before the answer goes out.
     durable: bool,
     ended: Option<Outcome>,
@@ -473,50 +458,70 @@ async fn drive(
     req: &TurnRequest,
     mut run: RunState,
     mut cmd: Command,
-    mut host: HostState,
+    mut progress: CallProgress,
     turn: u32,
     meta: &Meta,
-) -> Result<Driven, CallError> {
-    let key = call_key(req.platform, &req.call_id);
-    let mut durable = req.platform == Platform::Api;
+) -> Result<Drove, CallError> {
+    let key = req.key();
+    let carrier = req.platform.carrier();
+    let mut host = EngineHost::call(state, key.to_string(), meta.ani.clone(), progress.failures);
     let mut claimed = false;
     let mut verbs: Vec<Verb> = Vec::new();
     loop {
-        let event = match cmd {
-            Command::Prompt(prompt) => {
-                verbs.extend(run.take_verbs());
-                // A hang-up now would abandon a secret asked for after a failed attempt.
-                let pending_secret = if prompt.secure && host.failures > 0 && !host.verified {
-                    // An account number keyed as a secret is not written in plain text: a
-                    // hang-up finds it in the row's sealed state.
-                    if host.account_secure {
-                        Some(SEALED_ACCOUNT.to_owned())
-                    } else {
-                        host.account.clone()
+        // A side effect: claim this turn first (so that neither a retry nor a concurrent
+        // copy performs it again), and take the call's failure count from the store (the
+        // continuation may be older).
+        let verification = match &cmd {
+            Command::Action(action) => {
+                if !claimed {
+                    if let Some(replay) = claim(state, &key, req, turn, meta, &mut progress).await?
+                    {
+                        return Ok(replay);
                     }
-                } else {
-                    None
+                    claimed = true;
+                    host.failures = progress.failures;
+                }
+                (action.action == "identity.verify").then(|| {
+                    (
+                        action.text("account").map(|s| s.expose().clone()),
+                        action.secrets.iter().any(|(n, _)| *n == "account"),
+                    )
+                })
+            }
+            _ => None,
+        };
+        let event = match host.perform(cmd).await {
+            Performed::Done(event) => event,
+            Performed::Prompt(prompt) => {
+                verbs.extend(run.take_verbs());
+                let charge = call::hangup_charge(&progress, &prompt);
+                let effects = TurnEffects {
+                    performed_action: claimed,
+                    ended: false,
+                    charge_changed: call::charge_changed(charge.as_ref(), &progress),
                 };
-                // The row must say so before the answer goes out (and stop saying so).
-                durable |= pending_secret != host.stored_pending;
-                return Ok(Driven {
+                return Ok(Drove::Answered(Box::new(Driven {
                     answer: TurnAnswer::Ask { verbs, prompt },
                     turn,
                     engine: Some(run.snapshot()),
-                    host,
-                    pending_secret,
-                    durable,
+                    host: progress,
+                    charge,
+                    durable: call::durable(carrier, effects),
                     ended: None,
-                });
+                })));
             }
-            Command::Finish(outcome) => {
+            Performed::Finish(outcome) => {
                 if !claimed {
-                    claim(state, &key, req, turn, meta, &mut host).await?;
+                    if let Some(replay) = claim(state, &key, req, turn, meta, &mut progress).await?
+                    {
+                        return Ok(replay);
+                    }
                 }
                 verbs.extend(run.take_verbs());
-                let end = call_end(&outcome);
-                let attributes = attributes(state, &host, &end, &req.call_id);
-                return Ok(Driven {
+                let end = call::call_end(&outcome);
+                let limit = state.identity.as_ref().map(|s| s.policy.per_call_failures);
+                let attributes = call::transfer_attributes(&progress, limit, &end, &req.call_id);
+                return Ok(Drove::Answered(Box::new(Driven {
                     answer: TurnAnswer::End {
                         verbs,
                         end,
@@ -524,94 +529,60 @@ async fn drive(
                     },
                     turn,
                     engine: None,
-                    host,
-                    pending_secret: None,
+                    host: progress,
+                    charge: None,
                     durable: true,
                     ended: Some(outcome),
-                });
-            }
-            Command::Http(request) => Event::HttpCompleted(state.http.execute(&request).await),
-            Command::Log(line) => {
-                tracing::info!(target: "ivrauth::flow_log", call = %key, node = %line.node_id, level = %line.level, "{}", line.message);
-                Event::LogWritten
-            }
-            Command::Action(call) => {
-                // A side effect: claim this turn first (so that neither a retry nor a
-                // concurrent copy performs it again), and take the call's failure count
-                // from the store (the continuation may be older).
-                if !claimed {
-                    claim(state, &key, req, turn, meta, &mut host).await?;
-                    claimed = true;
-                    durable = true;
-                }
-                let account = call.text("account").map(|s| s.expose().clone());
-                let account_secure = call.secrets.iter().any(|(n, _)| *n == "account");
-                let is_verify = call.action == "identity.verify";
-                match &state.identity {
-                    Some(service) => {
-                        let ctx = CallContext {
-                            call_id: key.clone(),
-                            ani: meta.ani.clone(),
-                            failures: host.failures,
-                        };
-                        let (result, failures) = service.perform(call, ctx).await;
-                        host.failures = failures;
-                        if is_verify {
-                            host.account = account;
-                            host.account_secure = account_secure;
-                            host.verified = matches!(&result, Ok(out) if out.get("verified") == Some(&Value::Bool(true)));
-                        }
-                        Event::ActionCompleted(result)
-                    }
-                    None => Event::ActionCompleted(Err(ActionFailure {
-                        code: "unavailable".to_owned(),
-                        message: format!(
-                            "action `{}` is not configured on this server",
-                            call.action
-                        ),
-                    })),
-                }
+                })));
             }
         };
+        progress.failures = host.failures;
+        if let (Some((account, account_secure)), Event::ActionCompleted(result)) =
+            (verification, &event)
+        {
+            let verified =
+                matches!(result, Ok(out) if out.get("verified") == Some(&Value::Bool(true)));
+            progress.verification(account, account_secure, verified);
+        }
         // Pure nodes never wait: let other tasks run.
         tokio::task::coop::consume_budget().await;
         (run, cmd) = engine::step(flow, run, event, state.clock.now());
     }
 }
 
-/// Claim turn `turn` of the call `key` before a side effect: refuse an ended call, answer
-/// a turn already answered from the store, and move the row to the next turn so that a
-/// concurrent copy of this turn cannot perform the side effect too.
+/// Claim turn `turn` of the call `key` before a side effect: refuse an ended call, hand
+/// back the stored answer of a turn already answered (`Some`, a replay), and move the row to the
+/// next turn so that a concurrent copy of this turn cannot perform the side effect too.
 async fn claim(
     state: &AppState,
-    key: &str,
+    key: &CallKey,
     req: &TurnRequest,
     turn: u32,
     meta: &Meta,
-    host: &mut HostState,
-) -> Result<(), CallError> {
-    let row = state.store.load_call(key).await?;
+    progress: &mut CallProgress,
+) -> Result<Option<Drove>, CallError> {
+    let key_text = key.to_string();
+    let row = state.store.load_call(&key_text).await?;
+    match call::admit_effect(row.as_ref().map(stored_turn), turn)? {
+        Admission::Replay(answer) => {
+            let state = row.map(|r| r.state).unwrap_or_default();
+            return Ok(Some(Drove::Replayed { answer, state }));
+        }
+        Admission::Stale => return Err(CallError::StaleTurn),
+        Admission::Start | Admission::Continue => {}
+    }
     if let Some(row) = &row {
-        if row.ended {
-            return Err(CallError::BadSession);
-        }
-        if row.turn > turn {
-            return Err(match replay(row, turn) {
-                Ok(r) => CallError::Replayed(Box::new(r)),
-                Err(e) => e,
-            });
-        }
-        host.failures = host.failures.max(row.failures);
+        progress.failures = progress.failures.max(row.failures);
     }
     let now = state.clock.now();
     let record = CallRecord {
-        call_id: key.to_owned(),
+        call_id: key_text,
         flow_id: req.flow_id.clone(),
         flow_version: meta.version,
         turn: turn + 1,
         state: row.as_ref().map(|r| r.state.clone()).unwrap_or_default(),
         last_answer: None,
-        failures: host.failures,
+        failures: progress.failures,
         pending_secret_account: row.as_ref().and_then(|r| r.pending_secret_account.clone()),
         ani: meta.ani.clone(),
         created_at: UnixMillis(meta.started),
@@ -620,69 +591,10 @@ async fn claim(
         ended: false,
     };
     match state.store.claim_call(&record).await {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(None),
         // Another copy of this turn got there first (or the call just ended).
         Err(StoreError::Conflict) => Err(CallError::StaleTurn),
         Err(e) => Err(e.into()),
-    }
-}
-
-fn call_end(outcome: &Outcome) -> CallEnd {
-    let node = outcome.end_node.clone().unwrap_or_default();
-    if let Some(t) = &outcome.transfer {
-        return CallEnd::Transfer {
-            node_id: node,
-            queue: t.queue.clone(),
-            target: t.target.clone(),
-            reason: t.reason.clone(),
-        };
-    }
-    if outcome.hangup || outcome.error.is_some() {
-        return CallEnd::Hangup { node_id: node };
-    }
-    CallEnd::End {
-        end_node: node,
-        status_code: outcome.status_code,
-    }
-}
-
-fn attributes(
-    state: &AppState,
-    host: &HostState,
-    end: &CallEnd,
-    call_id: &str,
-) -> TransferAttributes {
-    let limit = state
-        .identity
-        .as_ref()
-        .map_or(u32::MAX, |s| s.policy.per_call_failures);
-    let failure_reason = if host.verified {
-        None
-    } else if host.failures == 0 {
-        Some("not_attempted".to_owned())
-    } else if host.failures >= limit {
-        Some("max_attempts".to_owned())
-    } else {
-        Some("failed".to_owned())
-    };
-    TransferAttributes {
-        verified: host.verified,
-        factors: if host.verified {
-            vec!["pin".to_owned()]
-        } else {
-            Vec::new()
-        },
-        failure_reason,
-        account: if host.account_secure {
-            None
-        } else {
-            host.account.clone()
-        },
-        reason: match end {
-            CallEnd::Transfer { reason, .. } => reason.clone(),
-            _ => None,
-        },
-        call_id: call_id.to_owned(),
     }
 }
 
@@ -693,20 +605,21 @@ async fn finish_turn(
     req: &TurnRequest,
     meta: &Meta,
     mut driven: Driven,
-    keys: &SessionKeys,
     now: UnixMillis,
 ) -> Result<TurnResponse, CallError> {
+    let key = req.key();
     let next_turn = driven.turn + 1;
+    let pending = driven.charge.as_ref().map(HangupCharge::to_row);
     if driven.durable {
-        driven.host.stored_pending = driven.pending_secret.clone();
+        driven.host.stored_pending = pending.clone();
     }
     let token = match driven.engine.take() {
         None => None,
         Some(engine) => {
             let raw = serde_json::value::RawValue::from_string(
-                String::from_utf8(engine).map_err(|e| CallError::Internal(e.to_string()))?,
+                String::from_utf8(engine).map_err(internal)?,
             )
-            .map_err(|e| CallError::Internal(e.to_string()))?;
+            .map_err(internal)?;
             let cont = Continuation {
                 flow_id: req.flow_id.clone(),
                 version: meta.version,
@@ -721,10 +634,12 @@ async fn finish_turn(
                 host: driven.host.clone(),
                 engine: raw,
             };
-            let plain =
-                serde_json::to_vec(&cont).map_err(|e| CallError::Internal(e.to_string()))?;
+            let plain = serde_json::to_vec(&cont).map_err(internal)?;
             Some(
-                keys.seal(&plain, &aad(req.platform, &req.flow_id, &req.call_id))
+                state
+                    .calls
+                    .keys
+                    .seal(&plain, &aad(&key, &req.flow_id))
                     .map_err(|e| CallError::Internal(format!("cannot seal the call state: {e}")))?,
             )
         }
@@ -732,18 +647,16 @@ async fn finish_turn(
     let response = TurnResponse {
         answer: driven.answer,
         next_turn,
-        token: if req.platform == Platform::Api {
-            None
-        } else {
-            token.clone()
+        token: match req.platform.carrier() {
+            Carrier::Url => token.clone(),
+            Carrier::Row => None,
         },
         call_id: req.call_id.clone(),
         call_secret: req.call_secret.clone(),
     };
     if driven.durable {
-        let key = call_key(req.platform, &req.call_id);
         let record = CallRecord {
-            call_id: key.clone(),
+            call_id: key.to_string(),
             flow_id: req.flow_id.clone(),
             flow_version: meta.version,
             turn: next_turn,
@@ -754,10 +667,10 @@ async fn finish_turn(
                     token: None,
                     ..response.clone()
                 })
-                .map_err(|e| CallError::Internal(e.to_string()))?,
+                .map_err(internal)?,
             ),
             failures: driven.host.failures,
-            pending_secret_account: driven.pending_secret.clone(),
+            pending_secret_account: pending,
             ani: meta.ani.clone(),
             created_at: UnixMillis(meta.started),
             updated_at: now,
@@ -770,26 +683,24 @@ async fn finish_turn(
             Err(e) => return Err(e.into()),
         }
         if let Some(outcome) = &driven.ended {
-            let event = AuditEvent {
-                id: uuid::Uuid::new_v4().to_string(),
-                event: "call.ended".to_owned(),
-                outcome: if outcome.error.is_some() {
+            let event = audit_event(
+                "call.ended",
+                if outcome.error.is_some() {
                     "failure"
                 } else {
                     "success"
-                }
-                .to_owned(),
-                actor: format!("platform:{}", req.platform.as_str()),
-                subject: req.flow_id.clone(),
-                trace_id: Some(key),
-                detail: json!({
-                    "end": call_end(outcome),
+                },
+                &format!("platform:{}", req.platform),
+                &req.flow_id,
+                Some(&key.to_string()),
+                json!({
+                    "end": call::call_end(outcome),
                     "error": outcome.error.as_ref().map(|e| e.code.clone()),
                     "verified": driven.host.verified,
                     "failures": driven.host.failures,
                     "turns": driven.turn,
                 }),
-            };
+            );
             state.store.append_audit(&event, now).await?;
         }
     }
@@ -799,13 +710,12 @@ async fn finish_turn(
 /// The platform says the call is over. Marks the session ended (a tombstone until it
 /// expires, so no old continuation can act for the call again); a caller who hung up while
 /// being asked for a secret after a failed attempt is charged that attempt, once.
-pub async fn hangup(
-    state: &AppState,
-    platform: Platform,
-    call_id: &str,
-) -> Result<bool, CallError> {
-    let key = call_key(platform, call_id);
-    let Some(row) = state.store.end_call(&key, state.clock.now()).await? else {
+pub async fn hangup(state: &AppState, key: &CallKey) -> Result<bool, CallError> {
+    let Some(row) = state
+        .store
+        .end_call(&key.to_string(), state.clock.now())
+        .await?
+    else {
         return Ok(false);
     };
     charge_abandoned(state, &row, "hangup").await?;
@@ -841,15 +751,14 @@ async fn charge_abandoned(state: &AppState, row: &CallRecord, how: &str) -> Resu
         };
         service.abandoned(account, &ctx).await?;
     }
-    let event = AuditEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: "call.closed".to_owned(),
-        outcome: "success".to_owned(),
-        actor: "platform".to_owned(),
-        subject: row.flow_id.clone(),
-        trace_id: Some(row.call_id.clone()),
-        detail: json!({"how": how, "chargedFailure": row.pending_secret_account.is_some()}),
-    };
+    let event = audit_event(
+        "call.closed",
+        "success",
+        "platform",
+        &row.flow_id,
+        Some(&row.call_id),
+        json!({"how": how, "chargedFailure": row.pending_secret_account.is_some()}),
+    );
     state.store.append_audit(&event, now).await?;
     Ok(())
 }

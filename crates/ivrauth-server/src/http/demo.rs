@@ -15,8 +15,8 @@ use ivrauth_core::clients::{hash_credential, SCOPES};
 use ivrauth_core::identity::{AccountNumber, HashParams};
 use ivrauth_core::ports::ClientRecord;
 
-use crate::error::ApiError;
-use crate::extract::ApiJson;
+use super::error::ApiError;
+use super::extract::ApiJson;
 use crate::AppState;
 
 /// The demo identity provider's one account (the seed's test user).
@@ -27,8 +27,8 @@ pub const DEMO_CLIENT_ID: &str = "demo";
 /// Path of the demo identity endpoint (seed 000's contract).
 pub const DEMO_IDENTITY_PATH: &str = "/demo/identity/token";
 
-const SEED_FLOW: &str = include_str!("../../../examples/seed-auth-flow.json");
-const DEMO_PIN_FLOW: &str = include_str!("../../../examples/demo-pin-flow.json");
+const SEED_FLOW: &str = include_str!("../../../../examples/seed-auth-flow.json");
+const DEMO_PIN_FLOW: &str = include_str!("../../../../examples/demo-pin-flow.json");
 
 /// Routes of the demo identity provider; merged only when the config says `demo`.
 pub fn routes() -> Router<AppState> {
@@ -53,7 +53,7 @@ async fn identity_token(ApiJson(c): ApiJson<Credentials>) -> Response {
         && subtle_eq(c.username.as_bytes(), DEMO_USERNAME.as_bytes())
         && subtle_eq(c.password.as_bytes(), DEMO_PASSWORD.as_bytes());
     if ok {
-        let token = crate::auth::mint_token();
+        let token = super::auth::mint_token();
         (
             StatusCode::OK,
             Json(json!({ "token": format!("demo.{token}"), "expires_in": 3600 })),
@@ -240,7 +240,7 @@ pub async fn install_phone_demo(
         .map_err(|e| ApiError::Internal(format!("embedded demo flow: {e}")))?;
     install_flow(state, PHONE_DEMO_FLOW, &pin, now).await?;
     let created = install_demo_accounts(state, now, params).await?;
-    crate::runtime::audit(
+    crate::app::audit::audit(
         state,
         "demo.installed",
         "success",
@@ -273,7 +273,7 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
     // Default hashing parameters: the directory re-hashes with the configured ones on the
     // first successful verification.
     let created = install_demo_accounts(state, now, HashParams::default()).await?;
-    let secret = crate::auth::mint_token();
+    let secret = super::auth::mint_token();
     let hash = hash_credential(&secret);
     if state
         .store
@@ -312,7 +312,7 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
             "the demo client was revoked; use a fresh --data-dir".to_owned(),
         ));
     }
-    crate::runtime::audit(
+    crate::app::audit::audit(
         state,
         "demo.installed",
         "success",

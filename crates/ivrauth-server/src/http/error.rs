@@ -53,6 +53,16 @@ pub enum ApiError {
     /// 500; the text goes to the log only.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A telephony webhook's failure, answered in the platform's own terms: the status the
+    /// platform expects and what it can play (an apology in TwiML, jambonz verbs or
+    /// VoiceXML), or no body (Twilio's and jambonz's 400 and 403); `challenge` is a
+    /// `WWW-Authenticate` value (VoiceXML's Basic).
+    #[error("call webhook answered {status}")]
+    Platform {
+        status: StatusCode,
+        body: PlatformBody,
+        challenge: Option<&'static str>,
+    },
     /// RFC 6749 §5.2 error of the token endpoint (`invalid_client`, `invalid_scope`...).
     #[error("oauth error {error}")]
     OAuth {
@@ -64,7 +74,35 @@ pub enum ApiError {
     },
 }
 
+/// The body of an [`ApiError::Platform`].
+#[derive(Debug)]
+pub enum PlatformBody {
+    Empty,
+    /// `text/xml` (TwiML, VoiceXML).
+    Xml(String),
+    /// jambonz verbs.
+    Json(serde_json::Value),
+}
+
 impl ApiError {
+    /// A platform's bare status, no body.
+    pub fn platform_status(status: StatusCode) -> Self {
+        ApiError::Platform {
+            status,
+            body: PlatformBody::Empty,
+            challenge: None,
+        }
+    }
+
+    /// A platform's status with a body it can play.
+    pub fn platform(status: StatusCode, body: PlatformBody) -> Self {
+        ApiError::Platform {
+            status,
+            body,
+            challenge: None,
+        }
+    }
+
     /// A 400 with no diagnostics.
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
@@ -88,8 +126,31 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::OAuth { status, .. } => *status,
+            ApiError::Platform { status, .. } | ApiError::OAuth { status, .. } => *status,
         }
+    }
+}
+
+impl From<crate::app::simulate::SimulateError> for ApiError {
+    fn from(e: crate::app::simulate::SimulateError) -> Self {
+        use crate::app::simulate::SimulateError;
+        match e {
+            SimulateError::InvalidInput(problems) => ApiError::BadRequest {
+                code: "invalid_input".to_owned(),
+                message: format!(
+                    "the input does not match the flow's inputSchema ({} problem(s))",
+                    problems.len()
+                ),
+                errors: problems,
+            },
+            SimulateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::app::flow_cache::StaleFlow> for ApiError {
+    fn from(e: crate::app::flow_cache::StaleFlow) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 
@@ -212,6 +273,27 @@ impl IntoResponse for ApiError {
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal error");
                 (status, Json(body("internal", "internal error"))).into_response()
+            }
+            ApiError::Platform {
+                body, challenge, ..
+            } => {
+                let mut res = match body {
+                    PlatformBody::Empty => status.into_response(),
+                    PlatformBody::Xml(xml) => (
+                        status,
+                        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+                        xml,
+                    )
+                        .into_response(),
+                    PlatformBody::Json(value) => (status, Json(value)).into_response(),
+                };
+                if let Some(challenge) = challenge {
+                    res.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
+                }
+                res
             }
             ApiError::OAuth {
                 error,

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 use ivrauth_proto::api::Diagnostic;
 
-use crate::connections::BodyTimeout;
-use crate::error::ApiError;
+use super::connections::BodyTimeout;
+use super::error::ApiError;
 use crate::AppState;
 
 /// A JSON request body deserialized into `T`, with API errors for every failure:

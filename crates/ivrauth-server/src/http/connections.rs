@@ -15,7 +15,7 @@
 //! Each request carries [`axum::extract::ConnectInfo`] with the peer's address. On shutdown
 //! the loop stops accepting, idle connections close, in-flight requests finish.
 //!
-//! Not here: per-client rate limits ([`crate::ratelimit`]) and body size (the router's
+//! Not here: per-client rate limits ([`crate::app::ratelimit`]) and body size (the router's
 //! layers). HTTP/2 is not served (as before).
 
 use std::convert::Infallible;

@@ -1,6 +1,6 @@
 //! The Flow API (`/api/v2/flows...`): deploy, version, read, delete and validate flow
 //! documents, and simulate runs. Handlers are thin: parsing and validation are the core's,
-//! storage the store's, running the [`crate::runtime`]'s; errors map in [`ApiError`].
+//! storage the store's, running the engine host's ([`crate::app::simulate`]); errors map in [`ApiError`].
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -18,10 +18,11 @@ use ivrauth_proto::api::{
 };
 use ivrauth_proto::flow::{document_from_value, FlowDocument};
 
-use crate::auth::{FlowRead, FlowSimulate, FlowWrite, Scoped};
-use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::runtime::{self, RunRequest};
+use super::auth::{FlowRead, FlowSimulate, FlowWrite, Scoped};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::app::audit::audit;
+use crate::app::simulate::{self, RunRequest};
 use crate::AppState;
 
 /// Routes of the Flow API.
@@ -132,7 +133,7 @@ pub async fn create_flow(
             state.clock.now(),
         )
         .await?;
-    runtime::audit(
+    audit(
         &state,
         "flow.created",
         "success",
@@ -238,7 +239,7 @@ pub async fn update_flow(
         }
         other => other?,
     };
-    runtime::audit(
+    audit(
         &state,
         "flow.updated",
         "success",
@@ -263,7 +264,7 @@ pub async fn delete_flow(
     if !state.store.delete_flow(&id, state.clock.now()).await? {
         return Err(ApiError::NotFound(format!("no flow `{}`", printable(&id))));
     }
-    runtime::audit(
+    audit(
         &state,
         "flow.deleted",
         "success",
@@ -363,7 +364,7 @@ pub async fn simulate(
     };
     // Actions that reach an account need a scope of their own, and a directory to reach.
     if flow.reaches_accounts() {
-        let scope = <crate::auth::IdentitySimulate as crate::auth::RequiredScope>::SCOPE;
+        let scope = <super::auth::IdentitySimulate as super::auth::RequiredScope>::SCOPE;
         if !caller.scopes.iter().any(|s| s == scope)
             || matches!(state.simulate_identity, crate::SimulateIdentity::Off)
         {
@@ -372,7 +373,7 @@ pub async fn simulate(
             });
         }
     }
-    let response = runtime::simulate(
+    let response = simulate::simulate(
         &state,
         RunRequest {
             flow: &flow,

@@ -4,7 +4,7 @@
 //! To document a new route: annotate the handler with `#[utoipa::path(...)]` and add it to
 //! the `paths(...)` list of [`ApiDoc`]; add its body types to `components(schemas(...))`.
 //! The REST bodies are `ivrauth-proto` types, which derive `ToSchema` behind that crate's
-//! `openapi` feature; only the form-encoded token request is described in [`schema`].
+//! `openapi` feature; only the form-encoded token request is described by hand (`auth::TokenRequest`).
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,20 +17,20 @@ use crate::AppState;
 #[openapi(
     info(title = "ivrauth", description = "Authenticates phone callers by running IVR call flows."),
     paths(
-        crate::healthz,
-        crate::auth::token,
-        crate::flows::create_flow,
-        crate::flows::list_flows,
-        crate::flows::get_flow,
-        crate::flows::update_flow,
-        crate::flows::delete_flow,
-        crate::flows::validate_document,
-        crate::flows::validate_stored,
-        crate::flows::simulate,
+        super::healthz,
+        super::auth::token,
+        super::flows::create_flow,
+        super::flows::list_flows,
+        super::flows::get_flow,
+        super::flows::update_flow,
+        super::flows::delete_flow,
+        super::flows::validate_document,
+        super::flows::validate_stored,
+        super::flows::simulate,
     ),
     components(schemas(
-        crate::Health,
-        schema::TokenRequest,
+        super::Health,
+        super::auth::TokenRequest,
         ivrauth_proto::api::TokenResponse,
         ivrauth_proto::api::OAuthError,
         ivrauth_proto::api::ErrorBody,
@@ -79,25 +79,4 @@ pub(crate) fn routes() -> Router<AppState> {
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
-}
-
-/// Bodies that have no Rust type of their own (the token request is parsed by hand).
-pub mod schema {
-    use utoipa::ToSchema;
-
-    /// RFC 6749 §4.4.2 access token request (form-encoded).
-    #[allow(dead_code)]
-    #[derive(ToSchema)]
-    pub struct TokenRequest {
-        /// Must be `client_credentials`.
-        pub grant_type: String,
-        /// Space-separated subset of the client's scopes; all of them when absent. A client
-        /// holding `flow:manage` holds `flow:read`, `flow:write` and `flow:simulate`: asking
-        /// for any of them, or for `flow:manage`, gives a token with all four.
-        pub scope: Option<String>,
-        /// When not using HTTP Basic.
-        pub client_id: Option<String>,
-        /// When not using HTTP Basic.
-        pub client_secret: Option<String>,
-    }
 }
