@@ -13,15 +13,144 @@ use crate::time::UnixMillis;
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Declares [`EventName`]: each event's dotted name and the detail fields it may carry.
+macro_rules! event_names {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal [$($field:literal),* $(,)?]),+ $(,)?) => {
+        /// Every audit event ivrauth writes. The name is what the record holds; the detail
+        /// fields are the only keys its `detail` object may have (checked when an event is
+        /// built in debug builds, so every test that writes an event checks it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventName {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl EventName {
+            /// Every event, in the order declared.
+            pub const ALL: &'static [EventName] = &[$(EventName::$variant),+];
+
+            /// The dotted name records carry (`token.issued`).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(EventName::$variant => $name,)+
+                }
+            }
+
+            /// The keys this event's `detail` may have.
+            pub const fn detail_fields(self) -> &'static [&'static str] {
+                match self {
+                    $(EventName::$variant => &[$($field),*],)+
+                }
+            }
+        }
+    };
+}
+
+event_names! {
+    /// An access token was issued (client credentials).
+    TokenIssued = "token.issued" ["scopes", "expires_in"],
+    /// Token requests were refused (aggregated: one record per key and minute).
+    TokenRefused = "token.refused" ["reason", "error", "auth_method", "count", "firstAt", "lastAt", "overflow"],
+    /// A flow document was deployed for the first time.
+    FlowCreated = "flow.created" ["name", "version"],
+    /// A new version of a flow was deployed.
+    FlowUpdated = "flow.updated" ["name", "version"],
+    /// A flow was deleted.
+    FlowDeleted = "flow.deleted" [],
+    /// A simulation's `log` node.
+    FlowLog = "flow.log" ["node", "level", "message"],
+    /// A simulation ran to its end (or to a limit).
+    SimulationRun = "simulation.run" ["endNode", "statusCode", "error", "steps", "version", "environment"],
+    /// A simulation's input did not match the flow's input schema.
+    SimulationRejected = "simulation.rejected" ["reason", "problems", "version"],
+    /// A call reached its end (say, transfer, hang-up or an error).
+    CallEnded = "call.ended" ["end", "error", "verified", "failures", "turns"],
+    /// The platform said the call is over.
+    CallClosed = "call.closed" ["how", "chargedFailure"],
+    /// Webhook or decision-API requests were refused (aggregated like token refusals).
+    CallRefused = "call.refused" ["reason", "platform", "count", "firstAt", "lastAt", "overflow"],
+    /// `identity.lookup` was performed.
+    IdentityLookup = "identity.lookup" ["provider", "ani", "callId", "reason", "error"],
+    /// `identity.verify` was performed (or a caller hung up at a retried secret prompt).
+    IdentityVerify = "identity.verify" [
+        "provider", "ani", "callId", "reason", "stage", "error", "callFailures",
+        "failedAttempts", "aniFailures", "aniAccounts", "lock", "wasLocked",
+    ],
+    /// `serve --demo` or `call --demo` installed the demo flows and accounts.
+    DemoInstalled = "demo.installed" ["flows", "accountsCreated"],
+    /// `client create`.
+    ClientCreated = "client.created" ["name", "scopes"],
+    /// `client revoke`.
+    ClientRevoked = "client.revoked" [],
+    /// `client rotate-secret`.
+    ClientSecretRotated = "client.secret_rotated" ["previous_valid_until", "forced"],
+    /// `account add`.
+    AccountCreated = "account.created" ["pin_set"],
+    /// `account set-pin`.
+    AccountPinSet = "account.pin_set" [],
+    /// `account unlock`.
+    AccountUnlocked = "account.unlocked" ["counters_reset"],
+    /// `account disable`.
+    AccountDisabled = "account.disabled" [],
+    /// `account enable`.
+    AccountEnabled = "account.enabled" [],
+    /// `account import`.
+    AccountImported = "account.imported" ["imported", "rejected"],
+}
+
+impl EventName {
+    /// The event named `name`, if ivrauth writes one by that name.
+    pub fn from_name(name: &str) -> Option<EventName> {
+        EventName::ALL.iter().copied().find(|e| e.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an audited event turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Something failed on ivrauth's side (a backend, the store).
+    Error,
+    /// The identity backend could not be reached or was busy.
+    Unavailable,
+    /// `identity.lookup` found the account.
+    Found,
+    /// `identity.lookup` did not find the account.
+    NotFound,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Error => "error",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Found => "found",
+            Outcome::NotFound => "not_found",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened, before the store gives it a place in the chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
     /// Unique id chosen by the caller (the core draws no randomness).
     pub id: String,
-    /// Dotted event name, such as `token.issued` or `flow.created`.
-    pub event: String,
-    /// `success`, `failure`, `refused`...
-    pub outcome: String,
+    pub event: EventName,
+    pub outcome: Outcome,
     /// Client id or caller.
     pub actor: String,
     /// What the event is about (flow id, client id...).
@@ -34,6 +163,8 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
     pub seq: i64,
+    // Read back as text: records written by other versions may name events this one
+    // does not know.
     pub id: String,
     pub time: UnixMillis,
     pub event: String,
@@ -46,24 +177,103 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// The fields a record's hash covers, borrowed from an event about to be appended or from a
+/// record read back.
+struct Hashed<'a> {
+    id: &'a str,
+    event: &'a str,
+    outcome: &'a str,
+    actor: &'a str,
+    subject: &'a str,
+    trace_id: Option<&'a str>,
+    detail: &'a Value,
+}
+
+impl<'a> From<&'a AuditEvent> for Hashed<'a> {
+    fn from(e: &'a AuditEvent) -> Self {
+        Hashed {
+            id: &e.id,
+            event: e.event.as_str(),
+            outcome: e.outcome.as_str(),
+            actor: &e.actor,
+            subject: &e.subject,
+            trace_id: e.trace_id.as_deref(),
+            detail: &e.detail,
+        }
+    }
+}
+
+impl<'a> From<&'a AuditRecord> for Hashed<'a> {
+    fn from(r: &'a AuditRecord) -> Self {
+        Hashed {
+            id: &r.id,
+            event: &r.event,
+            outcome: &r.outcome,
+            actor: &r.actor,
+            subject: &r.subject,
+            trace_id: r.trace_id.as_deref(),
+            detail: &r.detail,
+        }
+    }
+}
+
 /// The hash of a record given its fields and its predecessor's hash. Fields are encoded as a
 /// JSON array, which is unambiguous (no field can run into the next).
 pub fn record_hash(seq: i64, event: &AuditEvent, time: UnixMillis, prev_hash: &str) -> String {
+    hash_of(seq, &Hashed::from(event), time, prev_hash)
+}
+
+fn hash_of(seq: i64, f: &Hashed<'_>, time: UnixMillis, prev_hash: &str) -> String {
     let canonical = serde_json::json!([
-        seq,
-        event.id,
-        time.0,
-        event.event,
-        event.outcome,
-        event.actor,
-        event.subject,
-        event.trace_id,
-        event.detail,
-        prev_hash,
+        seq, f.id, time.0, f.event, f.outcome, f.actor, f.subject, f.trace_id, f.detail, prev_hash,
     ]);
     let mut h = Sha256::new();
     h.update(canonical.to_string().as_bytes());
     hex::encode(h.finalize())
+}
+
+impl AuditEvent {
+    /// An event with the id the caller drew (the core draws no randomness). In debug builds,
+    /// panics when `detail` has a key `event` does not declare, so that every test writing
+    /// an event holds it to [`EventName::detail_fields`].
+    pub fn new(
+        id: String,
+        event: EventName,
+        outcome: Outcome,
+        actor: impl Into<String>,
+        subject: impl Into<String>,
+        trace_id: Option<String>,
+        detail: Value,
+    ) -> AuditEvent {
+        #[allow(clippy::panic)]
+        if cfg!(debug_assertions) {
+            if let Some(field) = undeclared_field(event, &detail) {
+                panic!("audit event {event} carries the undeclared detail field {field:?}");
+            }
+        }
+        AuditEvent {
+            id,
+            event,
+            outcome,
+            actor: actor.into(),
+            subject: subject.into(),
+            trace_id,
+            detail,
+        }
+    }
+}
+
+/// The first key of `detail` that `event` does not declare, if any (`detail` must be an
+/// object, or null for none).
+pub fn undeclared_field(event: EventName, detail: &Value) -> Option<String> {
+    match detail {
+        Value::Null => None,
+        Value::Object(o) => o
+            .keys()
+            .find(|k| !event.detail_fields().contains(&k.as_str()))
+            .cloned(),
+        _ => Some("(detail is not an object)".to_owned()),
+    }
 }
 
 impl AuditRecord {
@@ -78,26 +288,14 @@ impl AuditRecord {
             seq,
             id: event.id.clone(),
             time,
-            event: event.event.clone(),
-            outcome: event.outcome.clone(),
+            event: event.event.as_str().to_owned(),
+            outcome: event.outcome.as_str().to_owned(),
             actor: event.actor.clone(),
             subject: event.subject.clone(),
             trace_id: event.trace_id.clone(),
             detail: event.detail.clone(),
             prev_hash,
             hash,
-        }
-    }
-
-    fn as_event(&self) -> AuditEvent {
-        AuditEvent {
-            id: self.id.clone(),
-            event: self.event.clone(),
-            outcome: self.outcome.clone(),
-            actor: self.actor.clone(),
-            subject: self.subject.clone(),
-            trace_id: self.trace_id.clone(),
-            detail: self.detail.clone(),
         }
     }
 }
@@ -124,7 +322,7 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, ChainError> {
                 id: r.id.clone(),
             });
         }
-        if record_hash(r.seq, &r.as_event(), r.time, &r.prev_hash) != r.hash {
+        if hash_of(r.seq, &Hashed::from(r), r.time, &r.prev_hash) != r.hash {
             return Err(ChainError::HashMismatch {
                 seq: r.seq,
                 id: r.id.clone(),
@@ -142,8 +340,8 @@ mod tests {
     fn ev(i: u32) -> AuditEvent {
         AuditEvent {
             id: format!("id-{i}"),
-            event: "flow.created".into(),
-            outcome: "success".into(),
+            event: EventName::FlowCreated,
+            outcome: Outcome::Success,
             actor: "client-a".into(),
             subject: format!("flow-{i}"),
             trace_id: None,
@@ -158,6 +356,44 @@ mod tests {
             out.push(r);
         }
         out
+    }
+
+    #[test]
+    fn event_names_are_distinct_dotted_and_found_by_name() {
+        let mut seen = std::collections::HashSet::new();
+        for e in EventName::ALL {
+            assert!(seen.insert(e.as_str()), "{e} declared twice");
+            assert!(e.as_str().contains('.'), "{e} is not dotted");
+            assert_eq!(EventName::from_name(e.as_str()), Some(*e));
+        }
+        assert_eq!(EventName::from_name("token.nope"), None);
+    }
+
+    #[test]
+    fn undeclared_detail_fields_are_found() {
+        let ok = serde_json::json!({"name": "x", "version": 1});
+        assert_eq!(undeclared_field(EventName::FlowCreated, &ok), None);
+        let bad = serde_json::json!({"name": "x", "pin": "1234"});
+        assert_eq!(
+            undeclared_field(EventName::FlowCreated, &bad).as_deref(),
+            Some("pin")
+        );
+        assert!(undeclared_field(EventName::FlowDeleted, &serde_json::json!([1])).is_some());
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "undeclared detail field")]
+    fn building_an_event_with_an_undeclared_field_panics_in_debug_builds() {
+        AuditEvent::new(
+            "id".into(),
+            EventName::ClientRevoked,
+            Outcome::Success,
+            "cli",
+            "cli_x",
+            None,
+            serde_json::json!({"secret": "s"}),
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroize as _;
 
 use ivrauth_connect::SystemClock;
+use ivrauth_core::audit::EventName;
 use ivrauth_core::identity::{
     is_e164, AccountCounters, AccountNumber, AccountRules, HashParams, IdentityError,
     IdentityProvider as _,
@@ -216,7 +217,7 @@ async fn execute(
             }
             audit(
                 store,
-                "account.created",
+                EventName::AccountCreated,
                 number.as_str(),
                 json!({ "pin_set": pin_set }),
                 now,
@@ -313,7 +314,14 @@ async fn execute(
                     IdentityError::InvalidSecret(why) => anyhow::anyhow!("PIN refused: {why}"),
                     other => anyhow::Error::new(other).context("cannot set the PIN"),
                 })?;
-            audit(store, "account.pin_set", number.as_str(), json!({}), now).await?;
+            audit(
+                store,
+                EventName::AccountPinSet,
+                number.as_str(),
+                json!({}),
+                now,
+            )
+            .await?;
             println!("PIN set for account {number}");
         }
         AccountCommand::Unlock { account, .. } => {
@@ -325,7 +333,7 @@ async fn execute(
                 .context("cannot reset the lockout counters")?;
             audit(
                 store,
-                "account.unlocked",
+                EventName::AccountUnlocked,
                 number.as_str(),
                 json!({ "counters_reset": reset }),
                 now,
@@ -363,9 +371,9 @@ async fn set_disabled(
         bail!("no account {number}");
     }
     let (event, word) = if disabled {
-        ("account.disabled", "disabled")
+        (EventName::AccountDisabled, "disabled")
     } else {
-        ("account.enabled", "enabled")
+        (EventName::AccountEnabled, "enabled")
     };
     audit(store, event, number.as_str(), json!({}), now).await?;
     println!("account {number} {word}");
@@ -799,7 +807,7 @@ async fn import(
     rejected.sort();
     audit(
         store,
-        "account.imported",
+        EventName::AccountImported,
         "accounts",
         json!({ "imported": imported, "rejected": rejected.len() }),
         now,

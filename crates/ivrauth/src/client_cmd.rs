@@ -11,7 +11,7 @@ use rand::Rng as _;
 use serde_json::json;
 
 use ivrauth_connect::SystemClock;
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::audit::{AuditEvent, EventName, Outcome};
 use ivrauth_core::clients::{hash_credential, known_scopes, parse_scopes};
 use ivrauth_core::ports::{AuditStore as _, ClientRecord, ClientStore as _};
 use ivrauth_core::time::{Clock as _, UnixMillis};
@@ -140,7 +140,7 @@ async fn execute(
                 .context("cannot store the client")?;
             audit(
                 store,
-                "client.created",
+                EventName::ClientCreated,
                 &id,
                 json!({ "name": name, "scopes": scopes }),
                 now,
@@ -203,7 +203,7 @@ async fn execute(
             {
                 bail!("client {id} could not be revoked (revoked meanwhile?)");
             }
-            audit(store, "client.revoked", &id, json!({}), now).await?;
+            audit(store, EventName::ClientRevoked, &id, json!({}), now).await?;
             println!("client {id} revoked; its tokens no longer work");
         }
         ClientCommand::RotateSecret {
@@ -242,7 +242,7 @@ async fn execute(
             }
             audit(
                 store,
-                "client.secret_rotated",
+                EventName::ClientSecretRotated,
                 &id,
                 json!({ "previous_valid_until": until.to_rfc3339(), "forced": force }),
                 now,
@@ -305,20 +305,20 @@ pub async fn open(settings: &Settings, create: bool) -> anyhow::Result<SqliteSto
 /// Append an audit record for a CLI action (actor `cli`).
 pub(crate) async fn audit(
     store: &SqliteStore,
-    event: &str,
+    event: EventName,
     subject: &str,
     detail: serde_json::Value,
     now: UnixMillis,
 ) -> anyhow::Result<()> {
-    let ev = AuditEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: event.to_owned(),
-        outcome: "success".to_owned(),
-        actor: ACTOR.to_owned(),
-        subject: subject.to_owned(),
-        trace_id: None,
+    let ev = AuditEvent::new(
+        uuid::Uuid::new_v4().to_string(),
+        event,
+        Outcome::Success,
+        ACTOR,
+        subject,
+        None,
         detail,
-    };
+    );
     store
         .append_audit(&ev, now)
         .await

@@ -3,36 +3,36 @@
 
 use serde_json::Value;
 
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::audit::{AuditEvent, EventName, Outcome};
 use ivrauth_core::ports::StoreError;
 
 use crate::AppState;
 
 /// An audit event with a fresh id.
 pub fn audit_event(
-    event: &str,
-    outcome: &str,
+    event: EventName,
+    outcome: Outcome,
     actor: &str,
     subject: &str,
     trace_id: Option<&str>,
     detail: Value,
 ) -> AuditEvent {
-    AuditEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        event: event.to_owned(),
-        outcome: outcome.to_owned(),
-        actor: actor.to_owned(),
-        subject: subject.to_owned(),
-        trace_id: trace_id.map(str::to_owned),
+    AuditEvent::new(
+        uuid::Uuid::new_v4().to_string(),
+        event,
+        outcome,
+        actor,
+        subject,
+        trace_id.map(str::to_owned),
         detail,
-    }
+    )
 }
 
 /// Append an audit record now; an audit failure fails the request.
 pub async fn audit(
     state: &AppState,
-    event: &str,
-    outcome: &str,
+    event: EventName,
+    outcome: Outcome,
     actor: &str,
     subject: &str,
     trace_id: Option<&str>,

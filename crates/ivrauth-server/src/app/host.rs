@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::audit::{AuditEvent, EventName, Outcome as AuditOutcome};
 use ivrauth_core::engine::{ActionFailure, Command, Event};
 use ivrauth_core::ivr::Prompt;
 use ivrauth_proto::api::Outcome;
@@ -142,8 +142,8 @@ impl<'a> EngineHost<'a> {
                     } => {
                         tracing::info!(target: "ivrauth::flow_log", trace_id = %self.run_id, node = %line.node_id, level = %line.level, "{}", line.message);
                         events.push(audit_event(
-                            "flow.log",
-                            "success",
+                            EventName::FlowLog,
+                            AuditOutcome::Success,
                             actor,
                             subject,
                             Some(&self.run_id),

@@ -15,7 +15,7 @@ use ivrauth_core::ports::StoreError;
 use serde_json::{json, Map, Value};
 
 use ivrauth_connect::Sleeper;
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::audit::{AuditEvent, EventName, Outcome};
 use ivrauth_core::engine::{ActionCall, ActionFailure};
 use ivrauth_core::identity::{
     AccountKey, AccountNumber, AccountRules, Ani, AniAttempt, AniClaim, FailureEffect,
@@ -188,8 +188,8 @@ impl IdentityService {
 
     fn event(
         &self,
-        name: &str,
-        outcome: &str,
+        name: EventName,
+        outcome: Outcome,
         ctx: &CallContext,
         account: &str,
         detail: Value,
@@ -200,15 +200,15 @@ impl IdentityService {
             o.insert("ani".into(), json!(ctx.ani));
             o.insert("callId".into(), json!(ctx.call_id));
         }
-        AuditEvent {
-            id: uuid::Uuid::new_v4().to_string(),
-            event: name.to_owned(),
-            outcome: outcome.to_owned(),
-            actor: format!("caller:{}", Ani::parse(&ctx.ani).key()),
-            subject: account.to_owned(),
-            trace_id: Some(ctx.call_id.clone()),
+        AuditEvent::new(
+            uuid::Uuid::new_v4().to_string(),
+            name,
+            outcome,
+            format!("caller:{}", Ani::parse(&ctx.ani).key()),
+            account,
+            Some(ctx.call_id.clone()),
             detail,
-        }
+        )
     }
 
     async fn lookup(&self, call: &ActionCall, ctx: &CallContext) -> (ActionResult, AuditEvent) {
@@ -220,8 +220,8 @@ impl IdentityService {
             .is_err()
         {
             let ev = self.event(
-                "identity.lookup",
-                "failure",
+                EventName::IdentityLookup,
+                Outcome::Failure,
                 ctx,
                 subject,
                 json!({"reason": "rate_limited"}),
@@ -241,8 +241,8 @@ impl IdentityService {
         match profile {
             Err(e) => {
                 let ev = self.event(
-                    "identity.lookup",
-                    "error",
+                    EventName::IdentityLookup,
+                    Outcome::Error,
                     ctx,
                     subject,
                     json!({"error": e.to_string()}),
@@ -272,10 +272,14 @@ impl IdentityService {
                     "emailMasked".into(),
                     json!(p.and_then(|p| p.email.as_deref()).map(mask_email)),
                 );
-                let outcome = if found { "found" } else { "not_found" };
+                let outcome = if found {
+                    Outcome::Found
+                } else {
+                    Outcome::NotFound
+                };
                 (
                     Ok(out),
-                    self.event("identity.lookup", outcome, ctx, subject, json!({})),
+                    self.event(EventName::IdentityLookup, outcome, ctx, subject, json!({})),
                 )
             }
         }
@@ -291,8 +295,8 @@ impl IdentityService {
         let ani = Ani::parse(&ctx.ani);
         self.store.record_ani_failure(ani.key(), &key, now).await?;
         let event = self.event(
-            "identity.verify",
-            "failure",
+            EventName::IdentityVerify,
+            Outcome::Failure,
             ctx,
             &key,
             json!({"reason": "abandoned", "callFailures": ctx.failures + 1, "failedAttempts": counters.failed_attempts}),
@@ -347,8 +351,8 @@ impl IdentityService {
         let ani = Ani::parse(&ctx.ani);
         let now = self.clock.now();
 
-        let audit = |outcome: &str, detail: Value| {
-            self.event("identity.verify", outcome, ctx, &subject, detail)
+        let audit = |outcome: Outcome, detail: Value| {
+            self.event(EventName::IdentityVerify, outcome, ctx, &subject, detail)
         };
         let unavailable = |stage: &str| {
             (
@@ -356,7 +360,7 @@ impl IdentityService {
                     "unavailable",
                     "the identity service is unavailable",
                 )),
-                audit("error", json!({"reason": "error", "stage": stage})),
+                audit(Outcome::Error, json!({"reason": "error", "stage": stage})),
             )
         };
 
@@ -375,7 +379,7 @@ impl IdentityService {
             Ok(AniClaim::Counted { claim, .. }) => claim,
             Ok(AniClaim::Refused(activity)) => {
                 let detail = json!({"reason": RejectReason::RateLimited.as_str(), "callFailures": ctx.failures, "aniFailures": activity.failures, "aniAccounts": activity.distinct_accounts});
-                return (Ok((false, None)), audit("failure", detail));
+                return (Ok((false, None)), audit(Outcome::Failure, detail));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot count a caller-number attempt; refusing it");
@@ -407,7 +411,7 @@ impl IdentityService {
         let verification = match verification {
             Err(e) => {
                 let detail = json!({"reason": "error", "stage": "verify", "error": e.to_string(), "failedAttempts": counters.failed_attempts, "wasLocked": was_locked});
-                return (Err(from_identity_error(&e)), audit("error", detail));
+                return (Err(from_identity_error(&e)), audit(Outcome::Error, detail));
             }
             Ok(_) if was_locked => Verification::Rejected(RejectReason::Locked),
             Ok(v) => v,
@@ -428,7 +432,7 @@ impl IdentityService {
                         .and_then(ivrauth_core::identity::default_greeting)),
                     _ => None,
                 };
-                (Ok((true, greeting)), audit("success", json!({})))
+                (Ok((true, greeting)), audit(Outcome::Success, json!({})))
             }
             (v, _) => {
                 let reason = match v {
@@ -446,7 +450,7 @@ impl IdentityService {
                     "failedAttempts": counters.failed_attempts,
                     "lock": lock,
                 });
-                (Ok((false, None)), audit("failure", detail))
+                (Ok((false, None)), audit(Outcome::Failure, detail))
             }
         }
     }

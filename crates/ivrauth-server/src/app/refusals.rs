@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::audit::{AuditEvent, EventName, Outcome};
 use ivrauth_core::ports::{AuditStore, StoreError};
 use ivrauth_core::time::UnixMillis;
 
@@ -28,7 +28,7 @@ const MAX_KEYS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    event: &'static str,
+    event: EventName,
     actor: String,
     subject: String,
     /// The detail as JSON text (a refusal's detail is small and never holds a secret).
@@ -59,7 +59,7 @@ impl RefusalLog {
     /// Count one refusal. `detail` must hold no secret (it is written as is).
     pub fn note(
         &self,
-        event: &'static str,
+        event: EventName,
         actor: &str,
         subject: &str,
         detail: Value,
@@ -128,15 +128,15 @@ impl RefusalLog {
                 o.insert("firstAt".into(), json!(tally.first.to_rfc3339()));
                 o.insert("lastAt".into(), json!(tally.last.to_rfc3339()));
             }
-            let event = AuditEvent {
-                id: uuid::Uuid::new_v4().to_string(),
-                event: key.event.to_owned(),
-                outcome: "failure".to_owned(),
-                actor: key.actor.clone(),
-                subject: key.subject.clone(),
-                trace_id: None,
+            let event = AuditEvent::new(
+                uuid::Uuid::new_v4().to_string(),
+                key.event,
+                Outcome::Failure,
+                key.actor.clone(),
+                key.subject.clone(),
+                None,
                 detail,
-            };
+            );
             if let Err(e) = store.append_audit(&event, now).await {
                 // Put back what was not written (this one included), counts intact.
                 tallies.insert(key.clone(), tally);

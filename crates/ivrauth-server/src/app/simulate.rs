@@ -12,6 +12,7 @@
 
 use serde_json::{json, Map, Value};
 
+use ivrauth_core::audit::{EventName, Outcome as AuditOutcome};
 use ivrauth_core::engine::{self, Event, RunContext, StepBudget};
 use ivrauth_core::flow::Flow;
 use ivrauth_core::ivr::Input;
@@ -95,7 +96,7 @@ pub async fn simulate(
     let (mut run, mut cmd) = match engine::start(req.flow, req.input, ctx, now) {
         Ok(x) => x,
         Err(problems) => {
-            audit(state, "simulation.rejected", "failure", req.actor, &subject, Some(&trace_id), json!({
+            audit(state, EventName::SimulationRejected, AuditOutcome::Failure, req.actor, &subject, Some(&trace_id), json!({
                 "reason": "invalid_input",
                 "problems": problems.iter().map(|p| json!({"path": p.path, "keyword": p.code})).collect::<Vec<_>>(),
             }))
@@ -170,12 +171,12 @@ pub async fn simulate(
         o.insert("environment".into(), json!(req.environment));
     }
     let result = if outcome.error.is_some() {
-        "failure"
+        AuditOutcome::Failure
     } else {
-        "success"
+        AuditOutcome::Success
     };
     events.push(audit_event(
-        "simulation.run",
+        EventName::SimulationRun,
         result,
         req.actor,
         &subject,

@@ -23,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use ivrauth_core::audit::{EventName, Outcome as AuditOutcome};
 use ivrauth_core::call::{
     self, Admission, CallKey, CallProgress, Carrier, HangupCharge, Refusal, StoredTurn, TurnAnswer,
     TurnEffects,
@@ -684,11 +685,11 @@ async fn finish_turn(
         }
         if let Some(outcome) = &driven.ended {
             let event = audit_event(
-                "call.ended",
+                EventName::CallEnded,
                 if outcome.error.is_some() {
-                    "failure"
+                    AuditOutcome::Failure
                 } else {
-                    "success"
+                    AuditOutcome::Success
                 },
                 &format!("platform:{}", req.platform),
                 &req.flow_id,
@@ -752,8 +753,8 @@ async fn charge_abandoned(state: &AppState, row: &CallRecord, how: &str) -> Resu
         service.abandoned(account, &ctx).await?;
     }
     let event = audit_event(
-        "call.closed",
-        "success",
+        EventName::CallClosed,
+        AuditOutcome::Success,
         "platform",
         &row.flow_id,
         Some(&row.call_id),

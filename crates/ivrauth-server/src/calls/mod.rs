@@ -24,6 +24,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
+use ivrauth_core::audit::EventName;
 use ivrauth_core::call::CallKey;
 use ivrauth_core::ivr::{CallEnd, Prompt, PromptKind, Verb};
 
@@ -189,7 +190,7 @@ fn apology_answer() -> TurnAnswer {
 /// durable write each (see `crate::app::refusals`).
 fn note_refusal(state: &AppState, platform: Platform, actor: &str, reason: &str) {
     state.refusals.note(
-        "call.refused",
+        EventName::CallRefused,
         actor,
         platform.as_str(),
         json!({"platform": platform.as_str(), "reason": reason}),

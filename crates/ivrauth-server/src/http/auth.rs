@@ -23,7 +23,7 @@ use rand::RngCore as _;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
-use ivrauth_core::audit::AuditEvent;
+use ivrauth_core::audit::{AuditEvent, EventName, Outcome};
 use ivrauth_core::clients::{grant_scopes, hash_credential, is_valid_credential_text};
 use ivrauth_core::ports::{ClientRecord, ClientStore, StoreError, TokenRecord};
 use ivrauth_core::time::UnixMillis;
@@ -289,15 +289,15 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
     let result = issue(&state, basic, &body, now, &mut known).await;
     match result {
         Ok((response, scopes, client_id)) => {
-            let event = AuditEvent {
-                id: uuid::Uuid::new_v4().to_string(),
-                event: "token.issued".to_owned(),
-                outcome: "success".to_owned(),
-                actor: client_id.clone(),
-                subject: client_id,
-                trace_id: None,
-                detail: json!({ "scopes": scopes, "expires_in": response.expires_in }),
-            };
+            let event = AuditEvent::new(
+                uuid::Uuid::new_v4().to_string(),
+                EventName::TokenIssued,
+                Outcome::Success,
+                client_id.clone(),
+                client_id,
+                None,
+                json!({ "scopes": scopes, "expires_in": response.expires_in }),
+            );
             state.store.append_audit(&event, now).await?;
             let mut res = (StatusCode::OK, Json(response)).into_response();
             let h = res.headers_mut();
@@ -320,8 +320,7 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Result<Respon
             // cost no durable write each.
             let who = known.unwrap_or_else(|| "anonymous".to_owned());
             state.refusals.note(
-                "token.refused",
-                &who,
+                EventName::TokenRefused,&who,
                 &who,
                 json!({ "reason": refusal.reason, "error": refusal.error, "auth_method": used.as_str() }),
                 now,

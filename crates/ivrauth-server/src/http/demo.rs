@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use ivrauth_core::audit::{EventName, Outcome};
 use ivrauth_core::clients::{hash_credential, SCOPES};
 use ivrauth_core::identity::{AccountNumber, HashParams};
 use ivrauth_core::ports::ClientRecord;
@@ -242,8 +243,8 @@ pub async fn install_phone_demo(
     let created = install_demo_accounts(state, now, params).await?;
     crate::app::audit::audit(
         state,
-        "demo.installed",
-        "success",
+        EventName::DemoInstalled,
+        Outcome::Success,
         actor,
         "demo",
         None,
@@ -314,8 +315,8 @@ pub async fn install(state: &AppState, base_url: &str) -> Result<DemoInfo, ApiEr
     }
     crate::app::audit::audit(
         state,
-        "demo.installed",
-        "success",
+        EventName::DemoInstalled,
+        Outcome::Success,
         "demo",
         "demo",
         None,

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use ivrauth_core::audit::{EventName, Outcome};
 use ivrauth_core::flow::{compile, validate, Report};
 use ivrauth_core::ports::StoredFlow;
 use ivrauth_proto::api::{
@@ -135,8 +136,8 @@ pub async fn create_flow(
         .await?;
     audit(
         &state,
-        "flow.created",
-        "success",
+        EventName::FlowCreated,
+        Outcome::Success,
         caller.actor(),
         &id,
         None,
@@ -241,8 +242,8 @@ pub async fn update_flow(
     };
     audit(
         &state,
-        "flow.updated",
-        "success",
+        EventName::FlowUpdated,
+        Outcome::Success,
         caller.actor(),
         &id,
         None,
@@ -266,8 +267,8 @@ pub async fn delete_flow(
     }
     audit(
         &state,
-        "flow.deleted",
-        "success",
+        EventName::FlowDeleted,
+        Outcome::Success,
         caller.actor(),
         &id,
         None,

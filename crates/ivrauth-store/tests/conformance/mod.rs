@@ -34,8 +34,8 @@ fn doc(n: u32) -> String {
 pub fn event(id: &str, n: u64) -> AuditEvent {
     AuditEvent {
         id: id.to_owned(),
-        event: "flow.created".into(),
-        outcome: "success".into(),
+        event: ivrauth_core::audit::EventName::FlowCreated,
+        outcome: ivrauth_core::audit::Outcome::Success,
         actor: "client-a".into(),
         subject: format!("flow-{n}"),
         trace_id: (n % 2 == 0).then(|| format!("trace-{n}")),
