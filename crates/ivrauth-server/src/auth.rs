@@ -698,6 +698,9 @@ mod tests {
         ) -> Result<bool, StoreError> {
             unimplemented!()
         }
+        async fn set_client_scopes(&self, _: &str, _: &[String]) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
         async fn insert_token(&self, _: &TokenRecord) -> Result<(), StoreError> {
             Err(StoreError::NotFound)
         }
