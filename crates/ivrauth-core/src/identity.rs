@@ -723,14 +723,21 @@ mod tests {
             let phc = hash_secret(&pin, b"0123456789abcdef", params).unwrap_or_default();
             assert!(verify_secret_in(&pin, &phc, &mut memory), "{phc}");
             assert!(!verify_secret_in(&wrong, &phc, &mut memory), "{phc}");
-            assert_eq!(verify_secret(&pin, &phc), verify_secret_in(&pin, &phc, &mut memory));
+            assert_eq!(
+                verify_secret(&pin, &phc),
+                verify_secret_in(&pin, &phc, &mut memory)
+            );
         }
         assert_eq!(memory.bytes(), 256 * 1024);
         // Other variants and versions are checked with what the string carries.
         let argon2i = "$argon2i$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$";
         let phc = hash_secret(&pin, b"0123456789abcdef", small).unwrap_or_default();
         let tail = phc.rsplit('$').next().unwrap_or_default();
-        assert!(!verify_secret_in(&pin, &format!("{argon2i}{tail}"), &mut memory));
+        assert!(!verify_secret_in(
+            &pin,
+            &format!("{argon2i}{tail}"),
+            &mut memory
+        ));
         for bad in [
             "not a hash",
             "",

@@ -68,7 +68,11 @@ fn verify_call(i: usize) -> (ActionCall, CallContext) {
     (call, ctx)
 }
 
-fn service(provider: Arc<dyn ivrauth_core::identity::IdentityProvider>, store: Arc<dyn ivrauth_core::ports::Store>, padding: Duration) -> IdentityService {
+fn service(
+    provider: Arc<dyn ivrauth_core::identity::IdentityProvider>,
+    store: Arc<dyn ivrauth_core::ports::Store>,
+    padding: Duration,
+) -> IdentityService {
     IdentityService {
         provider,
         store,
@@ -352,7 +356,8 @@ async fn burst(
         let (ordinary, done) = (ordinary.clone(), done.clone());
         tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / ORDINARY_PER_SEC));
+            let mut tick =
+                tokio::time::interval(Duration::from_micros(1_000_000 / ORDINARY_PER_SEC));
             let mut sent = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 tick.tick().await;

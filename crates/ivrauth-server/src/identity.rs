@@ -424,11 +424,7 @@ impl IdentityService {
         let verification = match (&account, secret.expose().is_empty()) {
             (None, _) => Ok((Verification::Rejected(RejectReason::UnknownAccount), None)),
             (Some(_), true) => Ok((Verification::Rejected(RejectReason::EmptySecret), None)),
-            (Some(a), false) => {
-                self.provider
-                    .verify_with_profile(a, &secret, padding)
-                    .await
-            }
+            (Some(a), false) => self.provider.verify_with_profile(a, &secret, padding).await,
         };
         // A directory error answers the same for every account, locked ones included, so
         // an outage (or a saturated hashing pool) cannot tell which accounts are locked.

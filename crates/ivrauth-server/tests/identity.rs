@@ -487,8 +487,7 @@ async fn a_busy_verification_charges_no_failure() {
     };
     let pool = HashPool::new(1).with_max_waiting(0);
     let directory =
-        BuiltinDirectory::new(store.clone(), CHEAP, pool.clone(), Arc::new(clock.clone()))
-            .unwrap();
+        BuiltinDirectory::new(store.clone(), CHEAP, pool.clone(), Arc::new(clock.clone())).unwrap();
     let service = Arc::new(IdentityService {
         provider: Arc::new(directory),
         ..ivrauth_testkit::builtin_identity(&store, &clock, CHEAP, policy)
@@ -574,8 +573,5 @@ async fn a_busy_verification_charges_no_failure() {
     assert_eq!(failures, 0);
     let audit = store.read_audit().await.unwrap();
     assert_eq!(audit.last().unwrap().outcome, "success");
-    assert_eq!(
-        ivrauth_core::audit::verify_chain(&audit),
-        Ok(audit.len())
-    );
+    assert_eq!(ivrauth_core::audit::verify_chain(&audit), Ok(audit.len()));
 }

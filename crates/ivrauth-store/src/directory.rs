@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ivrauth_core::identity::{
-    default_greeting, hash_secret, needs_rehash, verify_secret_in, AccountNumber,
-    AccountStatus, HashParams, IdentityError, IdentityProvider, Profile, RejectReason,
-    Verification,
+    default_greeting, hash_secret, needs_rehash, verify_secret_in, AccountNumber, AccountStatus,
+    HashParams, IdentityError, IdentityProvider, Profile, RejectReason, Verification,
 };
 use ivrauth_core::ports::{AccountRecord, Store, StoreError, PIN_HISTORY};
 use ivrauth_core::secret::Secret;

@@ -191,11 +191,7 @@ impl HashPool {
         let us = u64::try_from(job.as_micros()).unwrap_or(u64::MAX).max(1);
         // A lost update under contention only skips one sample.
         let old = self.inner.job_micros.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            us
-        } else {
-            old - old / 8 + us / 8
-        };
+        let new = if old == 0 { us } else { old - old / 8 + us / 8 };
         self.inner.job_micros.store(new, Ordering::Relaxed);
     }
 
@@ -278,8 +274,7 @@ impl HashPool {
             }
             Admission::WaitUntil(latest_start) => {
                 i.peak_waiting.fetch_max(ahead + 1, Ordering::Relaxed);
-                match tokio::time::timeout_at(latest_start, i.permits.clone().acquire_owned())
-                    .await
+                match tokio::time::timeout_at(latest_start, i.permits.clone().acquire_owned()).await
                 {
                     Ok(Ok(permit)) => {
                         drop(waiting);

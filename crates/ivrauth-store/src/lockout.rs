@@ -8,11 +8,11 @@
 //! appended) or `refund_unjudged` (an attempt the directory was too busy to judge).
 
 use async_trait::async_trait;
+use ivrauth_core::audit::{AuditEvent, AuditRecord};
 use ivrauth_core::identity::{
     refuse_before_verify, AccountCounters, AniActivity, AniAttempt, AniClaim, FailureEffect,
     LockoutPolicy,
 };
-use ivrauth_core::audit::{AuditEvent, AuditRecord};
 use ivrauth_core::ports::{LockoutStore, StoreError};
 use ivrauth_core::time::UnixMillis;
 use sqlx::Row;
@@ -80,7 +80,10 @@ async fn write_counters(
     Ok(())
 }
 
-async fn delete_counters(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<(), StoreError> {
+async fn delete_counters(
+    conn: &mut sqlx::SqliteConnection,
+    account: &str,
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM lockout_counters WHERE account = ?1")
         .bind(account)
         .execute(&mut *conn)

@@ -32,7 +32,10 @@ async fn hold(pool: &HashPool) -> (std::sync::mpsc::Sender<()>, JoinHandle<()>) 
 }
 
 /// A job with `padding` left, spawned; returns once it waits in the queue.
-async fn waiter(pool: &HashPool, padding: Duration) -> JoinHandle<Result<&'static str, IdentityError>> {
+async fn waiter(
+    pool: &HashPool,
+    padding: Duration,
+) -> JoinHandle<Result<&'static str, IdentityError>> {
     let before = pool.stats().waiting;
     let task = {
         let pool = pool.clone();
@@ -58,7 +61,12 @@ async fn a_waiter_whose_answer_can_come_in_time_is_admitted() {
     assert_eq!(waiting.await.unwrap(), Ok("done"));
     let stats = pool.stats();
     assert_eq!(
-        (stats.started, stats.queued, stats.refused(), stats.peak_waiting),
+        (
+            stats.started,
+            stats.queued,
+            stats.refused(),
+            stats.peak_waiting
+        ),
         (2, 1, 0, 1),
         "{stats:?}"
     );
@@ -108,7 +116,10 @@ async fn a_deadline_that_cannot_be_met_refuses_at_once() {
     let (release, holder) = hold(&pool).await;
     let t0 = Instant::now();
     // 50 ms of padding left, and a job takes 100 ms: it cannot finish in time.
-    assert_eq!(pool.hash(50 * MS, |_| "late").await, Err(IdentityError::Busy));
+    assert_eq!(
+        pool.hash(50 * MS, |_| "late").await,
+        Err(IdentityError::Busy)
+    );
     assert_eq!(Instant::now(), t0, "refused without waiting");
     let stats = pool.stats();
     assert_eq!((stats.refused_deadline, stats.waiting), (1, 0), "{stats:?}");

@@ -1420,7 +1420,10 @@ pub async fn unjudged_attempt_is_refunded(store: &dyn Store) {
     // failure stays.
     store.record_failure("acct-r", &policy, T0).await.unwrap();
     let (claim, effect) = count_first(store, "+15550100556", "acct-r", &policy).await;
-    assert!(matches!(effect, FailureEffect::LockedUntil(_)), "{effect:?}");
+    assert!(
+        matches!(effect, FailureEffect::LockedUntil(_)),
+        "{effect:?}"
+    );
     assert!(store.counters("acct-r").await.unwrap().is_locked(T0));
     store
         .refund_unjudged("acct-r", effect, claim, T0)
