@@ -266,11 +266,11 @@ impl HashPool {
         match admit(ahead, i.size, self.max_waiting, job, now, deadline) {
             Admission::Full => {
                 i.refused_full.fetch_add(1, Ordering::Relaxed);
-                return Err(IdentityError::Busy);
+                Err(IdentityError::Busy)
             }
             Admission::TooLate => {
                 i.refused_deadline.fetch_add(1, Ordering::Relaxed);
-                return Err(IdentityError::Busy);
+                Err(IdentityError::Busy)
             }
             Admission::WaitUntil(latest_start) => {
                 i.peak_waiting.fetch_max(ahead + 1, Ordering::Relaxed);
