@@ -73,7 +73,7 @@ event_names! {
     /// `identity.verify` was performed (or a caller hung up at a retried secret prompt).
     IdentityVerify = "identity.verify" [
         "provider", "ani", "callId", "reason", "stage", "error", "callFailures",
-        "failedAttempts", "aniFailures", "aniAccounts", "lock", "wasLocked",
+        "failedAttempts", "aniFailures", "aniAccounts", "lock", "wasLocked", "refunded",
     ],
     /// `serve --demo` or `call --demo` installed the demo flows and accounts.
     DemoInstalled = "demo.installed" ["flows", "accountsCreated"],

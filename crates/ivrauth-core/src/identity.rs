@@ -229,6 +229,26 @@ pub trait IdentityProvider: Send + Sync {
     ) -> Result<(), IdentityError>;
     /// Checked at start-up: a misconfigured directory stops the server early.
     async fn health(&self) -> Result<(), IdentityError>;
+
+    /// [`IdentityProvider::verify`] for a caller that answers no sooner than `padding` from
+    /// now anyway (its timing padding), and, when verified, the profile (for the greeting;
+    /// `None` if it cannot be read). A provider that queues for local capacity may wait
+    /// that long for it instead of answering `Busy`; one that reads the account to verify
+    /// it can return the profile from that read. By default: `verify`, then `lookup`.
+    async fn verify_with_profile(
+        &self,
+        account: &AccountNumber,
+        secret: &Secret<String>,
+        padding: std::time::Duration,
+    ) -> Result<(Verification, Option<Profile>), IdentityError> {
+        let _ = padding;
+        let verification = self.verify(account, secret).await?;
+        let profile = match verification {
+            Verification::Verified => self.lookup(account).await.ok().flatten(),
+            Verification::Rejected(_) => None,
+        };
+        Ok((verification, profile))
+    }
 }
 
 /// argon2id cost parameters.
@@ -285,6 +305,78 @@ pub fn verify_secret(secret: &Secret<String>, phc: &str) -> bool {
             .is_ok(),
         Err(_) => false,
     }
+}
+
+/// The working memory of one argon2 run (`m_kib` KiB of blocks), kept between runs so that
+/// a hashing thread does not allocate and fault in ~19 MiB for every verification. Its
+/// contents after a run are the run's internal state (derived from the secret, as freed
+/// memory would be after [`verify_secret`]); it holds no secret itself.
+#[derive(Default)]
+pub struct HashMemory(Vec<argon2::Block>);
+
+impl HashMemory {
+    /// Empty: grows to the size a hash needs on first use.
+    pub fn new() -> Self {
+        HashMemory(Vec::new())
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.len() * argon2::Block::SIZE
+    }
+}
+
+impl fmt::Debug for HashMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashMemory({} bytes)", self.bytes())
+    }
+}
+
+/// [`verify_secret`] working in `memory` instead of a fresh allocation: the same answer
+/// for every input (the algorithm, version and parameters the PHC string carries; a
+/// constant-time comparison of the output).
+pub fn verify_secret_in(secret: &Secret<String>, phc: &str, memory: &mut HashMemory) -> bool {
+    use argon2::password_hash::{Output, PasswordHash};
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.0.len() < blocks {
+        memory.0.resize(blocks, argon2::Block::default());
+    }
+    let hasher = argon2::Argon2::new(algorithm, version, params);
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let Some(work) = memory.0.get_mut(..blocks) else {
+        return false;
+    };
+    if hasher
+        .hash_password_into_with_memory(secret.expose().as_bytes(), salt, out, work)
+        .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    Output::new(out).is_ok_and(|computed| computed == expected)
 }
 
 /// Whether a stored hash was made with other parameters than `params` (re-hash it after a
@@ -389,6 +481,31 @@ impl AccountCounters {
         self.locks = self.locks.saturating_add(1);
         self.locked_until = Some(until);
         FailureEffect::LockedUntil(until)
+    }
+
+    /// Take back one failure that was counted but never judged (the directory was busy and
+    /// never ran the check): one attempt fewer, and the lock that failure set (`effect`)
+    /// lifted if it still stands. A lock set by another failure stays.
+    pub fn on_refund(&mut self, effect: FailureEffect) {
+        self.failed_attempts = self.failed_attempts.saturating_sub(1);
+        let ours = match effect {
+            FailureEffect::Counted => false,
+            FailureEffect::LockedUntil(t) => {
+                let ours = self.locked_until == Some(t);
+                if ours {
+                    self.locked_until = None;
+                }
+                ours
+            }
+            FailureEffect::LockedPermanently => {
+                let ours = self.locked_permanently;
+                self.locked_permanently = false;
+                ours
+            }
+        };
+        if ours {
+            self.locks = self.locks.saturating_sub(1);
+        }
     }
 
     pub fn on_success(&mut self) {
@@ -584,6 +701,104 @@ mod tests {
         assert!(!needs_rehash(&phc, fast));
         assert!(needs_rehash(&phc, HashParams { m_kib: 128, ..fast }));
         assert!(needs_rehash("garbage", fast));
+    }
+
+    #[test]
+    fn verifying_in_reused_memory_agrees_with_verify_secret() {
+        let small = HashParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let large = HashParams {
+            m_kib: 256,
+            t: 2,
+            p: 2,
+        };
+        let pin = Secret::new("4321".to_owned());
+        let wrong = Secret::new("4322".to_owned());
+        let mut memory = HashMemory::new();
+        // Large first, then small in the same (larger) memory, then large again.
+        for params in [large, small, large] {
+            let phc = hash_secret(&pin, b"0123456789abcdef", params).unwrap_or_default();
+            assert!(verify_secret_in(&pin, &phc, &mut memory), "{phc}");
+            assert!(!verify_secret_in(&wrong, &phc, &mut memory), "{phc}");
+            assert_eq!(
+                verify_secret(&pin, &phc),
+                verify_secret_in(&pin, &phc, &mut memory)
+            );
+        }
+        assert_eq!(memory.bytes(), 256 * 1024);
+        // Other variants and versions are checked with what the string carries.
+        let argon2i = "$argon2i$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$";
+        let phc = hash_secret(&pin, b"0123456789abcdef", small).unwrap_or_default();
+        let tail = phc.rsplit('$').next().unwrap_or_default();
+        assert!(!verify_secret_in(
+            &pin,
+            &format!("{argon2i}{tail}"),
+            &mut memory
+        ));
+        for bad in [
+            "not a hash",
+            "",
+            "$argon2id$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg",
+            "$scrypt$ln=4,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$aGFzaA",
+        ] {
+            assert!(!verify_secret_in(&pin, bad, &mut memory), "{bad}");
+            assert!(!verify_secret(&pin, bad), "{bad}");
+        }
+        assert!(!format!("{memory:?}").contains("4321"));
+    }
+
+    #[test]
+    fn a_refund_takes_back_the_failure_and_only_its_own_lock() {
+        let policy = LockoutPolicy {
+            max_failures: 2,
+            base_lock_secs: 60,
+            ..Default::default()
+        };
+        let mut c = AccountCounters::default();
+        let effect = c.on_failure(&policy, T0);
+        c.on_refund(effect);
+        assert_eq!(c, AccountCounters::default());
+
+        // The failure that locked is refunded: unlocked, as if it never happened.
+        let mut c = AccountCounters::default();
+        c.on_failure(&policy, T0);
+        let before = c;
+        let effect = c.on_failure(&policy, T0);
+        assert!(matches!(effect, FailureEffect::LockedUntil(_)));
+        c.on_refund(effect);
+        assert_eq!(c, before);
+        assert!(!c.is_locked(T0));
+
+        // A later lock (another failure's) stays; the count still drops by one.
+        let mut c = AccountCounters::default();
+        c.on_failure(&policy, T0);
+        let first_lock = c.on_failure(&policy, T0);
+        let later = T0.plus_secs(120);
+        let second_lock = c.on_failure(&policy, later);
+        assert_ne!(first_lock, second_lock);
+        c.on_refund(first_lock);
+        assert_eq!(c.failed_attempts, 2);
+        assert_eq!(c.locks, 2);
+        assert!(c.is_locked(later));
+
+        let permanent = LockoutPolicy {
+            permanent: true,
+            ..policy
+        };
+        let mut c = AccountCounters::default();
+        c.on_failure(&permanent, T0);
+        let effect = c.on_failure(&permanent, T0);
+        assert_eq!(effect, FailureEffect::LockedPermanently);
+        c.on_refund(effect);
+        assert!(!c.is_locked(T0));
+        assert_eq!((c.failed_attempts, c.locks), (1, 0));
+        // Nothing goes below zero.
+        let mut c = AccountCounters::default();
+        c.on_refund(FailureEffect::Counted);
+        assert_eq!(c, AccountCounters::default());
     }
 
     #[test]

@@ -344,6 +344,28 @@ pub trait LockoutStore: Send + Sync {
     ) -> Result<crate::identity::AniClaim, StoreError>;
     /// Take back a failure recorded by [`LockoutStore::claim_ani_attempt`].
     async fn refund_ani_attempt(&self, claim: i64) -> Result<(), StoreError>;
+    /// A verification succeeded: reset `account`'s counters (as
+    /// [`LockoutStore::record_success`]), take back the caller number's attempt `ani_claim`
+    /// (as [`LockoutStore::refund_ani_attempt`]) and append `event` to the audit chain (as
+    /// [`AuditStore::append_audit`]), all in one durable commit: all of it or none of it.
+    async fn settle_verified(
+        &self,
+        account: &str,
+        ani_claim: i64,
+        event: &AuditEvent,
+        now: UnixMillis,
+    ) -> Result<AuditRecord, StoreError>;
+    /// An attempt counted first (by [`LockoutStore::claim_ani_attempt`] and
+    /// [`LockoutStore::record_failure`], which returned `effect`) was never judged (the
+    /// directory was busy): take both back in one commit
+    /// ([`crate::identity::AccountCounters::on_refund`]). Returns the counters after it.
+    async fn refund_unjudged(
+        &self,
+        account: &str,
+        effect: crate::identity::FailureEffect,
+        ani_claim: i64,
+        now: UnixMillis,
+    ) -> Result<crate::identity::AccountCounters, StoreError>;
     /// Forget caller-number failures older than `before`; returns how many.
     async fn purge_ani_failures(&self, before: UnixMillis) -> Result<u64, StoreError>;
     /// The directory said this account does not exist: its counters may be purged once

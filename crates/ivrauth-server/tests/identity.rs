@@ -468,3 +468,111 @@ async fn a_flow_verifies_callers_against_the_seed_http_contract() {
     let wrong = s.simulate(&flow(1), "10001", "1111", "+15550400012").await;
     assert_eq!(wrong["outcome"]["endNode"], "no");
 }
+
+/// A verification the hashing pool refuses as busy is never judged, so it is not charged:
+/// neither the account's count (here the attempt would have locked it) nor the caller
+/// number's, nor the call's. The audit says so. No sleeps: the pool's only permit is held
+/// by a job blocked on a channel, and its queue takes nobody.
+#[tokio::test]
+async fn a_busy_verification_charges_no_failure() {
+    use ivrauth_core::engine::ActionCall;
+    use ivrauth_server::app::identity::CallContext;
+    use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let clock = ivrauth_testkit::FakeClock::new(TEST_EPOCH);
+    let policy = LockoutPolicy {
+        max_failures: 1,
+        ..LockoutPolicy::default()
+    };
+    let pool = HashPool::new(1).with_max_waiting(0);
+    let directory =
+        BuiltinDirectory::new(store.clone(), CHEAP, pool.clone(), Arc::new(clock.clone())).unwrap();
+    let service = Arc::new(IdentityService {
+        provider: Arc::new(directory),
+        ..ivrauth_testkit::builtin_identity(&store, &clock, CHEAP, policy).unwrap()
+    });
+    store
+        .create_account(&AccountRecord {
+            account: AccountNumber::parse("10001").unwrap(),
+            name: "Ada Lovelace".to_owned(),
+            greeting: None,
+            phone: None,
+            email: None,
+            phone_verified: false,
+            email_verified: false,
+            disabled: false,
+            pin_hash: Some(hash_pin(&Secret::new("2468".to_owned()), CHEAP).unwrap()),
+            pin_history: Vec::new(),
+            created_at: TEST_EPOCH,
+            updated_at: TEST_EPOCH,
+        })
+        .await
+        .unwrap();
+    let verify = |pin: &str| {
+        let service = service.clone();
+        let call = ActionCall {
+            node_id: "verify".into(),
+            action: "identity.verify",
+            inputs: json!({"account": "10001"}).as_object().cloned().unwrap(),
+            secrets: vec![("secret", Secret::new(pin.to_owned()))],
+        };
+        let ctx = CallContext {
+            call_id: "CA-busy".into(),
+            ani: "+15550100999".into(),
+            failures: 0,
+        };
+        async move { service.perform(call, ctx).await }
+    };
+
+    // Every permit taken.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.run(move || {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            })
+            .await
+        })
+    };
+    started.await.unwrap();
+
+    let (result, failures) = verify("2468").await;
+    let failure = result.unwrap_err();
+    assert_eq!(failure.code, "busy");
+    assert_eq!(failures, 0, "the call is not charged");
+    let key = ivrauth_testkit::counter_key("10001");
+    let counters = store.counters(&key).await.unwrap();
+    assert_eq!(counters.failed_attempts, 0, "{counters:?}");
+    assert!(!counters.is_locked(TEST_EPOCH));
+    let activity = store
+        .ani_activity("+15550100999", &key, TEST_EPOCH.plus_secs(-3600))
+        .await
+        .unwrap();
+    assert_eq!(activity.failures, 0, "the caller number is not charged");
+    let audit = store.read_audit().await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.event.as_str(), last.outcome.as_str()),
+        ("identity.verify", "error")
+    );
+    assert_eq!(last.detail["refunded"], json!(true));
+    assert_eq!(pool.stats().refused_full, 1);
+
+    // Capacity back: the right PIN is judged and verified (had the busy attempt counted,
+    // the account would be locked and this would fail).
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    let (result, failures) = verify("2468").await;
+    let out = result.unwrap();
+    assert_eq!(out["verified"], json!(true));
+    assert_eq!(out["greeting"], json!("Ada"));
+    assert_eq!(failures, 0);
+    let audit = store.read_audit().await.unwrap();
+    assert_eq!(audit.last().unwrap().outcome, "success");
+    assert_eq!(ivrauth_core::audit::verify_chain(&audit), Ok(audit.len()));
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ivrauth_core::identity::{
-    default_greeting, hash_secret, needs_rehash, verify_secret, AccountNumber, AccountStatus,
+    default_greeting, hash_secret, needs_rehash, verify_secret_in, AccountNumber, AccountStatus,
     HashParams, IdentityError, IdentityProvider, Profile, RejectReason, Verification,
 };
 use ivrauth_core::ports::{AccountRecord, Store, StoreError, PIN_HISTORY};
@@ -89,7 +89,10 @@ impl BuiltinDirectory {
     ) -> Result<BuiltinDirectory, IdentityError> {
         // Not digits, so no valid PIN equals it (and a match would be refused anyway).
         let dummy = Secret::new("ivrauth: no such account".to_owned());
+        let began = std::time::Instant::now();
         let dummy_hash = hash_pin(&dummy, params)?;
+        // The pool's first estimate of a job's time, until it measures its own.
+        pool.observe(began.elapsed());
         Ok(BuiltinDirectory {
             store,
             params,
@@ -120,37 +123,34 @@ impl BuiltinDirectory {
     }
 }
 
-#[async_trait]
-impl IdentityProvider for BuiltinDirectory {
-    fn kind(&self) -> &'static str {
-        "builtin"
+fn profile_of(r: AccountRecord) -> Profile {
+    Profile {
+        greeting: r.greeting.clone().or_else(|| default_greeting(&r.name)),
+        status: if r.disabled {
+            AccountStatus::Disabled
+        } else {
+            AccountStatus::Active
+        },
+        account: r.account,
+        name: Some(r.name),
+        phone: r.phone,
+        email: r.email,
+        phone_verified: r.phone_verified,
+        email_verified: r.email_verified,
     }
+}
 
-    /// The profile with `status` `Disabled` or `Active` (lockout is the caller's to apply).
-    async fn lookup(&self, account: &AccountNumber) -> Result<Option<Profile>, IdentityError> {
-        Ok(self.account(account).await?.map(|r| Profile {
-            greeting: r.greeting.clone().or_else(|| default_greeting(&r.name)),
-            status: if r.disabled {
-                AccountStatus::Disabled
-            } else {
-                AccountStatus::Active
-            },
-            account: r.account,
-            name: Some(r.name),
-            phone: r.phone,
-            email: r.email,
-            phone_verified: r.phone_verified,
-            email_verified: r.email_verified,
-        }))
-    }
-
-    async fn verify(
+impl BuiltinDirectory {
+    /// The verification, and the account as read for it. The hash runs on the pool with
+    /// the pool's working memory, waiting as long as `padding` allows.
+    async fn check(
         &self,
         account: &AccountNumber,
         secret: &Secret<String>,
-    ) -> Result<Verification, IdentityError> {
+        padding: std::time::Duration,
+    ) -> Result<(Verification, Option<AccountRecord>), IdentityError> {
         if secret.expose().is_empty() {
-            return Ok(Verification::Rejected(RejectReason::EmptySecret));
+            return Ok((Verification::Rejected(RejectReason::EmptySecret), None));
         }
         let record = self.account(account).await?;
         let stored = record.as_ref().and_then(|r| r.pin_hash.clone());
@@ -161,21 +161,21 @@ impl IdentityProvider for BuiltinDirectory {
         let secret = secret.clone();
         let (matched, new_hash) = self
             .pool
-            .run(move || {
-                let matched = verify_secret(&secret, &phc);
+            .hash(padding, move |memory| {
+                let matched = verify_secret_in(&secret, &phc, memory);
                 let new_hash = (matched && rehash).then(|| hash_pin(&secret, params));
                 (matched, new_hash)
             })
             .await?;
 
         let Some(record) = record else {
-            return Ok(Verification::Rejected(RejectReason::UnknownAccount));
+            return Ok((Verification::Rejected(RejectReason::UnknownAccount), None));
         };
         if record.disabled {
-            return Ok(Verification::Rejected(RejectReason::Disabled));
+            return Ok((Verification::Rejected(RejectReason::Disabled), None));
         }
         if stored.is_none() || !matched {
-            return Ok(Verification::Rejected(RejectReason::WrongSecret));
+            return Ok((Verification::Rejected(RejectReason::WrongSecret), None));
         }
         // A failed re-hash does not fail the caller; the next success tries again.
         match new_hash {
@@ -193,7 +193,43 @@ impl IdentityProvider for BuiltinDirectory {
             }
             None => {}
         }
-        Ok(Verification::Verified)
+        Ok((Verification::Verified, Some(record)))
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for BuiltinDirectory {
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    /// The profile with `status` `Disabled` or `Active` (lockout is the caller's to apply).
+    async fn lookup(&self, account: &AccountNumber) -> Result<Option<Profile>, IdentityError> {
+        Ok(self.account(account).await?.map(profile_of))
+    }
+
+    /// Waits for the pool at most its margin.
+    async fn verify(
+        &self,
+        account: &AccountNumber,
+        secret: &Secret<String>,
+    ) -> Result<Verification, IdentityError> {
+        Ok(self
+            .check(account, secret, std::time::Duration::ZERO)
+            .await?
+            .0)
+    }
+
+    /// Waits for the pool while the answer can come within `padding` plus its margin, and
+    /// takes the profile from the account row the verification read (no second read).
+    async fn verify_with_profile(
+        &self,
+        account: &AccountNumber,
+        secret: &Secret<String>,
+        padding: std::time::Duration,
+    ) -> Result<(Verification, Option<Profile>), IdentityError> {
+        let (verification, record) = self.check(account, secret, padding).await?;
+        Ok((verification, record.map(profile_of)))
     }
 
     /// Refuses (`InvalidSecret`, never echoing the PIN) a PIN that is not 4–12 digits or
@@ -219,8 +255,11 @@ impl IdentityProvider for BuiltinDirectory {
         let params = self.params;
         let hash = self
             .pool
-            .run(move || {
-                if previous.iter().any(|phc| verify_secret(&secret, phc)) {
+            .hash(std::time::Duration::ZERO, move |memory| {
+                if previous
+                    .iter()
+                    .any(|phc| verify_secret_in(&secret, phc, memory))
+                {
                     return Err(IdentityError::InvalidSecret(format!(
                         "the new PIN must differ from the current PIN and the last {PIN_HISTORY}"
                     )));

@@ -3,9 +3,12 @@
 //! The state machine is `ivrauth_core::identity::AccountCounters`; this module only makes
 //! each update atomic: `record_failure` reads, applies and writes in one `BEGIN IMMEDIATE`
 //! transaction, so concurrent failures (from any number of processes sharing the file) are
-//! all counted. No row means default counters.
+//! all counted. No row means default counters. The end of a verification is one commit
+//! too: `settle_verified` (counters reset, caller-number claim refunded, audit record
+//! appended) or `refund_unjudged` (an attempt the directory was too busy to judge).
 
 use async_trait::async_trait;
+use ivrauth_core::audit::{AuditEvent, AuditRecord};
 use ivrauth_core::identity::{
     refuse_before_verify, AccountCounters, AniActivity, AniAttempt, AniClaim, FailureEffect,
     LockoutPolicy,
@@ -14,6 +17,7 @@ use ivrauth_core::ports::{LockoutStore, StoreError};
 use ivrauth_core::time::UnixMillis;
 use sqlx::Row;
 
+use crate::audit::{insert_next, last_record};
 use crate::error::backend;
 use crate::SqliteStore;
 
@@ -50,6 +54,53 @@ async fn read_counters(
     })
 }
 
+async fn write_counters(
+    conn: &mut sqlx::SqliteConnection,
+    account: &str,
+    counters: &AccountCounters,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO lockout_counters \
+         (account, failed_attempts, locks, locked_until, locked_permanently, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (account) DO UPDATE SET failed_attempts = excluded.failed_attempts, \
+         locks = excluded.locks, locked_until = excluded.locked_until, \
+         locked_permanently = excluded.locked_permanently, updated_at = excluded.updated_at",
+    )
+    .bind(account)
+    .bind(i64::from(counters.failed_attempts))
+    .bind(i64::from(counters.locks))
+    .bind(counters.locked_until.map(|t| t.0))
+    .bind(counters.locked_permanently)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn delete_counters(
+    conn: &mut sqlx::SqliteConnection,
+    account: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM lockout_counters WHERE account = ?1")
+        .bind(account)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+async fn delete_ani_claim(conn: &mut sqlx::SqliteConnection, claim: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM ani_failures WHERE rowid = ?1")
+        .bind(claim)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl LockoutStore for SqliteStore {
     async fn counters(&self, account: &str) -> Result<AccountCounters, StoreError> {
@@ -72,23 +123,7 @@ impl LockoutStore for SqliteStore {
             .map_err(backend)?;
         let mut counters = read_counters(&mut tx, account).await?;
         let effect = counters.on_failure(policy, now);
-        sqlx::query(
-            "INSERT INTO lockout_counters \
-             (account, failed_attempts, locks, locked_until, locked_permanently, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (account) DO UPDATE SET failed_attempts = excluded.failed_attempts, \
-             locks = excluded.locks, locked_until = excluded.locked_until, \
-             locked_permanently = excluded.locked_permanently, updated_at = excluded.updated_at",
-        )
-        .bind(account)
-        .bind(i64::from(counters.failed_attempts))
-        .bind(i64::from(counters.locks))
-        .bind(counters.locked_until.map(|t| t.0))
-        .bind(counters.locked_permanently)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        write_counters(&mut tx, account, &counters, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok((counters, effect))
     }
@@ -149,12 +184,57 @@ impl LockoutStore for SqliteStore {
     }
 
     async fn refund_ani_attempt(&self, claim: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM ani_failures WHERE rowid = ?1")
-            .bind(claim)
-            .execute(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        delete_ani_claim(&mut conn, claim).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction (the audit chain's write lock): the counters row
+    /// goes, the claim goes, the record is appended after the newest one. One disk flush
+    /// instead of three.
+    async fn settle_verified(
+        &self,
+        account: &str,
+        ani_claim: i64,
+        event: &AuditEvent,
+        now: UnixMillis,
+    ) -> Result<AuditRecord, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)?;
-        Ok(())
+        delete_counters(&mut tx, account).await?;
+        delete_ani_claim(&mut tx, ani_claim).await?;
+        let last = last_record(&mut tx).await?;
+        let record = insert_next(&mut tx, last.as_ref(), event, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(record)
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: read, refund, write (or delete the row when
+    /// nothing is left), and the claim goes.
+    async fn refund_unjudged(
+        &self,
+        account: &str,
+        effect: FailureEffect,
+        ani_claim: i64,
+        now: UnixMillis,
+    ) -> Result<AccountCounters, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let mut counters = read_counters(&mut tx, account).await?;
+        counters.on_refund(effect);
+        if counters == AccountCounters::default() {
+            delete_counters(&mut tx, account).await?;
+        } else {
+            write_counters(&mut tx, account, &counters, now).await?;
+        }
+        delete_ani_claim(&mut tx, ani_claim).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(counters)
     }
 
     async fn record_ani_failure(

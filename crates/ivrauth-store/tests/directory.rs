@@ -119,7 +119,7 @@ async fn verify_outcomes() {
     let saturated = BuiltinDirectory::new(
         store.clone(),
         CHEAP,
-        HashPool::new(1).with_max_wait(Duration::ZERO),
+        HashPool::new(1).with_margin(Duration::ZERO),
         Arc::new(FixedClock(T0)),
     )
     .unwrap();
@@ -317,7 +317,7 @@ async fn hash_pool_saturation_is_busy_quickly() {
         "{:?}",
         begun.elapsed()
     );
-    let zero_wait = pool.clone().with_max_wait(Duration::ZERO);
+    let zero_wait = pool.clone().with_margin(Duration::ZERO);
     assert_eq!(zero_wait.run(|| "third").await, Err(IdentityError::Busy));
 
     hold.send(()).unwrap();

@@ -481,3 +481,15 @@ async fn call_failures_never_decrease() {
     let (_dir, store) = fresh().await;
     conformance::calls_failures_never_decrease(&store).await;
 }
+
+#[tokio::test]
+async fn a_verified_attempt_settles_in_one_commit() {
+    let (_dir, store) = fresh().await;
+    conformance::verified_attempt_settles_in_one_commit(&store).await;
+}
+
+#[tokio::test]
+async fn an_unjudged_attempt_is_refunded() {
+    let (_dir, store) = fresh().await;
+    conformance::unjudged_attempt_is_refunded(&store).await;
+}

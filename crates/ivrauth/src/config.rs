@@ -579,6 +579,13 @@ pub struct IdentitySettings {
     /// Hashes computed at once by the server; `None`: one per core.
     #[serde(deserialize_with = "fields::some_between::<_, _, 1, 1024>")]
     pub hash_pool_size: Option<usize>,
+    /// How far past the padding (`min_verify_ms`) a queued verification may still be
+    /// answered, in milliseconds.
+    #[serde(deserialize_with = "fields::between::<_, _, 0, 60_000>")]
+    pub hash_queue_margin_ms: u64,
+    /// Verifications that may wait for a hash at once; `None`: 32 per pooled hash.
+    #[serde(deserialize_with = "fields::some_between::<_, _, 1, 1_000_000>")]
+    pub hash_queue_max_waiting: Option<usize>,
     /// `[identity.lockout]`.
     pub lockout: LockoutSettings,
     /// Present when the file has an `[identity.ldap]` section or an `IVRAUTH_LDAP_*`
@@ -602,6 +609,11 @@ impl Default for IdentitySettings {
             hash_t: hash.t,
             hash_p: hash.p,
             hash_pool_size: None,
+            hash_queue_margin_ms: u64::try_from(
+                ivrauth_store::hashpool::DEFAULT_MARGIN.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+            hash_queue_max_waiting: None,
             lockout: LockoutSettings::default(),
             ldap: None,
             oauth2: None,

@@ -566,7 +566,12 @@ async fn identity_provider(
             let params = config.hash();
             let pool = config
                 .hash_pool_size
-                .map_or_else(HashPool::per_core, HashPool::new);
+                .map_or_else(HashPool::per_core, HashPool::new)
+                .with_margin(Duration::from_millis(config.hash_queue_margin_ms));
+            let pool = match config.hash_queue_max_waiting {
+                Some(n) => pool.with_max_waiting(n),
+                None => pool,
+            };
             let directory = tokio::task::spawn_blocking(move || {
                 BuiltinDirectory::new(store, params, pool, clock)
             })

@@ -122,12 +122,19 @@ impl IdentityService {
         let task = tokio::spawn(async move {
             let mut ctx = ctx;
             let (result, event) = match call.action {
-                "identity.lookup" => this.lookup(&call, &ctx).await,
+                "identity.lookup" => {
+                    let (result, event) = this.lookup(&call, &ctx).await;
+                    (result, Some(event))
+                }
                 "identity.verify" => this.verify(&call, &mut ctx).await,
                 other => {
                     let msg = format!("action `{other}` is not available");
                     return (Err(failure("unsupported", &msg)), ctx.failures);
                 }
+            };
+            // `None`: the record was written with the action's own commit.
+            let Some(event) = event else {
+                return (result, ctx.failures);
             };
             if let Err(e) = this.store.append_audit(&event, this.clock.now()).await {
                 tracing::error!(error = %e, "cannot write the audit record of an identity action");
@@ -305,7 +312,11 @@ impl IdentityService {
         Ok(())
     }
 
-    async fn verify(&self, call: &ActionCall, ctx: &mut CallContext) -> (ActionResult, AuditEvent) {
+    async fn verify(
+        &self,
+        call: &ActionCall,
+        ctx: &mut CallContext,
+    ) -> (ActionResult, Option<AuditEvent>) {
         let started = self.clock.now();
         let (result, event) = self.verify_inner(call, ctx).await;
         // Pad to the minimum duration whatever happened, so timing tells nothing.
@@ -332,18 +343,25 @@ impl IdentityService {
         (result, event)
     }
 
-    /// `Ok((verified, greeting))` or a failure to perform, and the audit event.
+    /// `Ok((verified, greeting))` or a failure to perform, and the audit event (`None`
+    /// when it is already written: a success writes it in the commit that settles the
+    /// counters).
     ///
     /// The failure is counted before the directory is asked, in one atomic store update,
     /// and refunded (the counters reset) on success: concurrent guesses cannot all slip in
     /// before the first is counted. An account that was already locked is still verified
     /// (and the result ignored), so that it costs the same time and capacity as any other.
-    /// If the count cannot be written, the attempt is refused (fail closed).
+    /// If the count cannot be written, the attempt is refused (fail closed). An attempt the
+    /// directory never judged because it was busy is not charged: both counts are taken
+    /// back.
     async fn verify_inner(
         &self,
         call: &ActionCall,
         ctx: &CallContext,
-    ) -> (Result<(bool, Option<String>), ActionFailure>, AuditEvent) {
+    ) -> (
+        Result<(bool, Option<String>), ActionFailure>,
+        Option<AuditEvent>,
+    ) {
         let (account, key, subject) = self.account_of(call);
         let secret = call
             .text("secret")
@@ -360,7 +378,10 @@ impl IdentityService {
                     "unavailable",
                     "the identity service is unavailable",
                 )),
-                audit(Outcome::Error, json!({"reason": "error", "stage": stage})),
+                Some(audit(
+                    Outcome::Error,
+                    json!({"reason": "error", "stage": stage}),
+                )),
             )
         };
 
@@ -379,7 +400,7 @@ impl IdentityService {
             Ok(AniClaim::Counted { claim, .. }) => claim,
             Ok(AniClaim::Refused(activity)) => {
                 let detail = json!({"reason": RejectReason::RateLimited.as_str(), "callFailures": ctx.failures, "aniFailures": activity.failures, "aniAccounts": activity.distinct_accounts});
-                return (Ok((false, None)), audit(Outcome::Failure, detail));
+                return (Ok((false, None)), Some(audit(Outcome::Failure, detail)));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot count a caller-number attempt; refusing it");
@@ -401,38 +422,62 @@ impl IdentityService {
             FailureEffect::LockedUntil(t) => json!(t.to_rfc3339()),
             FailureEffect::LockedPermanently => json!("permanent"),
         };
+        // The directory may wait for capacity while the answer can still come within the
+        // padding that is left.
+        let elapsed = u64::try_from(self.clock.now().0.saturating_sub(now.0)).unwrap_or(0);
+        let padding = self
+            .min_verify_duration
+            .saturating_sub(Duration::from_millis(elapsed));
         let verification = match (&account, secret.expose().is_empty()) {
-            (None, _) => Ok(Verification::Rejected(RejectReason::UnknownAccount)),
-            (Some(_), true) => Ok(Verification::Rejected(RejectReason::EmptySecret)),
-            (Some(a), false) => self.provider.verify(a, &secret).await,
+            (None, _) => Ok((Verification::Rejected(RejectReason::UnknownAccount), None)),
+            (Some(_), true) => Ok((Verification::Rejected(RejectReason::EmptySecret), None)),
+            (Some(a), false) => self.provider.verify_with_profile(a, &secret, padding).await,
         };
         // A directory error answers the same for every account, locked ones included, so
         // an outage (or a saturated hashing pool) cannot tell which accounts are locked.
-        let verification = match verification {
+        let (verification, profile) = match verification {
+            Err(IdentityError::Busy) => {
+                // Never judged: not charged to the account or the caller number.
+                let refunded = match self.store.refund_unjudged(&key, effect, claim, now).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot take back an attempt the directory was too busy to judge");
+                        false
+                    }
+                };
+                let e = IdentityError::Busy;
+                let detail = json!({"reason": "error", "stage": "verify", "error": e.to_string(), "failedAttempts": counters.failed_attempts, "wasLocked": was_locked, "refunded": refunded});
+                return (
+                    Err(from_identity_error(&e)),
+                    Some(audit(Outcome::Error, detail)),
+                );
+            }
             Err(e) => {
                 let detail = json!({"reason": "error", "stage": "verify", "error": e.to_string(), "failedAttempts": counters.failed_attempts, "wasLocked": was_locked});
-                return (Err(from_identity_error(&e)), audit(Outcome::Error, detail));
+                return (
+                    Err(from_identity_error(&e)),
+                    Some(audit(Outcome::Error, detail)),
+                );
             }
-            Ok(_) if was_locked => Verification::Rejected(RejectReason::Locked),
+            Ok(_) if was_locked => (Verification::Rejected(RejectReason::Locked), None),
             Ok(v) => v,
         };
         match (verification, account) {
-            (Verification::Verified, Some(account)) => {
-                if let Err(e) = self.store.record_success(&key).await {
-                    tracing::error!(error = %e, "cannot reset the counters after a success");
+            (Verification::Verified, Some(_)) => {
+                let event = audit(Outcome::Success, json!({}));
+                // The counters reset, the caller number's attempt refunded and the audit
+                // record, in one commit.
+                if let Err(e) = self.store.settle_verified(&key, claim, &event, now).await {
+                    tracing::error!(error = %e, "cannot settle the counters after a success");
                     return unavailable("lockout");
                 }
-                if let Err(e) = self.store.refund_ani_attempt(claim).await {
-                    tracing::error!(error = %e, "cannot refund a caller-number attempt");
-                }
-                let greeting = match self.provider.lookup(&account).await {
-                    Ok(Some(p)) => p.greeting.or(p
+                let greeting = profile.and_then(|p| {
+                    p.greeting.or(p
                         .name
                         .as_deref()
-                        .and_then(ivrauth_core::identity::default_greeting)),
-                    _ => None,
-                };
-                (Ok((true, greeting)), audit(Outcome::Success, json!({})))
+                        .and_then(ivrauth_core::identity::default_greeting))
+                });
+                (Ok((true, greeting)), None)
             }
             (v, _) => {
                 let reason = match v {
@@ -450,7 +495,7 @@ impl IdentityService {
                     "failedAttempts": counters.failed_attempts,
                     "lock": lock,
                 });
-                (Ok((false, None)), audit(Outcome::Failure, detail))
+                (Ok((false, None)), Some(audit(Outcome::Failure, detail)))
             }
         }
     }

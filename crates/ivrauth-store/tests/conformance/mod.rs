@@ -1313,3 +1313,129 @@ pub async fn calls_failures_never_decrease(store: &dyn Store) {
         3
     );
 }
+
+/// Count an attempt first, as `identity.verify` does: the caller number's claim and the
+/// account's failure. Returns the claim id and the failure's effect.
+async fn count_first(
+    store: &dyn Store,
+    ani: &str,
+    account: &str,
+    policy: &LockoutPolicy,
+) -> (i64, FailureEffect) {
+    use ivrauth_core::identity::{Ani, AniAttempt, AniClaim};
+    let ani = Ani::parse(ani);
+    let claim = store
+        .claim_ani_attempt(&AniAttempt {
+            ani: &ani,
+            account,
+            policy,
+            call_failures: 0,
+            since: T0,
+            now: T0,
+        })
+        .await
+        .unwrap();
+    let AniClaim::Counted { claim, .. } = claim else {
+        panic!("refused: {claim:?}");
+    };
+    let (_, effect) = store.record_failure(account, policy, T0).await.unwrap();
+    (claim, effect)
+}
+
+/// A success settles in one commit: the account's counters reset, the caller number's
+/// attempt refunded and the audit record appended after the chain; if the record cannot be
+/// written (its id is taken), nothing of it is.
+pub async fn verified_attempt_settles_in_one_commit(store: &dyn Store) {
+    let policy = LockoutPolicy::default();
+    store.append_audit(&event("before", 1), T0).await.unwrap();
+    store.record_failure("acct-s", &policy, T0).await.unwrap();
+    let (claim, _) = count_first(store, "+15550100555", "acct-s", &policy).await;
+    assert_eq!(store.counters("acct-s").await.unwrap().failed_attempts, 2);
+
+    // The record's id is already in the chain: Conflict, and nothing changed.
+    assert!(matches!(
+        store
+            .settle_verified("acct-s", claim, &event("before", 2), T0)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.counters("acct-s").await.unwrap().failed_attempts, 2);
+    let activity = store
+        .ani_activity("+15550100555", "acct-s", T0)
+        .await
+        .unwrap();
+    assert_eq!(activity.failures, 1);
+    assert_eq!(store.read_audit().await.unwrap().len(), 1);
+
+    let record = store
+        .settle_verified("acct-s", claim, &event("verified", 2), T0.plus_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(record.seq, 2);
+    assert_eq!(
+        store.counters("acct-s").await.unwrap(),
+        AccountCounters::default()
+    );
+    let activity = store
+        .ani_activity("+15550100555", "acct-s", T0)
+        .await
+        .unwrap();
+    assert_eq!(activity, AniActivity::default());
+    let all = store.read_audit().await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["before", "verified"]
+    );
+    assert_eq!(verify_chain(&all), Ok(2));
+}
+
+/// An attempt counted first but never judged (the directory was busy) is taken back: the
+/// account's count and the lock that attempt set, and the caller number's claim. Other
+/// failures stay counted.
+pub async fn unjudged_attempt_is_refunded(store: &dyn Store) {
+    let policy = LockoutPolicy {
+        max_failures: 2,
+        base_lock_secs: 60,
+        ..LockoutPolicy::default()
+    };
+    // Alone on a fresh account: as if it never happened.
+    let (claim, effect) = count_first(store, "+15550100556", "acct-r", &policy).await;
+    assert_eq!(effect, FailureEffect::Counted);
+    let after = store
+        .refund_unjudged("acct-r", effect, claim, T0)
+        .await
+        .unwrap();
+    assert_eq!(after, AccountCounters::default());
+    assert_eq!(
+        store.counters("acct-r").await.unwrap(),
+        AccountCounters::default()
+    );
+    let activity = store
+        .ani_activity("+15550100556", "acct-r", T0)
+        .await
+        .unwrap();
+    assert_eq!(activity, AniActivity::default());
+
+    // The attempt that would have locked the account: the lock goes with it, the earlier
+    // failure stays.
+    store.record_failure("acct-r", &policy, T0).await.unwrap();
+    let (claim, effect) = count_first(store, "+15550100556", "acct-r", &policy).await;
+    assert!(
+        matches!(effect, FailureEffect::LockedUntil(_)),
+        "{effect:?}"
+    );
+    assert!(store.counters("acct-r").await.unwrap().is_locked(T0));
+    store
+        .refund_unjudged("acct-r", effect, claim, T0)
+        .await
+        .unwrap();
+    let counters = store.counters("acct-r").await.unwrap();
+    assert_eq!(counters.failed_attempts, 1);
+    assert_eq!(counters.locks, 0);
+    assert!(!counters.is_locked(T0));
+    let activity = store
+        .ani_activity("+15550100556", "acct-r", T0)
+        .await
+        .unwrap();
+    assert_eq!(activity.failures, 0);
+}
