@@ -4,7 +4,7 @@
 //! ([`flow_cache`]), audit writing ([`audit`]), call-state sealing ([`seal`]), refusal
 //! counting ([`refusals`]) and rate limiting ([`ratelimit`]).
 //!
-//! Nothing here knows axum, hyper or HTTP status codes (`tests/layers.rs` fails the build
+//! Nothing here knows axum, hyper or HTTP status codes (`tests/it/layers.rs` fails the build
 //! if a file here names them): the HTTP layer (`crate::http`) and the telephony
 //! front-ends (`crate::calls`) parse requests, call these services and map their typed
 //! errors to responses.

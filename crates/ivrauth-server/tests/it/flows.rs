@@ -14,7 +14,7 @@ const ALL: &[&str] = &["flow:read", "flow:write", "flow:simulate"];
 
 /// The seed's flow exactly as `constructFlowDefinition(url)` builds it.
 fn seed_flow(url: &str) -> Value {
-    let text = include_str!("../../../examples/seed-auth-flow.json");
+    let text = include_str!("../../../../examples/seed-auth-flow.json");
     let mut doc: Value = serde_json::from_str(text).unwrap();
     doc["nodes"]["http_auth"]["properties"]["url"] = json!(url);
     doc

@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -14,16 +14,7 @@ use ivrauth_core::Secret;
 use ivrauth_server::app::identity::{CallContext, IdentityService};
 use ivrauth_store::{BuiltinDirectory, HashPool, SqliteStore};
 
-fn ivrauth(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("IVRAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(cwd).env("RUST_LOG", "warn");
-    cmd
-}
+use crate::support::ivrauth;
 
 fn run(cwd: &Path, args: &[&str]) -> Output {
     let out = ivrauth(cwd).args(args).output().unwrap();

@@ -15,7 +15,7 @@ use ivrauth_core::Secret;
 use ivrauth_server::app::identity::CallContext;
 use ivrauth_testkit::{counter_key, TestServer, TEST_EPOCH};
 
-use crate::support;
+use crate::security::support;
 
 fn verify_call(account: &str, pin: &str) -> ActionCall {
     let mut inputs = Map::new();

@@ -10,16 +10,7 @@ use serde_json::Value;
 
 /// The binary with a clean environment: no `IVRAUTH_*` variables, run in `cwd` (so no stray
 /// `ivrauth.toml` is picked up), quiet logs.
-fn ivrauth(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("IVRAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(cwd).env("RUST_LOG", "warn");
-    cmd
-}
+use crate::support::ivrauth;
 
 fn run(cwd: &Path, args: &[&str]) -> Output {
     ivrauth(cwd).args(args).output().unwrap()
@@ -29,9 +20,7 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+use crate::support::stderr;
 
 /// `client create --json` in `dir/data`; returns (id, secret).
 fn create_client(dir: &Path, scopes: &str) -> (String, String) {
@@ -542,7 +531,7 @@ async fn a_flow_manage_client_deploys_and_simulates_and_the_table_shows_node_key
     assert_eq!(listed[0]["scopes"], serde_json::json!(["flow:manage"]));
 
     let mut flow: Value =
-        serde_json::from_str(include_str!("../../../examples/seed-auth-flow.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../examples/seed-auth-flow.json")).unwrap();
     flow["nodes"]["http_auth"]["properties"]["url"] = serde_json::json!(idp.url());
     std::fs::write(d.join("seed.json"), flow.to_string()).unwrap();
     let flow_cmd = |args: &[&str]| {

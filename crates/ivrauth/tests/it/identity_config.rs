@@ -24,14 +24,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// Appears in secrets only: it must never be printed.
 const CANARY: &str = "Canary-Bind-Pw-3c9d";
 
+/// The binary, logging at info (these tests read its start-up lines).
 fn ivrauth(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("IVRAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(cwd).env("RUST_LOG", "info");
+    let mut cmd = crate::support::ivrauth(cwd);
+    cmd.env("RUST_LOG", "info");
     cmd
 }
 

@@ -16,14 +16,10 @@ const CANARY: &str = "Canary-Pw-7f3a9c1e";
 const CANARY_NEW: &str = "Canary-New-44d0b2";
 const CANARY_TOKEN: &str = "Canary-Token-91ee5c";
 
+/// The binary at its default log level (these tests search everything it logs).
 fn ivrauth(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("IVRAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(cwd);
+    let mut cmd = crate::support::ivrauth(cwd);
+    cmd.env_remove("RUST_LOG");
     cmd
 }
 
@@ -115,7 +111,7 @@ async fn canary_secrets_appear_in_no_response_log_or_database_byte() {
     let access = token["access_token"].as_str().unwrap().to_owned();
 
     let mut flow: Value =
-        serde_json::from_str(include_str!("../../../examples/seed-auth-flow.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../examples/seed-auth-flow.json")).unwrap();
     flow["nodes"]["http_auth"]["properties"]["url"] = json!(idp.url());
     let mut masked_flow = flow;
     masked_flow["nodes"]["http_auth"]["properties"]["secureOutput"] = json!(["body.token"]);

@@ -11,7 +11,7 @@ use ivrauth_server::http::demo::DemoDirectory;
 use ivrauth_server::SimulateIdentity;
 use ivrauth_testkit::TestServer;
 
-use crate::support::{self, simulate, verify, verify_flow};
+use crate::security::support::{self, simulate, verify, verify_flow};
 
 const SCOPES: &[&str] = &["flow:simulate", "identity:simulate"];
 

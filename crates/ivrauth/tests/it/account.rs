@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ivrauth_core::audit::verify_chain;
@@ -18,16 +18,7 @@ use serde_json::Value;
 /// Appears only in rejected rows: it must not be echoed anywhere.
 const CANARY_PIN: &str = "864209";
 
-fn ivrauth(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("IVRAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(cwd).env("RUST_LOG", "warn");
-    cmd
-}
+use crate::support::ivrauth;
 
 fn run(cwd: &Path, args: &[&str]) -> Output {
     ivrauth(cwd).args(args).output().unwrap()
@@ -55,9 +46,7 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+use crate::support::stderr;
 
 fn show(cwd: &Path, account: &str) -> Value {
     let out = run(

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -23,24 +23,13 @@ const WELCOME_ADA: &str = "Welcome, Ada.";
 const DEMO_PINS: [&str; 3] = ["2468", "1357", "864209"];
 
 /// The binary with a clean environment: no `IVRAUTH_*` variables, run in `cwd`, quiet logs.
-fn ivrauth(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivrauth"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("IVRAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(cwd).env("RUST_LOG", "warn");
-    cmd
-}
+use crate::support::ivrauth;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+use crate::support::stderr;
 
 /// `ivrauth call --demo --json --digits DIGITS` in `dir/data`; the parsed JSON.
 fn demo_call_json(dir: &Path, digits: &str) -> Value {

@@ -24,7 +24,9 @@ const START: &str = "/voice/vxml/demo-pin";
 /// front-end configured by `voicexml`.
 async fn server(voicexml: impl FnOnce(&mut VoiceXmlConfig)) -> TestServer {
     let server = TestServer::builder()
-        .identity(|store, clock| crate::support::service(store, clock, LockoutPolicy::default()))
+        .identity(|store, clock| {
+            crate::security::support::service(store, clock, LockoutPolicy::default())
+        })
         .calls(|c| voicexml(&mut c.platforms.voicexml))
         .start()
         .await
@@ -172,7 +174,7 @@ async fn voicexml_without_credential_is_refused() {
 
     // The same server with a credential configured takes calls (the refusal above was the
     // missing credential, not something else about the request).
-    let server = crate::voicexml::server(basic).await;
+    let server = crate::security::voicexml::server(basic).await;
     went_on(
         &answer(start(server.http(), &server, Some((USER, PASSWORD)))).await,
         ACCOUNT_PROMPT,
@@ -272,7 +274,7 @@ async fn voicexml_source_allow_list() {
     went_on(&keys(&here, &next, "10001").await, PIN_PROMPT);
 
     // Behind a trusted proxy, the right-most forwarded address that is not a proxy counts.
-    let server = crate::voicexml::server(|v| {
+    let server = crate::security::voicexml::server(|v| {
         v.allowed_sources = vec!["10.0.0.0/8".parse().unwrap()];
         v.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
@@ -296,7 +298,7 @@ async fn voicexml_source_allow_list() {
     );
 
     // Both configured: a start request needs both.
-    let server = crate::voicexml::server(|v| {
+    let server = crate::security::voicexml::server(|v| {
         basic(v);
         v.allowed_sources = vec!["127.0.0.1/32".parse().unwrap()];
     })

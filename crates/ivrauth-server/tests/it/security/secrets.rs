@@ -5,7 +5,7 @@ use serde_json::json;
 
 use ivrauth_core::identity::LockoutPolicy;
 
-use crate::support::{self, simulate, verify_flow};
+use crate::security::support::{self, simulate, verify_flow};
 
 /// Every byte of every file under `dir`, lossily as text.
 fn all_bytes(dir: &std::path::Path) -> String {

@@ -3,7 +3,7 @@
 //! stored size of a call session).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod conformance;
+use crate::conformance;
 
 use std::path::Path;
 use std::sync::Arc;
