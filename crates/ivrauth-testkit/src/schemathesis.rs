@@ -5,7 +5,7 @@
 //! It lives in a venv built on first use under `<target>/testkit/`, by the same plumbing as
 //! the Twilio venv of [`crate::telephony`] (PyPI must be reachable the first time).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::telephony::{python_venv, Installed};
@@ -36,10 +36,12 @@ pub fn run(
     config: &str,
     dir: &Path,
 ) -> Result<Outcome> {
-    let st = st()?;
+    let python = python_venv(&PYTHON, VENV, &[REQUIREMENT])?;
     let config_path = dir.join("schemathesis.toml");
     std::fs::write(&config_path, config).map_err(|e| err("write schemathesis.toml", e))?;
-    let out = Command::new(st)
+    // `python -m`: the venv's scripts name the scratch directory it was built in.
+    let out = Command::new(python)
+        .args(["-m", "schemathesis.cli"])
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
@@ -64,10 +66,4 @@ pub fn run(
             String::from_utf8_lossy(&out.stderr)
         ),
     })
-}
-
-/// The venv's `st`, installing schemathesis on first use.
-fn st() -> Result<PathBuf> {
-    let python = python_venv(&PYTHON, VENV, &[REQUIREMENT])?;
-    Ok(python.with_file_name("st"))
 }

@@ -231,6 +231,12 @@ fn complete_value(doc: &mut Value) {
 fn constrain(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
     schemas["FlowDocument"] = super::flows::flow_document_schema();
+    // The client authenticates with HTTP Basic or with both form fields; one field alone
+    // is `invalid_request`.
+    if let Some(token) = schemas.get_mut("TokenRequest") {
+        token["dependentRequired"] =
+            json!({"client_id": ["client_secret"], "client_secret": ["client_id"]});
+    }
     // A simulation runs exactly one of a stored flow or an inline document.
     if let Some(simulate) = schemas.get_mut("SimulateRequest") {
         // `null` reads as absent, so neither may be `null` where it is the one given.
