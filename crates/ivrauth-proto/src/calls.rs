@@ -15,13 +15,18 @@ use crate::api::MASK;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTurnRequest {
+    /// The flow the call runs (at most 128 characters, as every text field here).
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub flow_id: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub ani: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub dnis: String,
     /// The keys the caller pressed for the last prompt; `""` or absent for no input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128))]
     pub input: Option<String>,
     /// The `turn` of the last response, so that a retried request gets the same answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,7 +21,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::routing::get;
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
@@ -206,20 +205,35 @@ pub fn router_with(extra: Router<AppState>, state: AppState) -> Router {
     with_state_and_layers(extra, state)
 }
 
-fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
-    let max_body = state.config.max_body_bytes;
-    let demo = if state.config.demo {
-        http::demo::routes()
-    } else {
-        Router::new()
-    };
-    Router::new()
-        .route("/healthz", get(http::healthz))
+/// Every route the server answers, each registered together with its OpenAPI operation
+/// (`utoipa_axum::routes!` reads the handler's `#[utoipa::path]`), so a route cannot be
+/// served without being documented. The demo identity endpoint is there only with `demo`.
+pub fn api_routes(demo: bool) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    let routes = utoipa_axum::router::OpenApiRouter::with_openapi(http::openapi::base())
+        .routes(utoipa_axum::routes!(http::healthz))
         .merge(http::auth::routes())
         .merge(http::openapi::routes())
         .merge(http::flows::routes())
-        .merge(calls::routes())
-        .merge(demo)
+        .merge(calls::routes());
+    if demo {
+        routes.merge(http::demo::routes())
+    } else {
+        routes
+    }
+}
+
+/// The OpenAPI document of the routes [`router`] serves with this config (`/openapi.json`).
+pub fn openapi(demo: bool) -> serde_json::Value {
+    http::openapi::complete(api_routes(demo).into_openapi())
+}
+
+fn with_state_and_layers(extra: Router<AppState>, state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let (api, doc) = api_routes(state.config.demo).split_for_parts();
+    let doc = http::openapi::Document::new(http::openapi::complete(doc));
+    Router::new()
+        .merge(api)
+        .layer(axum::Extension(doc))
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -11,6 +11,7 @@
 pub mod identity;
 pub mod identity_conformance;
 pub mod oauth2_server;
+pub mod schemathesis;
 pub mod slapd;
 pub mod telephony;
 

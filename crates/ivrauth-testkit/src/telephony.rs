@@ -51,7 +51,7 @@ pub const JAMBONZ_NODE_CLIENT_TOLERANCE_SECS: i64 = 300;
 
 /// The outcome of the first install attempt in this process, success or failure: a registry
 /// that is down fails every later test at once rather than once per test.
-type Installed = Mutex<Option<std::result::Result<PathBuf, String>>>;
+pub(crate) type Installed = Mutex<Option<std::result::Result<PathBuf, String>>>;
 
 static TWILIO_PYTHON: Installed = Mutex::new(None);
 static JAMBONZ_TOOLS: Installed = Mutex::new(None);
@@ -111,9 +111,16 @@ fn run_twilio(request: Value) -> Result<Value> {
 
 /// The Twilio venv's python, creating the venv on first use.
 fn twilio_python() -> Result<PathBuf> {
-    cached_install(&TWILIO_PYTHON, "twilio venv", || {
+    python_venv(&TWILIO_PYTHON, TWILIO_VENV, &[TWILIO_REQUIREMENT])
+}
+
+/// The python of the venv `name` under the install directory holding `requirements`
+/// (pinned: the name must change with them), created on first use (`python3 -m venv`,
+/// `pip install`) and reused across test processes; once per process under `slot`.
+pub(crate) fn python_venv(slot: &Installed, name: &str, requirements: &[&str]) -> Result<PathBuf> {
+    cached_install(slot, name, || {
         let venv = install_once(
-            TWILIO_VENV,
+            name,
             |dir| dir.join("bin/python").exists(),
             |scratch| {
                 run_ok(
@@ -123,8 +130,11 @@ fn twilio_python() -> Result<PathBuf> {
                 run_ok(
                     Command::new(scratch.join("bin/python"))
                         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-                        .arg(TWILIO_REQUIREMENT),
-                    &format!("pip install {TWILIO_REQUIREMENT} (is PyPI reachable?)"),
+                        .args(requirements),
+                    &format!(
+                        "pip install {} (is PyPI reachable?)",
+                        requirements.join(" ")
+                    ),
                 )
             },
         )?;

@@ -156,11 +156,12 @@ fn owned_call(client: &str, call_id: &str) -> String {
 /// One turn of a call whose dialogue the platform keeps (Genesys Cloud data actions,
 /// Amazon Connect): ivrauth says what to do next.
 #[utoipa::path(post, path = "/api/v2/calls/{callId}/turns", tag = "calls", security(("bearer" = ["call:turn"])),
-    params(("callId" = String, Path, description = "The platform's call id")),
+    params(("callId" = String, Path, max_length = 128, description = "The platform's call id (at most 128 characters)")),
     request_body = ApiTurnRequest,
     responses((status = 200, description = "What to do next", body = ApiTurnResponse),
-              (status = 404, description = "No such flow"),
-              (status = 409, description = "A stale turn, or an expired session")))]
+              (status = 400, description = "`too_long` (a field over 128 characters), `flow_not_callable`, or a body that does not parse (`malformed_json`, `invalid_body`)", body = ivrauth_proto::api::ErrorBody),
+              (status = 404, description = "`not_found`: no such flow", body = ivrauth_proto::api::ErrorBody),
+              (status = 409, description = "`conflict`: a stale turn, an expired session, or a `turn` the call has no session for", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn api_turn(
     caller: Scoped<CallTurn>,
     State(state): State<AppState>,
@@ -207,8 +208,9 @@ pub async fn api_turn(
 /// The caller hung up: close the session (a secret being asked for after a failure counts
 /// as a failed attempt).
 #[utoipa::path(post, path = "/api/v2/calls/{callId}/hangup", tag = "calls", security(("bearer" = ["call:turn"])),
-    params(("callId" = String, Path, description = "The platform's call id")),
-    responses((status = 200, description = "Closed (`closed` is false when there was no session)", body = ApiHangupResponse)))]
+    params(("callId" = String, Path, max_length = 128, description = "The platform's call id (at most 128 characters)")),
+    responses((status = 200, description = "Closed (`closed` is false when there was no session)", body = ApiHangupResponse),
+              (status = 400, description = "`too_long`: a call id over 128 characters", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn api_hangup(
     caller: Scoped<CallTurn>,
     State(state): State<AppState>,

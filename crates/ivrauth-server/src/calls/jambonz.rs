@@ -95,6 +95,16 @@ fn payload(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<Value,
 }
 
 /// One turn: jambonz verbs for the call.
+#[utoipa::path(post, path = "/voice/jambonz/{flowId}", tag = "telephony",
+    security(("jambonz_signature" = [])),
+    params(("flowId" = String, Path, description = "The flow the call runs"), TurnQuery),
+    request_body = super::JambonzWebhook,
+    responses(
+        (status = 200, description = "The jambonz verbs of the turn (an apology and `hangup` when the turn cannot be answered)", body = [Object]),
+        (status = 400, description = "The body is not JSON, has no `call_sid`, or a field is longer than 128 characters; or a query string that does not parse"),
+        (status = 403, description = "Missing, stale or wrong `Jambonz-Signature`"),
+        (status = 404, description = "No such flow: apology verbs", body = [Object]),
+    ))]
 pub(super) async fn webhook(
     State(state): State<AppState>,
     Path(flow_id): Path<String>,
@@ -149,6 +159,16 @@ pub(super) async fn webhook(
 }
 
 /// jambonz's call status hook: a call that is over closes its session.
+#[utoipa::path(post, path = "/voice/jambonz/{flowId}/status", tag = "telephony",
+    security(("jambonz_signature" = [])),
+    params(("flowId" = String, Path, description = "The flow the call ran")),
+    request_body = super::JambonzCallStatus,
+    responses(
+        (status = 204, description = "Acknowledged (the session is closed when the call is over)"),
+        (status = 400, description = "The body is not JSON or has no `call_sid`"),
+        (status = 403, description = "Missing, stale or wrong `Jambonz-Signature`"),
+        (status = 500, description = "The session could not be closed; jambonz retries"),
+    ))]
 pub(super) async fn status(
     State(state): State<AppState>,
     Path(_flow_id): Path<String>,

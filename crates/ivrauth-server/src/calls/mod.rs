@@ -19,10 +19,10 @@ mod xml;
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use ivrauth_core::audit::EventName;
 use ivrauth_core::call::CallKey;
@@ -59,34 +59,104 @@ pub struct PlatformConfig {
     pub voicexml: vxml::VoiceXmlConfig,
 }
 
-/// Every platform's routes:
+/// Every platform's routes, each with its OpenAPI operation:
 ///
 /// - `POST /voice/twilio/{flowId}` and `/voice/twilio/{flowId}/status` (TwiML)
 /// - `POST /voice/jambonz/{flowId}` and `/voice/jambonz/{flowId}/status` (jambonz verbs)
 /// - `GET|POST /voice/vxml/{flowId}` (VoiceXML 2.1)
 /// - `POST /api/v2/calls/{callId}/turns` and `/api/v2/calls/{callId}/hangup` (decision API)
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/voice/twilio/{flow_id}", post(twilio::webhook))
-        .route("/voice/twilio/{flow_id}/status", post(twilio::status))
-        .route("/voice/jambonz/{flow_id}", post(jambonz::webhook))
-        .route("/voice/jambonz/{flow_id}/status", post(jambonz::status))
-        .route(
-            "/voice/vxml/{flow_id}",
-            post(vxml::webhook).get(vxml::webhook_get),
-        )
-        .route(
-            "/api/v2/calls/{call_id}/turns",
-            post(decision_api::api_turn),
-        )
-        .route(
-            "/api/v2/calls/{call_id}/hangup",
-            post(decision_api::api_hangup),
-        )
+///
+/// A later turn comes back to the same path, with the [`TurnQuery`] parameters.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(twilio::webhook))
+        .routes(routes!(twilio::status))
+        .routes(routes!(jambonz::webhook))
+        .routes(routes!(jambonz::status))
+        .routes(routes!(vxml::webhook, vxml::webhook_get))
+        .routes(routes!(decision_api::api_turn))
+        .routes(routes!(decision_api::api_hangup))
 }
 
-/// Query parameters ivrauth puts on every callback URL.
-#[derive(Debug, Default, Deserialize)]
+/// The form Twilio posts to a voice webhook (the fields ivrauth reads; Twilio sends more,
+/// all of them signed). For the OpenAPI document: the handler reads the form itself.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = TwilioVoiceRequest, rename_all = "PascalCase")]
+struct TwilioVoiceForm {
+    /// The call; 400 when absent or empty.
+    #[schema(min_length = 1, max_length = 128)]
+    call_sid: String,
+    #[schema(max_length = 128)]
+    from: Option<String>,
+    #[schema(max_length = 128)]
+    to: Option<String>,
+    /// The keys the caller pressed (a `<Gather>`'s action).
+    #[schema(max_length = 128)]
+    digits: Option<String>,
+    /// Checked against `[twilio] account_sids` when that is set.
+    account_sid: Option<String>,
+}
+
+/// The form of Twilio's status callback (the fields ivrauth reads).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = TwilioStatusCallback, rename_all = "PascalCase")]
+struct TwilioStatusForm {
+    /// The call; 400 when absent.
+    call_sid: String,
+    /// `completed`, `busy`, `failed`, `no-answer` or `canceled` close the call's session;
+    /// anything else is acknowledged (204) and changes nothing.
+    call_status: Option<String>,
+    account_sid: Option<String>,
+}
+
+/// The JSON jambonz posts to a call webhook or an `actionHook` (the fields ivrauth reads).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+struct JambonzWebhook {
+    /// The call; 400 when absent or empty.
+    #[schema(min_length = 1, max_length = 128)]
+    call_sid: String,
+    #[schema(max_length = 128)]
+    from: Option<String>,
+    #[schema(max_length = 128)]
+    to: Option<String>,
+    /// A gather's keys.
+    #[schema(max_length = 128)]
+    digits: Option<String>,
+}
+
+/// The JSON of jambonz's call status hook (the fields ivrauth reads).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+struct JambonzCallStatus {
+    /// The call; 400 when absent.
+    call_sid: String,
+    /// `completed`, `failed`, `busy` or `no-answer` close the call's session; anything
+    /// else is acknowledged (204) and changes nothing.
+    call_status: Option<String>,
+}
+
+/// The form a VoiceXML platform submits (start request: `ani`, `dnis`; a `<field>`'s
+/// `<filled>`: `digits`). Every field is optional.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+struct VoiceXmlSubmit {
+    #[schema(max_length = 128)]
+    ani: Option<String>,
+    #[schema(max_length = 128)]
+    dnis: Option<String>,
+    #[schema(max_length = 128)]
+    digits: Option<String>,
+    /// The caller's URI, when `ani` is absent.
+    #[schema(rename = "session.connection.remote.uri")]
+    remote_uri: Option<String>,
+}
+
+/// Query parameters ivrauth puts on every callback URL (absent on a call's first request).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TurnQuery {
     /// The turn number.
     #[serde(default)]
@@ -97,9 +167,10 @@ struct TurnQuery {
     /// `none` (a silent turn), `nomatch`, `hangup`.
     #[serde(default)]
     ev: Option<String>,
-    /// VoiceXML: the call id ivrauth minted, and its secret.
+    /// VoiceXML: the call id ivrauth minted.
     #[serde(default)]
     c: Option<String>,
+    /// VoiceXML: the call's secret.
     #[serde(default)]
     k: Option<String>,
 }

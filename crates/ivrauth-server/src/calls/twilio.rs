@@ -114,6 +114,16 @@ fn signed_form(
 }
 
 /// One turn: TwiML for the call.
+#[utoipa::path(post, path = "/voice/twilio/{flowId}", tag = "telephony",
+    security(("twilio_signature" = [])),
+    params(("flowId" = String, Path, description = "The flow the call runs"), TurnQuery),
+    request_body(content = super::TwilioVoiceForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "TwiML for the turn (an apology and `<Hangup/>` when the turn cannot be answered)", content_type = "text/xml"),
+        (status = 400, description = "No `CallSid`, a field longer than 128 characters, or a query string that does not parse"),
+        (status = 403, description = "Missing or wrong `X-Twilio-Signature`, or an `AccountSid` not in `[twilio] account_sids`"),
+        (status = 404, description = "No such flow: TwiML apology", content_type = "text/xml"),
+    ))]
 pub(super) async fn webhook(
     State(state): State<AppState>,
     Path(flow_id): Path<String>,
@@ -202,6 +212,16 @@ async fn recording(
 }
 
 /// Twilio's status callback: a call that is over closes its session.
+#[utoipa::path(post, path = "/voice/twilio/{flowId}/status", tag = "telephony",
+    security(("twilio_signature" = [])),
+    params(("flowId" = String, Path, description = "The flow the call ran")),
+    request_body(content = super::TwilioStatusForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 204, description = "Acknowledged (the session is closed when the call is over)"),
+        (status = 400, description = "No `CallSid`"),
+        (status = 403, description = "Missing or wrong `X-Twilio-Signature`, or an `AccountSid` not in `[twilio] account_sids`"),
+        (status = 500, description = "The session could not be closed; Twilio retries"),
+    ))]
 pub(super) async fn status(
     State(state): State<AppState>,
     Path(_flow_id): Path<String>,

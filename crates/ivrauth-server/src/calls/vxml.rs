@@ -97,6 +97,18 @@ fn refused(status: StatusCode, message: &str) -> ApiError {
     ApiError::platform(status, PlatformBody::Xml(error_document(message)))
 }
 
+/// One turn fetched with GET (a start URL; later turns submit with POST).
+#[utoipa::path(get, path = "/voice/vxml/{flowId}", tag = "telephony",
+    security(("voicexml_basic" = []), ()),
+    params(("flowId" = String, Path, description = "The flow the call runs"), TurnQuery),
+    responses(
+        (status = 200, description = "A VoiceXML 2.1 document for the turn (or, for `ev=hangup`, one that says goodbye)", content_type = "text/xml"),
+        (status = 400, description = "A field longer than 128 characters (VoiceXML apology), or a query string that does not parse"),
+        (status = 401, description = "A start request without the configured `[voicexml]` Basic credentials (VoiceXML apology; `WWW-Authenticate: Basic`)", content_type = "text/xml",
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"ivrauth VoiceXML\", charset=\"UTF-8\"`"))),
+        (status = 403, description = "VoiceXML not configured, a source address not allowed, or a wrong call secret (VoiceXML apology)", content_type = "text/xml"),
+        (status = 404, description = "No such flow (VoiceXML apology)", content_type = "text/xml"),
+    ))]
 pub(super) async fn webhook_get(
     state: State<AppState>,
     path: Path<String>,
@@ -165,6 +177,18 @@ fn refusal(
 }
 
 /// One turn (or the hang-up catch's submit): a VoiceXML document.
+#[utoipa::path(post, path = "/voice/vxml/{flowId}", tag = "telephony",
+    security(("voicexml_basic" = []), ()),
+    params(("flowId" = String, Path, description = "The flow the call runs"), TurnQuery),
+    request_body(content = super::VoiceXmlSubmit, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A VoiceXML 2.1 document for the turn (or, for `ev=hangup`, one that says goodbye)", content_type = "text/xml"),
+        (status = 400, description = "A field longer than 128 characters (VoiceXML apology), or a query string that does not parse"),
+        (status = 401, description = "A start request without the configured `[voicexml]` Basic credentials (VoiceXML apology; `WWW-Authenticate: Basic`)", content_type = "text/xml",
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"ivrauth VoiceXML\", charset=\"UTF-8\"`"))),
+        (status = 403, description = "VoiceXML not configured, a source address not allowed, or a wrong call secret (VoiceXML apology)", content_type = "text/xml"),
+        (status = 404, description = "No such flow (VoiceXML apology)", content_type = "text/xml"),
+    ))]
 pub(super) async fn webhook(
     State(state): State<AppState>,
     Path(flow_id): Path<String>,

@@ -16,8 +16,7 @@ use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde_json::json;
@@ -36,8 +35,8 @@ use crate::AppState;
 /// Path of the token endpoint.
 pub const TOKEN_PATH: &str = "/auth/v3/oauth/token";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route(TOKEN_PATH, post(token))
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(token))
 }
 
 // ---------------------------------------------------------------------------------------

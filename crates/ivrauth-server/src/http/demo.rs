@@ -6,8 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -32,11 +31,13 @@ const SEED_FLOW: &str = include_str!("../../../../examples/seed-auth-flow.json")
 const DEMO_PIN_FLOW: &str = include_str!("../../../../examples/demo-pin-flow.json");
 
 /// Routes of the demo identity provider; merged only when the config says `demo`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route(DEMO_IDENTITY_PATH, post(identity_token))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(identity_token))
 }
 
-#[derive(Deserialize)]
+/// Seed 000's identity request; every field may be absent (the request is then refused).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = DemoCredentials)]
 struct Credentials {
     #[serde(default)]
     username: String,
@@ -49,6 +50,12 @@ struct Credentials {
 /// Seed 000's identity contract: `POST {username, password, grant_type: "password"}` →
 /// 200 `{token, expires_in}` or 401. A body that is not such JSON gets the API's 4xx (which
 /// never quotes what was sent: it may be a password).
+#[utoipa::path(post, path = "/demo/identity/token", tag = "demo",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "The demo user's credentials: `{token, expires_in}`", body = Object),
+        (status = 401, description = "Anything else: `{\"error\": \"invalid_credentials\"}`", body = Object),
+    ))]
 async fn identity_token(ApiJson(c): ApiJson<Credentials>) -> Response {
     let ok = c.grant_type == "password"
         && subtle_eq(c.username.as_bytes(), DEMO_USERNAME.as_bytes())

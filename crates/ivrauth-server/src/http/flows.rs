@@ -5,10 +5,11 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use ivrauth_core::audit::{EventName, Outcome};
 use ivrauth_core::flow::{compile, validate, Report};
@@ -26,17 +27,64 @@ use crate::app::audit::audit;
 use crate::app::simulate::{self, RunRequest};
 use crate::AppState;
 
-/// Routes of the Flow API.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v2/flows", post(create_flow).get(list_flows))
-        .route("/api/v2/flows/validate", post(validate_document))
-        .route("/api/v2/flows/simulate", post(simulate))
-        .route(
-            "/api/v2/flows/{id}",
-            get(get_flow).put(update_flow).delete(delete_flow),
-        )
-        .route("/api/v2/flows/{id}/validate", post(validate_stored))
+/// Routes of the Flow API, each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_flow, list_flows))
+        .routes(routes!(validate_document))
+        .routes(routes!(simulate))
+        .routes(routes!(get_flow, update_flow, delete_flow))
+        .routes(routes!(validate_stored))
+}
+
+/// A flow document, as the OpenAPI document describes it: the fields every document needs
+/// (`name`, non-empty `nodes`, `startNode`) and the types of the others. The validator
+/// checks much more (node types and properties, edges, reachability) and lists every
+/// problem in a 400; those rules are in the flow format's documentation, not in a schema.
+pub struct FlowDocumentSchema;
+
+impl utoipa::PartialSchema for FlowDocumentSchema {
+    /// A placeholder: `openapi::complete` puts [`flow_document_schema`] in its place (a
+    /// `oneOf` of an object and an array is more than utoipa's builders take).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(
+            utoipa::openapi::schema::Object::new(),
+        ))
+    }
+}
+
+/// The JSON Schema of a flow document in the OpenAPI document (see [`FlowDocumentSchema`]).
+pub(crate) fn flow_document_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "A flow document. The server validates it whole and lists every problem; the schema states the fields every document needs.",
+        "required": ["name", "nodes", "startNode"],
+        "additionalProperties": false,
+        "properties": {
+            "formatVersion": {"type": "integer", "minimum": 0},
+            "name": {"type": "string", "pattern": "\\S"},
+            "description": {"type": "string"},
+            "type": {"type": "string"},
+            "inputSchema": {"type": "object", "description": "JSON Schema (draft 7) of the run's inputs"},
+            "nodes": {
+                "description": "The nodes, by key (an object) or in order (an array, keyed by each node's `id`)",
+                "oneOf": [
+                    {"type": "object", "minProperties": 1, "additionalProperties": {"type": "object"}},
+                    {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                ],
+            },
+            "edges": {"type": "array", "items": {"type": "object"}},
+            "startNode": {"type": "string"},
+            "endNodes": {"type": "array", "items": {"type": "string"}},
+            "metadata": {},
+        },
+    })
+}
+
+impl utoipa::ToSchema for FlowDocumentSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "FlowDocument".into()
+    }
 }
 
 /// A document's shape error (a string where an array belongs) as a diagnostic.
@@ -114,9 +162,9 @@ fn detail(f: &StoredFlow, warnings: Vec<Diagnostic>) -> Result<FlowDetail, ApiEr
 
 /// Deploy a new flow (version 1).
 #[utoipa::path(post, path = "/api/v2/flows", tag = "flows", security(("bearer" = ["flow:write"])),
-    request_body(content = Object, description = "A flow document"),
+    request_body(content = FlowDocumentSchema, description = "A flow document"),
     responses((status = 201, description = "Deployed", body = FlowDetail),
-              (status = 400, description = "Invalid document: every problem listed", body = ivrauth_proto::api::ErrorBody)))]
+              (status = 400, description = "`invalid_flow` (every problem listed), or a body that does not parse", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn create_flow(
     caller: Scoped<FlowWrite>,
     State(state): State<AppState>,
@@ -196,7 +244,7 @@ fn printable(id: &str) -> String {
     params(("id" = String, Path, description = "Flow id"), VersionQuery),
     responses((status = 200, description = "The flow", body = FlowDetail),
               (status = 400, description = "`invalid_path` or `invalid_query`", body = ivrauth_proto::api::ErrorBody),
-              (status = 404, description = "No such flow or version")))]
+              (status = 404, description = "`not_found`: No such flow or version", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn get_flow(
     _caller: Scoped<FlowRead>,
     State(state): State<AppState>,
@@ -213,10 +261,10 @@ pub async fn get_flow(
 /// Deploy a new version of a flow; older versions are kept.
 #[utoipa::path(put, path = "/api/v2/flows/{id}", tag = "flows", security(("bearer" = ["flow:write"])),
     params(("id" = String, Path, description = "Flow id")),
-    request_body(content = Object, description = "A flow document"),
+    request_body(content = FlowDocumentSchema, description = "A flow document"),
     responses((status = 200, description = "The new version", body = FlowDetail),
-              (status = 400, description = "Invalid document", body = ivrauth_proto::api::ErrorBody),
-              (status = 404, description = "No such flow")))]
+              (status = 400, description = "`invalid_flow` (every problem listed), `invalid_path`, or a body that does not parse", body = ivrauth_proto::api::ErrorBody),
+              (status = 404, description = "`not_found`: No such flow", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn update_flow(
     caller: Scoped<FlowWrite>,
     State(state): State<AppState>,
@@ -256,7 +304,9 @@ pub async fn update_flow(
 /// Delete a flow: new runs are refused; runs under way finish on the version they started with.
 #[utoipa::path(delete, path = "/api/v2/flows/{id}", tag = "flows", security(("bearer" = ["flow:write"])),
     params(("id" = String, Path, description = "Flow id")),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such flow")))]
+    responses((status = 204, description = "Deleted"),
+              (status = 400, description = "`invalid_path`", body = ivrauth_proto::api::ErrorBody),
+              (status = 404, description = "`not_found`: No such flow", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn delete_flow(
     caller: Scoped<FlowWrite>,
     State(state): State<AppState>,
@@ -288,7 +338,7 @@ fn report_body(r: Report) -> ValidationReport {
 
 /// Validate a document without storing it.
 #[utoipa::path(post, path = "/api/v2/flows/validate", tag = "flows", security(("bearer" = ["flow:read"])),
-    request_body(content = Object, description = "A flow document"),
+    request_body(content = Value, description = "Any JSON value: what is not a valid flow document is reported, not refused"),
     responses((status = 200, description = "Every problem found", body = ValidationReport)))]
 pub async fn validate_document(
     _caller: Scoped<FlowRead>,
@@ -305,7 +355,7 @@ pub async fn validate_document(
     params(("id" = String, Path, description = "Flow id"), VersionQuery),
     responses((status = 200, description = "Every problem found", body = ValidationReport),
               (status = 400, description = "`invalid_path` or `invalid_query`", body = ivrauth_proto::api::ErrorBody),
-              (status = 404, description = "No such flow")))]
+              (status = 404, description = "`not_found`: No such flow", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn validate_stored(
     _caller: Scoped<FlowRead>,
     State(state): State<AppState>,
@@ -326,8 +376,9 @@ pub async fn validate_stored(
 #[utoipa::path(post, path = "/api/v2/flows/simulate", tag = "flows", security(("bearer" = ["flow:simulate"])),
     request_body = SimulateRequest,
     responses((status = 200, description = "The run's outcome and masked trace", body = SimulateResponse),
-              (status = 400, description = "Invalid input or document", body = ivrauth_proto::api::ErrorBody),
-              (status = 404, description = "No such flow")))]
+              (status = 400, description = "`invalid_body` (not exactly one of `flowId` and `flow`, or a body that does not parse), `invalid_flow`, `invalid_input` (the input does not match the flow's `inputSchema`)", body = ivrauth_proto::api::ErrorBody),
+              (status = 403, description = "`insufficient_scope`: the token lacks `flow:simulate`, or the flow reaches accounts and the token lacks `identity:simulate` (or `[simulate] identity` is `off`)", body = ivrauth_proto::api::ErrorBody),
+              (status = 404, description = "`not_found`: No such flow", body = ivrauth_proto::api::ErrorBody)))]
 pub async fn simulate(
     caller: Scoped<FlowSimulate>,
     State(state): State<AppState>,

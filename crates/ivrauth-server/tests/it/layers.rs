@@ -219,3 +219,26 @@ fn the_circle_finder_finds_circles() {
     assert!(mentions("fn f() -> Result<(), ApiError> {", "ApiError"));
     assert!(!mentions("ApiErrorBody", "ApiError"));
 }
+
+/// Routes are registered with `utoipa_axum`'s `routes!(handler)`, which adds the handler's
+/// OpenAPI operation with it, so none can be served undocumented: no `.route(`,
+/// `.route_service(` or `.nest(` anywhere in the server's source outside its unit tests.
+/// (Test probes mounted with `router_with` are the tests' own.)
+#[test]
+fn every_route_is_registered_with_its_operation() {
+    let files = code_of(&src());
+    let mut registered = 0;
+    for (file, code) in &files {
+        // Unit-test modules close a file; they may mount probes of their own.
+        let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+        for forbidden in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+            assert!(
+                !code.contains(forbidden),
+                "src/{file}.rs registers a route without its OpenAPI operation (`{forbidden}`); use `.routes(routes!(handler))`"
+            );
+        }
+        registered += code.matches("routes!(").count();
+    }
+    // The walk found the registrations (twelve groups today).
+    assert!(registered >= 12, "found {registered} routes! registrations");
+}
