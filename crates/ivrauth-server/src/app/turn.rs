@@ -150,7 +150,8 @@ pub struct TurnResponse {
 /// fixed fields in postcard ([`CompactHead`]), then the engine's snapshot to the end; a
 /// JSON object (`{`, [`JsonContinuation`]) was sealed by earlier versions and is still
 /// read, so calls in progress go on across an upgrade. Anything else does not open.
-#[derive(Debug, PartialEq)]
+/// No `Debug` outside tests: the snapshot holds what the caller keyed.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Continuation {
     version: i64,
     /// The turn this continuation answers.
