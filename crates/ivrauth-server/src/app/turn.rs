@@ -42,6 +42,7 @@ pub use ivrauth_core::call::Platform;
 use super::audit::audit_event;
 use super::host::{EngineHost, Performed};
 use super::identity::CallContext;
+use super::seal::SessionKeys;
 use crate::AppState;
 
 /// Default idle expiry of a call session.
@@ -143,12 +144,17 @@ pub struct TurnResponse {
     pub call_secret: Option<Secret<String>>,
 }
 
-/// The sealed continuation: everything the next turn needs.
-#[derive(Serialize, Deserialize)]
+/// The sealed continuation: everything the next turn needs. The flow and the call it
+/// belongs to are not in it: the seal's associated data binds them ([`aad`]).
+///
+/// Its plaintext is told apart by the first byte: [`COMPACT`] (written) is that byte, the
+/// fixed fields in postcard ([`CompactHead`]), then the engine's snapshot to the end; a
+/// JSON object (`{`, [`JsonContinuation`]) was sealed by earlier versions and is still
+/// read, so calls in progress go on across an upgrade. Anything else does not open.
+/// No `Debug` outside tests: the snapshot holds what the caller keyed.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Continuation {
-    flow_id: String,
     version: i64,
-    call_id: String,
     /// The turn this continuation answers.
     turn: u32,
     /// When the session last moved (idle expiry).
@@ -158,15 +164,132 @@ struct Continuation {
     dnis: String,
     /// VoiceXML: SHA-256 (hex) of the per-call secret. The secret itself is kept nowhere,
     /// not even sealed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_sha256: Option<String>,
-    /// Continuations sealed by earlier versions carried the secret itself: read (and
-    /// hashed) so that calls in progress across an upgrade go on, never written.
-    #[serde(default, rename = "secret", skip_serializing)]
+    host: CallProgress,
+    /// The engine's snapshot.
+    engine: Vec<u8>,
+}
+
+/// The first byte of a compact continuation (a JSON one begins with `{`).
+const COMPACT: u8 = 2;
+
+/// The fixed fields of a compact continuation, in this order (postcard: varints and
+/// length-prefixed strings, no field names). `S` is `&str` to write, `String` to read.
+#[derive(Serialize, Deserialize)]
+struct CompactHead<S> {
+    version: i64,
+    turn: u32,
+    at: i64,
+    started: i64,
+    ani: S,
+    dnis: S,
+    secret_sha256: Option<S>,
+    failures: u32,
+    verified: bool,
+    account: Option<S>,
+    account_secure: bool,
+    stored_pending: Option<S>,
+}
+
+/// A continuation as earlier versions sealed it (JSON). Read, never written.
+#[derive(Deserialize)]
+struct JsonContinuation {
+    flow_id: String,
+    version: i64,
+    call_id: String,
+    turn: u32,
+    at: i64,
+    started: i64,
+    ani: String,
+    dnis: String,
+    #[serde(default)]
+    secret_sha256: Option<String>,
+    /// The oldest continuations carried VoiceXML's secret itself: read (and hashed) so
+    /// that calls in progress across an upgrade go on.
+    #[serde(default, rename = "secret")]
     legacy_secret: Option<String>,
     host: CallProgress,
-    /// The engine's snapshot (JSON).
     engine: Box<serde_json::value::RawValue>,
+}
+
+impl Continuation {
+    /// The compact plaintext.
+    fn encode(&self) -> Result<Vec<u8>, CallError> {
+        // Destructured so that a field added to `CallProgress` cannot be forgotten here.
+        let CallProgress {
+            failures,
+            verified,
+            account,
+            account_secure,
+            stored_pending,
+        } = &self.host;
+        let head = CompactHead {
+            version: self.version,
+            turn: self.turn,
+            at: self.at,
+            started: self.started,
+            ani: self.ani.as_str(),
+            dnis: self.dnis.as_str(),
+            secret_sha256: self.secret_sha256.as_deref(),
+            failures: *failures,
+            verified: *verified,
+            account: account.as_deref(),
+            account_secure: *account_secure,
+            stored_pending: stored_pending.as_deref(),
+        };
+        let mut out = Vec::with_capacity(64 + self.ani.len() + self.dnis.len() + self.engine.len());
+        out.push(COMPACT);
+        let mut out = postcard::to_extend(&head, out).map_err(internal)?;
+        out.extend_from_slice(&self.engine);
+        Ok(out)
+    }
+
+    /// A continuation of the call `key` of `flow_id` from its plaintext, either format.
+    fn decode(plain: &[u8], key: &CallKey, flow_id: &str) -> Option<Continuation> {
+        match plain.first()? {
+            &COMPACT => {
+                let (head, engine) =
+                    postcard::take_from_bytes::<CompactHead<String>>(plain.get(1..)?).ok()?;
+                Some(Continuation {
+                    version: head.version,
+                    turn: head.turn,
+                    at: head.at,
+                    started: head.started,
+                    ani: head.ani,
+                    dnis: head.dnis,
+                    secret_sha256: head.secret_sha256,
+                    host: CallProgress {
+                        failures: head.failures,
+                        verified: head.verified,
+                        account: head.account,
+                        account_secure: head.account_secure,
+                        stored_pending: head.stored_pending,
+                    },
+                    engine: engine.to_vec(),
+                })
+            }
+            b'{' => {
+                let json: JsonContinuation = serde_json::from_slice(plain).ok()?;
+                if json.call_id != key.call_id || json.flow_id != flow_id {
+                    return None;
+                }
+                Some(Continuation {
+                    version: json.version,
+                    turn: json.turn,
+                    at: json.at,
+                    started: json.started,
+                    ani: json.ani,
+                    dnis: json.dnis,
+                    secret_sha256: json
+                        .secret_sha256
+                        .or_else(|| json.legacy_secret.as_deref().map(hash_credential)),
+                    host: json.host,
+                    engine: json.engine.get().as_bytes().to_vec(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 fn aad(key: &CallKey, flow_id: &str) -> Vec<u8> {
@@ -200,32 +323,36 @@ fn open_continuation(
     flow_id: &str,
     token: &str,
 ) -> Result<Continuation, CallError> {
-    let plain = state
-        .calls
-        .keys
-        .open(token, &aad(key, flow_id))
-        .map_err(|e| {
-            tracing::warn!(error = %e, call = %key.call_id, "call session token refused");
-            CallError::BadSession
-        })?;
-    let cont: Continuation = serde_json::from_slice(&plain).map_err(|_| CallError::BadSession)?;
-    if cont.call_id != key.call_id || cont.flow_id != flow_id {
-        return Err(CallError::BadSession);
-    }
-    Ok(cont)
+    open_sealed(&state.calls.keys, key, flow_id, token)
 }
 
-/// The digest of VoiceXML's per-call secret that a continuation holds, if any.
-fn sealed_secret_digest(cont: &Continuation) -> Option<String> {
-    cont.secret_sha256
-        .clone()
-        .or_else(|| cont.legacy_secret.as_deref().map(hash_credential))
+fn open_sealed(
+    keys: &SessionKeys,
+    key: &CallKey,
+    flow_id: &str,
+    token: &str,
+) -> Result<Continuation, CallError> {
+    let plain = keys.open(token, &aad(key, flow_id)).map_err(|e| {
+        tracing::warn!(error = %e, call = %key.call_id, "call session token refused");
+        CallError::BadSession
+    })?;
+    Continuation::decode(&plain, key, flow_id).ok_or(CallError::BadSession)
+}
+
+fn seal_continuation(
+    keys: &SessionKeys,
+    key: &CallKey,
+    flow_id: &str,
+    cont: &Continuation,
+) -> Result<String, CallError> {
+    keys.seal(&cont.encode()?, &aad(key, flow_id))
+        .map_err(|e| CallError::Internal(format!("cannot seal the call state: {e}")))
 }
 
 /// VoiceXML's per-call secret from the URL matches the sealed digest (other platforms
 /// have none). Digests are compared in constant time.
 fn secret_matches(cont: &Continuation, given: Option<&Secret<String>>) -> bool {
-    match sealed_secret_digest(cont) {
+    match &cont.secret_sha256 {
         Some(expected) => {
             let given = hash_credential(given.map_or("", |s| s.expose().as_str()));
             constant_time_eq(expected.as_bytes(), given.as_bytes())
@@ -286,12 +413,12 @@ pub async fn turn(state: &AppState, req: TurnRequest) -> Result<TurnResponse, Ca
         return Err(CallError::Expired);
     }
     // Versions are immutable: a compiled one in the cache needs no store read.
-    let flow = match state.flow_cache.get(&cont.flow_id, cont.version) {
+    let flow = match state.flow_cache.get(&req.flow_id, cont.version) {
         Some(flow) => flow,
         None => {
             let stored_flow = state
                 .store
-                .get_flow(&cont.flow_id, Some(cont.version))
+                .get_flow(&req.flow_id, Some(cont.version))
                 .await?
                 .ok_or(CallError::UnknownFlow)?;
             state
@@ -300,10 +427,9 @@ pub async fn turn(state: &AppState, req: TurnRequest) -> Result<TurnResponse, Ca
                 .map_err(internal)?
         }
     };
-    let run = RunState::restore(&flow, cont.engine.get().as_bytes())
-        .map_err(|_| CallError::BadSession)?;
+    let run = RunState::restore(&flow, &cont.engine).map_err(|_| CallError::BadSession)?;
     let meta = Meta {
-        secret_sha256: sealed_secret_digest(&cont),
+        secret_sha256: cont.secret_sha256,
         version: cont.version,
         started: cont.started,
         ani: cont.ani,
@@ -617,32 +743,23 @@ async fn finish_turn(
     let token = match driven.engine.take() {
         None => None,
         Some(engine) => {
-            let raw = serde_json::value::RawValue::from_string(
-                String::from_utf8(engine).map_err(internal)?,
-            )
-            .map_err(internal)?;
             let cont = Continuation {
-                flow_id: req.flow_id.clone(),
                 version: meta.version,
-                call_id: req.call_id.clone(),
                 turn: next_turn,
                 at: now.0,
                 started: meta.started,
                 ani: meta.ani.clone(),
                 dnis: meta.dnis.clone(),
                 secret_sha256: meta.secret_sha256.clone(),
-                legacy_secret: None,
                 host: driven.host.clone(),
-                engine: raw,
+                engine,
             };
-            let plain = serde_json::to_vec(&cont).map_err(internal)?;
-            Some(
-                state
-                    .calls
-                    .keys
-                    .seal(&plain, &aad(&key, &req.flow_id))
-                    .map_err(|e| CallError::Internal(format!("cannot seal the call state: {e}")))?,
-            )
+            Some(seal_continuation(
+                &state.calls.keys,
+                &key,
+                &req.flow_id,
+                &cont,
+            )?)
         }
     };
     let response = TurnResponse {
@@ -769,34 +886,158 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    fn continuation(secret_fields: &str) -> Continuation {
-        serde_json::from_str(&format!(
-            r#"{{"flow_id":"f","version":1,"call_id":"c","turn":2,"at":0,"started":0,"ani":"","dnis":"",{secret_fields}"host":{{"failures":0,"verified":false}},"engine":{{}}}}"#
-        ))
-        .unwrap()
+    fn key() -> CallKey {
+        CallKey::new(Platform::Twilio, "CA1".to_owned())
+    }
+
+    /// A continuation as earlier versions sealed it: JSON, the flow and call inside.
+    fn json_plaintext(secret_fields: &str) -> String {
+        format!(
+            r#"{{"flow_id":"f","version":3,"call_id":"CA1","turn":2,"at":7,"started":5,"ani":"+1555","dnis":"+1666",{secret_fields}"host":{{"failures":1,"verified":false,"account":"10001"}},"engine":{{"current":4,"roots":{{}}}}}}"#
+        )
+    }
+
+    fn continuation() -> Continuation {
+        Continuation {
+            version: 3,
+            turn: 2,
+            at: 1_765_000_000_000,
+            started: 1_764_999_990_000,
+            ani: "+15550100777".to_owned(),
+            dnis: "+15550100000".to_owned(),
+            secret_sha256: Some(hash_credential("s3cret")),
+            host: CallProgress {
+                failures: 2,
+                verified: true,
+                account: Some("10001".to_owned()),
+                account_secure: true,
+                stored_pending: Some("(sealed)".to_owned()),
+            },
+            engine: br#"{"current":4,"roots":{"x":1}}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_compact_continuation_round_trips_through_the_seal() {
+        let keys = SessionKeys::generate();
+        let cont = continuation();
+        let plain = cont.encode().unwrap();
+        assert_eq!(plain[0], COMPACT);
+        assert!(plain.ends_with(&cont.engine));
+        let token = seal_continuation(&keys, &key(), "f", &cont).unwrap();
+        assert_eq!(open_sealed(&keys, &key(), "f", &token).unwrap(), cont);
+        // Every field at its default round-trips too.
+        let bare = Continuation {
+            secret_sha256: None,
+            host: CallProgress::default(),
+            engine: Vec::new(),
+            ani: String::new(),
+            ..continuation()
+        };
+        let token = seal_continuation(&keys, &key(), "f", &bare).unwrap();
+        assert_eq!(open_sealed(&keys, &key(), "f", &token).unwrap(), bare);
+    }
+
+    #[test]
+    fn a_compact_continuation_is_smaller_than_the_json_one() {
+        let cont = continuation();
+        let json = json_plaintext(&format!(
+            r#""secret_sha256":"{}","#,
+            cont.secret_sha256.clone().unwrap()
+        ));
+        assert!(
+            cont.encode().unwrap().len() + 100 < json.len(),
+            "{} vs {}",
+            cont.encode().unwrap().len(),
+            json.len()
+        );
+    }
+
+    /// Calls in progress across an upgrade: a token sealed with the JSON format still opens,
+    /// for its own call and flow only.
+    #[test]
+    fn a_token_sealed_in_the_json_format_still_opens() {
+        let keys = SessionKeys::generate();
+        let plain = json_plaintext("");
+        let token = keys.seal(plain.as_bytes(), &aad(&key(), "f")).unwrap();
+        let cont = open_sealed(&keys, &key(), "f", &token).unwrap();
+        assert_eq!(cont.version, 3);
+        assert_eq!(cont.turn, 2);
+        assert_eq!((cont.at, cont.started), (7, 5));
+        assert_eq!((cont.ani.as_str(), cont.dnis.as_str()), ("+1555", "+1666"));
+        assert_eq!(cont.host.failures, 1);
+        assert_eq!(cont.host.account.as_deref(), Some("10001"));
+        assert_eq!(cont.engine, br#"{"current":4,"roots":{}}"#);
+        assert_eq!(cont.secret_sha256, None);
+        // The JSON names its call and flow: sealed for another, it is refused even if the
+        // seal's context matches.
+        let other = CallKey::new(Platform::Twilio, "CA2".to_owned());
+        let token = keys.seal(plain.as_bytes(), &aad(&other, "f")).unwrap();
+        assert!(matches!(
+            open_sealed(&keys, &other, "f", &token),
+            Err(CallError::BadSession)
+        ));
+    }
+
+    #[test]
+    fn a_tampered_or_misplaced_token_is_refused() {
+        let keys = SessionKeys::generate();
+        let token = seal_continuation(&keys, &key(), "f", &continuation()).unwrap();
+        // Every character changed in turn.
+        for i in 0..token.len() {
+            let mut bytes = token.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert!(
+                matches!(
+                    open_sealed(&keys, &key(), "f", &tampered),
+                    Err(CallError::BadSession)
+                ),
+                "character {i} changed and the token still opened"
+            );
+        }
+        // Another call, another flow, another key ring.
+        let other = CallKey::new(Platform::Twilio, "CA2".to_owned());
+        assert!(open_sealed(&keys, &other, "f", &token).is_err());
+        assert!(open_sealed(&keys, &key(), "g", &token).is_err());
+        assert!(open_sealed(&SessionKeys::generate(), &key(), "f", &token).is_err());
+        // Authentic, but neither format (an unknown first byte, a truncated head).
+        for plain in [&b"\x03anything"[..], b"", &[COMPACT, 0x80]] {
+            let token = keys.seal(plain, &aad(&key(), "f")).unwrap();
+            assert!(open_sealed(&keys, &key(), "f", &token).is_err());
+        }
     }
 
     #[test]
     fn a_continuation_keeps_only_the_digest_of_the_call_secret() {
         let given = |s: &str| Secret::new(s.to_owned());
+        let keys = SessionKeys::generate();
         // Sealed by an earlier version, with the secret itself: still opens the call.
-        let legacy = continuation(r#""secret":"s3cret-canary","#);
+        let plain = json_plaintext(r#""secret":"s3cret-canary","#);
+        let token = keys.seal(plain.as_bytes(), &aad(&key(), "f")).unwrap();
+        let legacy = open_sealed(&keys, &key(), "f", &token).unwrap();
         assert!(secret_matches(&legacy, Some(&given("s3cret-canary"))));
         assert!(!secret_matches(&legacy, Some(&given("s3cret-canarx"))));
         assert!(!secret_matches(&legacy, None));
         // Sealed again, it holds the digest only.
-        let resealed = Continuation {
-            secret_sha256: sealed_secret_digest(&legacy),
-            legacy_secret: None,
-            ..legacy
-        };
-        let text = serde_json::to_string(&resealed).unwrap();
+        let resealed = legacy.encode().unwrap();
+        let text = String::from_utf8_lossy(&resealed);
         assert!(!text.contains("s3cret-canary"), "{text}");
         assert!(text.contains(&hash_credential("s3cret-canary")), "{text}");
-        let reopened: Continuation = serde_json::from_str(&text).unwrap();
+        let token = seal_continuation(&keys, &key(), "f", &legacy).unwrap();
+        let reopened = open_sealed(&keys, &key(), "f", &token).unwrap();
         assert!(secret_matches(&reopened, Some(&given("s3cret-canary"))));
         assert!(!secret_matches(&reopened, Some(&given(""))));
         // Other platforms carry none, and need none.
-        assert!(secret_matches(&continuation(""), None));
+        let none = open_sealed(
+            &keys,
+            &key(),
+            "f",
+            &keys
+                .seal(json_plaintext("").as_bytes(), &aad(&key(), "f"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(secret_matches(&none, None));
     }
 }
