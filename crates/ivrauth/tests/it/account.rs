@@ -2,9 +2,8 @@
 //! `ivrauth account ...` end to end, against temporary data directories (the store is also
 //! opened by the test itself while the commands run, as a running server would hold it).
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ivrauth_core::audit::verify_chain;
@@ -26,20 +25,9 @@ fn run(cwd: &Path, args: &[&str]) -> Output {
 
 /// Run with `input` on standard input (a pipe, not a terminal).
 fn run_with_stdin(cwd: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = ivrauth(cwd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut cmd = ivrauth(cwd);
+    cmd.args(args);
+    crate::support::with_stdin(cmd, input)
 }
 
 fn stdout(o: &Output) -> String {

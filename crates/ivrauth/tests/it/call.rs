@@ -194,27 +194,17 @@ fn secure_digits_appear_in_no_output() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut add = ivrauth(d)
-        .args([
-            "account",
-            "add",
-            "20002",
-            "--name",
-            "Canary Caller",
-            "--data-dir",
-            "data",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{CANARY_PIN}\n").as_bytes())
-        .unwrap();
-    let added = add.wait_with_output().unwrap();
+    let mut add = ivrauth(d);
+    add.args([
+        "account",
+        "add",
+        "20002",
+        "--name",
+        "Canary Caller",
+        "--data-dir",
+        "data",
+    ]);
+    let added = crate::support::with_stdin(add, &format!("{CANARY_PIN}\n"));
     assert!(added.status.success(), "{}", stderr(&added));
 
     for (account, pin, greeting) in [

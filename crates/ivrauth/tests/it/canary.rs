@@ -259,7 +259,6 @@ const CANARY_WRONG_PIN: &str = "918273";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn canary_pins_appear_in_no_response_log_or_database_byte() {
-    use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -267,28 +266,18 @@ async fn canary_pins_appear_in_no_response_log_or_database_byte() {
         "[identity]\nprovider = \"builtin\"\nmin_verify_ms = 0\nhash_m_kib = 64\nhash_t = 1\nhash_p = 1\n",
     )
     .unwrap();
-    let mut add = ivrauth(d)
-        .args([
-            "account",
-            "add",
-            "10001",
-            "--name",
-            "Ada Lovelace",
-            "--data-dir",
-            "data",
-        ])
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{CANARY_PIN}\n").as_bytes())
-        .unwrap();
-    let added = add.wait_with_output().unwrap();
+    let mut add = ivrauth(d);
+    add.args([
+        "account",
+        "add",
+        "10001",
+        "--name",
+        "Ada Lovelace",
+        "--data-dir",
+        "data",
+    ])
+    .env("RUST_LOG", "trace");
+    let added = crate::support::with_stdin(add, &format!("{CANARY_PIN}\n"));
     assert!(
         added.status.success(),
         "{}",

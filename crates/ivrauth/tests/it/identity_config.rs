@@ -244,23 +244,17 @@ async fn builtin_provider_verifies_pins_hashed_with_the_configured_parameters() 
     .unwrap();
 
     // `account add` hashes with the configured parameters.
-    let mut add = ivrauth(d)
-        .args([
-            "account",
-            "add",
-            "4242",
-            "--name",
-            "Grace Hopper",
-            "--data-dir",
-            "data",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(b"1357\n").unwrap();
-    let out = add.wait_with_output().unwrap();
+    let mut add = ivrauth(d);
+    add.args([
+        "account",
+        "add",
+        "4242",
+        "--name",
+        "Grace Hopper",
+        "--data-dir",
+        "data",
+    ]);
+    let out = crate::support::with_stdin(add, "1357\n");
     assert!(out.status.success(), "{:?}", output_text(&out));
     {
         let store = SqliteStore::open(&d.join("data")).await.unwrap();

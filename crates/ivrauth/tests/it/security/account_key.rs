@@ -1,9 +1,8 @@
 //! Issue 8, item 7: one account key everywhere. The server's verifications and the
 //! operator's `ivrauth account show|unlock` agree on which counters belong to `AB12`.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -82,23 +81,17 @@ async fn wrong_pin(service: &Arc<IdentityService>, account: &str, call: u32) -> 
 async fn five_failures_for_ab12_are_shown_and_lifted_under_any_spelling() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut add = ivrauth(d)
-        .args([
-            "account",
-            "add",
-            "AB12",
-            "--name",
-            "Alan Turing",
-            "--data-dir",
-            "data",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(b"975310\n").unwrap();
-    assert!(add.wait_with_output().unwrap().status.success());
+    let mut add = ivrauth(d);
+    add.args([
+        "account",
+        "add",
+        "AB12",
+        "--name",
+        "Alan Turing",
+        "--data-dir",
+        "data",
+    ]);
+    assert!(crate::support::with_stdin(add, "975310\n").status.success());
     // The account is stored in its one form; the key file exists once a command needs it.
     assert_eq!(show(d, "AB12")["account_number"], "ab12");
 
@@ -143,23 +136,17 @@ async fn with_case_folding_off_ab12_and_lowercase_are_two_accounts_with_two_coun
     )
     .unwrap();
     for (account, pin) in [("AB12", "975310\n"), ("ab12", "135790\n")] {
-        let mut add = ivrauth(d)
-            .args([
-                "account",
-                "add",
-                account,
-                "--name",
-                "Someone",
-                "--data-dir",
-                "data",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        add.stdin.take().unwrap().write_all(pin.as_bytes()).unwrap();
-        let out = add.wait_with_output().unwrap();
+        let mut add = ivrauth(d);
+        add.args([
+            "account",
+            "add",
+            account,
+            "--name",
+            "Someone",
+            "--data-dir",
+            "data",
+        ]);
+        let out = crate::support::with_stdin(add, pin);
         assert!(
             out.status.success(),
             "{}",
